@@ -1,0 +1,1 @@
+"""Alembic environment of the registry (installed as tower_platform._migrations)."""

@@ -1,0 +1,86 @@
+"""Output helpers shared by the commands: results to stdout (rich tables or JSON), diagnostics to stderr."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+out_console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(value)
+    return str(value)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def print_json(payload: Any) -> None:
+    """Print strict JSON (NaN/inf become null) on stdout."""
+    text = json.dumps(_finite(json.loads(json.dumps(payload, default=_default))), indent=2, sort_keys=False)
+    typer_echo(text)
+
+
+def typer_echo(text: str) -> None:
+    import typer
+
+    typer.echo(text)
+
+
+def format_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    highlight_rows: set[int] | None = None,
+) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col)
+    for i, row in enumerate(rows):
+        style = "bold red" if highlight_rows and i in highlight_rows else None
+        table.add_row(*(format_cell(v) for v in row), style=style)
+    out_console.print(table)
+
+
+def print_mapping(title: str, mapping: Mapping[str, Any]) -> None:
+    print_table(title, ["field", "value"], [(k, v) for k, v in mapping.items()])
