@@ -1,0 +1,100 @@
+"""Constructed cases for point-in-time correctness, TTL, leakage and parity with Feast's own DuckDB join."""
+
+from __future__ import annotations
+
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tower_platform._feature_repo import tower_layout as layout
+from tower_platform.errors import TrainingSetAuditError
+from tower_platform.training_set import build_training_set
+
+DAY = 86_400
+T = 1_600_000_000  # 2020-09-13 12:26:40 UTC
+MOVIES = [("10", "Alpha (1990)", "Drama"), ("20", "Beta (1991)", "Comedy|Drama"), ("30", "Gamma (1992)", "Action"),
+          ("40", "Delta (1993)", "Action")]  # fmt: skip
+# user 1: 10 at T, 20 and 30 together at T + 60 s, 40 at T + 120 s.  user 2: 10 at T, then 20 ten days later.
+RATINGS = [("1", "10", 4.0, T), ("1", "20", 3.0, T + 60), ("1", "30", 5.0, T + 60), ("1", "40", 2.0, T + 120),
+           ("2", "10", 1.0, T), ("2", "20", 2.0, T + 10 * DAY)]  # fmt: skip
+
+
+def _rows(training_set) -> dict[tuple[str, str], dict]:
+    return {(r["user_id"], r["item_id"]): r for r in training_set.table.to_pylist()}
+
+
+@pytest.fixture
+def tiny(make_feature_home):
+    # user_history expires after 1 day: user 2's second interaction finds no snapshot within TTL
+    return make_feature_home(ratings=RATINGS, movies=MOVIES, config_extra="features: {ttl_days: {user_history: 1}}\n")
+
+
+def test_constructed_cases(tiny):
+    config, store = tiny
+    training_set = build_training_set(store, config)
+    rows = _rows(training_set)
+    assert training_set.table.num_rows == len(RATINGS)
+
+    # a later feature row exists (the snapshot at T + 60 s) and must not be used for the row at T + 60 s
+    assert rows[("1", "20")]["user_history__recent_items"] == ["10"]
+    assert rows[("1", "20")]["user_history__n_interactions"] == 1
+    # two interactions at the same timestamp: both rows come back and neither sees the other
+    assert rows[("1", "30")]["user_history__recent_items"] == ["10"]
+    # the next row sees both, most recent first (ties: later file row first; the file is sorted by item id)
+    assert rows[("1", "40")]["user_history__recent_items"] == ["30", "20", "10"]
+    # first interaction of a user: no snapshot at all -> row kept, features null
+    assert rows[("1", "10")]["user_history__recent_items"] is None
+    # user 2 came back after 10 days: the snapshot of T is beyond the 1-day TTL -> row kept, features null
+    assert rows[("2", "20")]["user_history__recent_items"] is None
+    assert rows[("2", "20")]["user_history__n_interactions"] is None
+    # item features are static: every row has them
+    assert rows[("2", "20")]["item_profile__genres"] == ["Comedy", "Drama"]
+    # item stats are daily: on the first day nothing is counted yet; 10 days later item 20 has one earlier rating
+    assert rows[("1", "20")]["item_stats__interaction_count"] == 0
+    assert rows[("2", "20")]["item_stats__interaction_count"] == 1
+
+
+def test_a_leaking_snapshot_fails_the_audit(tiny):
+    config, store = tiny
+    path = layout.source_path(store.home_dir, layout.USER_HISTORY)
+    table = pq.read_table(path)
+    # Corrupt user 1's snapshot at T: its recent items now claim item 40, which user 1 only meets at T + 120 s.
+    recent = table.column("recent_items").to_pylist()
+    first = next(i for i, (u, ts) in enumerate(zip(table.column("user_id").to_pylist(), table.column("event_timestamp").to_pylist())) if u == "1" and ts.timestamp() == T)
+    recent[first] = ["40", "10"]
+    table = table.set_column(table.column_names.index("recent_items"), "recent_items", pa.array(recent, pa.list_(pa.string())))
+    # ... and stretch it forward in time so the row at T + 120 s uses it: drop user 1's later snapshots
+    keep = [not (u == "1" and ts.timestamp() > T) for u, ts in zip(table.column("user_id").to_pylist(), table.column("event_timestamp").to_pylist())]
+    pq.write_table(table.filter(pa.array(keep)), path)
+    with pytest.raises(TrainingSetAuditError, match="hold their target item"):
+        build_training_set(store, config)
+
+
+def test_a_feature_row_stamped_after_its_snapshot_time_fails_the_audit(tiny):
+    config, store = tiny
+    path = layout.source_path(store.home_dir, layout.ITEM_PROFILE)
+    table = pq.read_table(path)
+    # Claim every profile row was computed far in the future while Feast still joins it on event_timestamp.
+    future = pa.array([T + 365 * DAY] * table.num_rows, pa.int64()).cast(pa.timestamp("s")).cast(pa.timestamp("us", tz="UTC"))
+    pq.write_table(table.set_column(table.column_names.index("snapshot_ts"), "snapshot_ts", future), path)
+    with pytest.raises(TrainingSetAuditError, match="'item_profile' feature row not older"):
+        build_training_set(store, config)
+
+
+def test_asof_store_matches_feasts_duckdb_join(tiny, tmp_path):
+    config, store = tiny
+    stock_repo = tmp_path / "stock_repo"
+    shutil.copytree(store.repo_dir, stock_repo, ignore=shutil.ignore_patterns("__pycache__"))
+    yaml_path = stock_repo / "feature_store.yaml"
+    text = yaml_path.read_text()
+    assert "AsofDuckDBOfflineStore" in text
+    yaml_path.write_text(text.replace("type: tower_platform.feast_offline_store.AsofDuckDBOfflineStore", "type: duckdb"))
+    from tower_platform.features import FeastFeatureStore
+
+    stock = FeastFeatureStore(stock_repo, home_dir=store.home_dir)
+    ours = build_training_set(store, config)
+    theirs = build_training_set(stock, config)
+    assert ours.table.equals(theirs.table)
+    assert ours.fingerprint == theirs.fingerprint
