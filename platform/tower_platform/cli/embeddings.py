@@ -1,0 +1,193 @@
+"""``towerctl embeddings write|verify|status``: item vectors of a model version in its Qdrant collection.
+
+``write`` embeds the whole item corpus with the version's ``item.onnx``, verifies the collection, records it in the
+registry and marks the version ``indexed`` (safe to re-run: it resumes and skips what is complete). It never
+touches the production alias: promotion is ``towerctl models promote``.
+"""
+
+from __future__ import annotations
+
+import getpass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from tower_platform.cli import app
+from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
+from tower_platform.settings import get_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tower_platform.registry.entities import ModelVersion
+    from tower_platform.settings import Settings
+
+embeddings_app = typer.Typer(no_args_is_help=True, help="Item vectors in Qdrant: write, verify, status.")
+app.add_typer(embeddings_app, name="embeddings")
+
+ITEM_TOWER = "item.onnx"
+
+
+def current_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "unknown"
+
+
+def open_registry(settings: Settings) -> Any:
+    from tower_platform.registry.store import SqlRegistryStore
+
+    return SqlRegistryStore(settings.registry_url)
+
+
+def item_source(settings: Settings) -> Any:
+    """The item feature source of the deployment: the Feast repository (imported here: it is slow to import)."""
+    from tower_platform.features import FeastFeatureStore
+
+    settings.export_environment()
+    return FeastFeatureStore(settings.feature_repo_dir, home_dir=settings.home_dir)
+
+
+def _item_artifact(version: ModelVersion) -> tuple[str, str]:
+    artifact = version.artifact(ITEM_TOWER)
+    return artifact.path, artifact.sha256
+
+
+@embeddings_app.command("write")
+def write_command(
+    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    version: int = typer.Option(..., "--version", help="Model version whose item vectors to write."),
+    batch_size: int = typer.Option(1024, "--batch-size", min=1, help="Items per ONNX run and upsert."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Embed every item with the version's item.onnx, verify the collection, record it and mark the version indexed."""
+    from tower_platform.embedding_writer import QdrantEmbeddingWriter, verify_collection
+    from tower_platform.vectors import open_vector_store
+
+    settings = get_settings()
+    actor = current_actor()
+    with open_registry(settings) as registry:
+        mv = registry.get_version(model, version)
+        path, sha256 = _item_artifact(mv)
+        corpus = item_source(settings).item_corpus(datetime.now(UTC))
+        with open_vector_store(settings) as vectors:
+            writer = QdrantEmbeddingWriter(vectors, path, expected_sha256=sha256, batch_size=batch_size)
+            written = writer.write(corpus, model=model, version=version)
+            verified = verify_collection(vectors, tower=writer.tower, items=corpus)
+        registry.record_collection(
+            model,
+            version,
+            name=verified.collection,
+            point_count=verified.point_count,
+            dimension=verified.dimension,
+            distance=verified.distance,
+            verified=True,
+            actor=actor,
+        )
+        indexed = registry.mark_indexed(model, version, actor=actor, reason="item vectors written and verified")
+    result = {
+        "model": model,
+        "version": version,
+        "collection": written.collection,
+        "items": written.items,
+        "written": written.written,
+        "skipped": written.skipped,
+        "items_per_s": round(written.items_per_s, 1),
+        "dimension": verified.dimension,
+        "distance": verified.distance,
+        "verified_sample": verified.sampled,
+        "max_abs_diff": verified.max_abs_diff,
+        "status": indexed.status,
+    }
+    if as_json:
+        print_json(result)
+    else:
+        print_mapping(f"{model} v{version}: embeddings written", result)
+
+
+@embeddings_app.command("verify")
+def verify_command(
+    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    version: int = typer.Option(..., "--version", help="Model version whose collection to verify."),
+    sample_size: int = typer.Option(128, "--sample", min=1, help="Stored vectors compared with fresh ones."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Check a version's collection (count, ids, unit norms, parity of a sample, dimension, distance); mark it indexed."""
+    from tower_platform.embedding_writer import verify_collection
+    from tower_platform.onnx_tower import OnnxTower
+    from tower_platform.vectors import open_vector_store
+
+    settings = get_settings()
+    with open_registry(settings) as registry:
+        mv = registry.get_version(model, version)
+        path, sha256 = _item_artifact(mv)
+        tower = OnnxTower(path, expected_sha256=sha256)
+        corpus = item_source(settings).item_corpus(datetime.now(UTC))
+        with open_vector_store(settings) as vectors:
+            report = verify_collection(vectors, tower=tower, items=corpus, sample_size=sample_size)
+        registry.record_collection(
+            model,
+            version,
+            name=report.collection,
+            point_count=report.point_count,
+            dimension=report.dimension,
+            distance=report.distance,
+            verified=True,
+            actor=current_actor(),
+        )
+        indexed = registry.mark_indexed(model, version, actor=current_actor(), reason="collection verified")
+    result = {**vars(report), "status": indexed.status}
+    if as_json:
+        print_json(result)
+    else:
+        print_mapping(f"{model} v{version}: collection verified", result)
+
+
+@embeddings_app.command("status")
+def status_command(
+    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Each version's collection: what the registry recorded beside what Qdrant holds, and the production alias."""
+    from tower_platform.naming import collection_name, production_alias
+    from tower_platform.vectors import open_vector_store
+
+    settings = get_settings()
+    with open_registry(settings) as registry:
+        versions = registry.list_versions(model)
+    with open_vector_store(settings) as vectors:
+        existing = set(vectors.list_collections())
+        alias_target = vectors.alias_target(production_alias(model))
+        rows = []
+        for mv in versions:
+            name = mv.collection.name if mv.collection else collection_name(model, mv.version)
+            live = vectors.collection_info(name).point_count if name in existing else None
+            rows.append(
+                {
+                    "version": mv.version,
+                    "status": mv.status,
+                    "collection": name,
+                    "recorded_points": mv.collection.point_count if mv.collection else None,
+                    "qdrant_points": live,
+                    "verified": bool(mv.collection and mv.collection.verified),
+                    "alias": name == alias_target,
+                }
+            )
+    if as_json:
+        print_json({"model": model, "alias": production_alias(model), "alias_target": alias_target, "versions": rows})
+        return
+    print_table(
+        f"{model}: collections (alias '{production_alias(model)}' -> {alias_target or 'none'})",
+        ["version", "status", "collection", "recorded", "in qdrant", "verified", "alias"],
+        [
+            (r["version"], r["status"], r["collection"], r["recorded_points"], r["qdrant_points"],
+             "yes" if r["verified"] else "no", "<-" if r["alias"] else "")
+            for r in rows
+        ],
+    )
+    if not rows:
+        err_console.print(f"model '{model}' has no versions yet; see `towerctl models list`.")
+
+
+# ``recommend`` is a top-level verb; importing its module here registers it with the root app.
+from tower_platform.cli import recommend as _recommend  # noqa: E402,F401

@@ -1,0 +1,109 @@
+"""``towerctl recommend USER_ID``: top-k items for a user from the production version of a model.
+
+Online features (Feast) -> the production version's ``query.onnx`` (sha256 checked against the registry) -> Qdrant
+search on the production alias, without the user's recent items, optionally within one category.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from tower_platform.cli import app
+from tower_platform.cli.output import err_console, print_json, print_table
+from tower_platform.errors import ConflictError, UsageError
+from tower_platform.settings import get_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tower_platform.settings import Settings
+
+QUERY_TOWER = "query.onnx"
+
+
+def query_source(settings: Settings, *, service_name: str, user_key: str) -> Any:
+    """The online query features of the deployment: the Feast repository (imported here: it is slow to import)."""
+    from tower_platform.features import FeastFeatureStore
+    from tower_platform.retriever import OnlineQueryFeatures
+
+    settings.export_environment()
+    store = FeastFeatureStore(settings.feature_repo_dir, home_dir=settings.home_dir)
+    return OnlineQueryFeatures(store, service_name=service_name, user_key=user_key)
+
+
+def _only_model(registry: Any) -> str:
+    names = [m.name for m in registry.list_models()]
+    if len(names) != 1:
+        raise UsageError(
+            f"{len(names)} models are registered ({', '.join(names) or 'none'}); name one with --model."
+        )
+    return names[0]
+
+
+@app.command("recommend")
+def recommend_command(
+    user_id: str = typer.Argument(..., help="The user to recommend for."),
+    k: int = typer.Option(10, "-k", "--k", min=1, max=1000, help="How many items."),
+    model: str | None = typer.Option(None, "--model", help="Model name (default: the only registered model)."),
+    category: str | None = typer.Option(None, "--category", help="Only items of this category."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Top-k items for USER_ID from the production version (recent items excluded)."""
+    from tower_platform.cli.embeddings import open_registry
+    from tower_platform.onnx_tower import OnnxTower
+    from tower_platform.retriever import Retriever
+    from tower_platform.vectors import open_vector_store
+
+    settings = get_settings()
+    with open_registry(settings) as registry:
+        name = model or _only_model(registry)
+        production = registry.production_version(name)
+    if production is None:
+        raise ConflictError(
+            f"Model '{name}' has no production version; promote one with `towerctl models promote {name} --version N`."
+        )
+    artifact = production.artifact(QUERY_TOWER)
+    tower = OnnxTower(artifact.path, expected_sha256=artifact.sha256)
+    schema = tower.metadata.schema
+    features = query_source(
+        settings,
+        service_name=(schema.get("metadata") or {}).get("query_service")
+        or tower.metadata.feature_service
+        or production.feature_service,
+        user_key=str(schema.get("user_id") or "user_id"),
+    )
+    with open_vector_store(settings) as vectors:
+        retriever = Retriever(vectors, tower, features, model=name, expected_version=production.version)
+        result = retriever.recommend(user_id, k=k, category=category)
+    timings = vars(result.timings)
+    if as_json:
+        print_json(
+            {
+                "user_id": result.user_id,
+                "model": result.model,
+                "version": result.version,
+                "items": [
+                    {"rank": rank, "item_id": hit.item_id, "score": hit.score, **_payload_fields(hit.payload)}
+                    for rank, hit in enumerate(result.items, start=1)
+                ],
+                "timings_ms": timings,
+            }
+        )
+        return
+    print_table(
+        f"{result.model} v{result.version}: top {k} for user {user_id}" + (f" in {category}" if category else ""),
+        ["rank", "item_id", "score", "category", "popularity"],
+        [
+            (rank, hit.item_id, hit.score, hit.payload.get("category"), hit.payload.get("popularity"))
+            for rank, hit in enumerate(result.items, start=1)
+        ],
+    )
+    err_console.print(
+        "features {features_ms:.1f} ms, query tower {query_tower_ms:.1f} ms, search {search_ms:.1f} ms, "
+        "total {total_ms:.1f} ms".format(**timings),
+        highlight=False,
+    )
+
+
+def _payload_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    return {key: payload.get(key) for key in ("category", "popularity")}

@@ -1,0 +1,355 @@
+"""The embedding writer: the whole item corpus through ``item.onnx`` into the collection ``<model>__v<N>``.
+
+Points have deterministic ids (UUIDv5 of the item id, see :func:`tower_platform.vectors.point_id`), so a rerun after a
+crash overwrites instead of duplicating; batches whose points are all present already are skipped. Payload:
+``item_id``, ``category``, ``popularity`` (head / torso / tail from the corpus' interaction counts) and
+``model_version``.
+
+:func:`verify_collection` is the gate before a version becomes ``indexed``: point count and ids equal the corpus,
+every stored vector is unit-norm, a sample of stored vectors equals freshly computed ones, and the collection's
+dimension and distance match the tower's metadata.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from tower_platform.errors import ConflictError, InputError, IntegrityError, NotFoundError
+from tower_platform.naming import collection_name
+from tower_platform.onnx_tower import OnnxTower
+from tower_platform.vectors import QdrantVectorStore, StoredPoint
+
+DISTANCE = "cosine"
+HEAD_SHARE = 0.2  # head: the top 20% of items by interaction count
+TAIL_MAX_COUNT = 5  # tail: at most 5 interactions; torso: the rest (the evaluation's buckets)
+NORM_TOLERANCE = 1e-4
+PARITY_TOLERANCE = 1e-5
+
+
+class ItemFeatureSource(Protocol):
+    """Where item features come from: one row per item with the id column and the item tower's feature columns."""
+
+    def item_corpus(self, as_of: datetime) -> Any:  # -> pyarrow.Table
+        ...
+
+
+@dataclass(frozen=True)
+class StaticItemSource:
+    """An item corpus already in memory (an Arrow table), for tests, benchmarks and pre-computed corpora."""
+
+    table: Any
+
+    def item_corpus(self, as_of: datetime) -> Any:
+        return self.table
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    collection: str
+    model: str
+    version: int
+    items: int
+    written: int
+    skipped: int  # items in batches already complete from an earlier run
+    dimension: int
+    distance: str
+    seconds: float
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    collection: str
+    model: str
+    version: int
+    point_count: int
+    corpus_size: int
+    dimension: int
+    distance: str
+    max_norm_error: float
+    sampled: int
+    max_abs_diff: float
+
+
+def popularity_buckets(counts: np.ndarray) -> np.ndarray:
+    """head / torso / tail per item from interaction counts [N] (NaN -> 0): head = top 20% by count, tail <= 5.
+
+    Example: counts [100, 50, 7, 3, 0] -> head takes floor(0.2 * 5) = 1 item (100); 50 and 7 are torso; 3 and 0 tail.
+    """
+    counts = np.nan_to_num(np.asarray(counts, dtype=np.float64), nan=0.0)  # [N]
+    buckets = np.where(counts <= TAIL_MAX_COUNT, "tail", "torso").astype(object)  # [N]
+    n_head = int(np.floor(HEAD_SHARE * len(counts)))
+    if n_head > 0:
+        order = np.argsort(-counts, kind="stable")  # most interactions first
+        buckets[order[:n_head]] = "head"
+    return buckets
+
+
+class QdrantEmbeddingWriter:
+    """Writes the item vectors of one model version; safe to rerun after a crash (idempotent, resumable)."""
+
+    def __init__(
+        self,
+        vectors: QdrantVectorStore,
+        tower_path: str | Path,
+        *,
+        expected_sha256: str | None = None,
+        batch_size: int = 1024,
+        progress: bool = True,
+        popularity_column: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.vectors = vectors
+        self.tower = OnnxTower(tower_path, expected_sha256=expected_sha256, threads=threads)
+        self.batch_size = int(batch_size)
+        self.progress = progress
+        self.popularity_column = popularity_column
+
+    @property
+    def collection(self) -> str:
+        meta = self.tower.metadata
+        return collection_name(meta.model_name, meta.model_version)
+
+    def write(
+        self,
+        items: ItemFeatureSource | Any,
+        *,
+        as_of: datetime | None = None,
+        model: str | None = None,
+        version: int | None = None,
+    ) -> WriteReport:
+        """Embed every item of the corpus and upsert it; returns counts and timing."""
+        meta = self.tower.metadata
+        _check_identity(self.tower, model=model, version=version)
+        corpus = _corpus(items, as_of=as_of)
+        item_ids = _item_ids(corpus, meta.item_id_column, self.tower)
+        payloads = self._payloads(corpus, item_ids)
+        name = self.collection
+        resuming = self._prepare_collection(name)  # a new collection has nothing to skip: no look-ups
+
+        started = time.perf_counter()
+        written = skipped = 0
+        with _progress_bar(enabled=self.progress, total=len(item_ids), label=f"writing {name}") as advance:
+            for start in range(0, len(item_ids), self.batch_size):
+                batch_ids = item_ids[start : start + self.batch_size]
+                if resuming and len(self.vectors.existing_ids(name, batch_ids)) == len(batch_ids):
+                    skipped += len(batch_ids)  # complete from an earlier run
+                else:
+                    rows = corpus.slice(start, len(batch_ids))
+                    embeddings = self.tower.run(self.tower.feeds(rows))  # [B, D]
+                    self.vectors.upsert(name, batch_ids, embeddings, payloads[start : start + len(batch_ids)])
+                    written += len(batch_ids)
+                advance(len(batch_ids))
+        self.vectors.finish_bulk_load(name)
+        return WriteReport(
+            collection=name,
+            model=meta.model_name,
+            version=meta.model_version,
+            items=len(item_ids),
+            written=written,
+            skipped=skipped,
+            dimension=meta.dimension,
+            distance=DISTANCE,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _prepare_collection(self, name: str) -> bool:
+        """Create the collection, or check an existing one; True when it existed (a rerun that may resume)."""
+        meta = self.tower.metadata
+        if not self.vectors.collection_exists(name):
+            self.vectors.create_collection(name, dimension=meta.dimension, distance=DISTANCE, bulk=True)
+            return False
+        info = self.vectors.collection_info(name)
+        if info.dimension != meta.dimension or info.distance != DISTANCE:
+            raise ConflictError(
+                f"collection '{name}' exists with dimension {info.dimension} and {info.distance} distance but model "
+                f"'{meta.model_name}' version {meta.model_version} needs {meta.dimension} and {DISTANCE}; "
+                "delete the collection and write it again."
+            )
+        return True
+
+    def _payloads(self, corpus: Any, item_ids: list[str]) -> list[dict[str, Any]]:
+        meta = self.tower.metadata
+        category_col = meta.item_category_column or _first_column(corpus, suffix="__category")
+        categories = (
+            corpus.column(category_col).to_pylist()
+            if category_col and category_col in corpus.column_names
+            else [None] * len(item_ids)
+        )
+        popularity_col = self.popularity_column or _first_column(corpus, suffix="interaction_count")
+        if popularity_col and popularity_col in corpus.column_names:
+            counts = corpus.column(popularity_col).to_numpy(zero_copy_only=False).astype(np.float64)  # [N]
+            buckets = popularity_buckets(counts).tolist()
+        else:
+            buckets = [None] * len(item_ids)
+        version = meta.model_version
+        return [
+            {"category": c, "popularity": b, "model_version": version}
+            for c, b in zip(categories, buckets, strict=True)
+        ]
+
+
+def verify_collection(
+    vectors: QdrantVectorStore,
+    *,
+    tower: OnnxTower | str | Path,
+    items: ItemFeatureSource | Any,
+    as_of: datetime | None = None,
+    sample_size: int = 128,
+    seed: int = 0,
+    norm_tolerance: float = NORM_TOLERANCE,
+    parity_tolerance: float = PARITY_TOLERANCE,
+) -> VerificationReport:
+    """Check a written collection against its tower and corpus; raise ConflictError / IntegrityError on a mismatch."""
+    tower = tower if isinstance(tower, OnnxTower) else OnnxTower(tower)
+    meta = tower.metadata
+    name = collection_name(meta.model_name, meta.model_version)
+    where = f"collection '{name}' of model '{meta.model_name}' version {meta.model_version}"
+    if not vectors.collection_exists(name):
+        raise NotFoundError(f"{where} does not exist; run `towerctl embeddings write {meta.model_name} "
+                            f"--version {meta.model_version}`.")
+    corpus = _corpus(items, as_of=as_of)
+    item_ids = _item_ids(corpus, meta.item_id_column, tower)
+
+    info = vectors.collection_info(name)
+    if info.dimension != meta.dimension:
+        raise ConflictError(f"{where} has dimension {info.dimension} but the tower's metadata says {meta.dimension}; "
+                            "delete the collection and write it again.")
+    if info.distance != DISTANCE:
+        raise ConflictError(f"{where} uses {info.distance} distance, not {DISTANCE}; delete it and write it again.")
+    if info.point_count != len(item_ids):
+        raise IntegrityError(f"{where} holds {info.point_count} points but the corpus has {len(item_ids)} items; "
+                             "rerun `towerctl embeddings write` (it resumes) or delete the collection and rewrite it.")
+
+    stored_ids: list[str] = []
+    max_norm_error = 0.0
+    for page in vectors.scroll(name, batch_size=2048, with_vectors=True):
+        matrix = _vectors_of(page, where=where).astype(np.float64)  # [P, D]
+        norm_error = float(np.max(np.abs(np.linalg.norm(matrix, axis=1) - 1.0)))
+        if norm_error > norm_tolerance:
+            worst = page[int(np.argmax(np.abs(np.linalg.norm(matrix, axis=1) - 1.0)))].item_id
+            raise IntegrityError(f"{where}: the vector of item '{worst}' has norm off by {norm_error:.2e} "
+                                 "(not unit-norm); delete the collection and write it again.")
+        max_norm_error = max(max_norm_error, norm_error)
+        stored_ids.extend(p.item_id for p in page)
+    missing = sorted(set(item_ids) - set(stored_ids))
+    if missing:
+        raise IntegrityError(f"{where} lacks {len(missing)} corpus items (e.g. '{missing[0]}'); "
+                             "rerun `towerctl embeddings write` to complete it.")
+
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(len(item_ids), size=min(sample_size, len(item_ids)), replace=False))  # [S]
+    sample_ids = [item_ids[i] for i in picks]
+    fresh = tower.run(tower.feeds(corpus.take(picks)))  # [S, D]
+    stored = {p.item_id: p for p in vectors.retrieve(name, sample_ids, with_vectors=True)}
+    stored_matrix = _vectors_of([stored[i] for i in sample_ids], where=where)  # [S, D]
+    diff = np.abs(stored_matrix - fresh).max(axis=1)  # [S]
+    if diff.size and float(diff.max()) > parity_tolerance:
+        worst = sample_ids[int(np.argmax(diff))]
+        raise IntegrityError(f"{where}: the stored vector of item '{worst}' differs from a fresh computation by "
+                             f"{float(diff.max()):.2e} (> {parity_tolerance:g}); it was tampered with or written by "
+                             "another model file: delete the collection and write it again.")
+    return VerificationReport(
+        collection=name,
+        model=meta.model_name,
+        version=meta.model_version,
+        point_count=info.point_count,
+        corpus_size=len(item_ids),
+        dimension=info.dimension,
+        distance=info.distance,
+        max_norm_error=max_norm_error,
+        sampled=len(sample_ids),
+        max_abs_diff=float(diff.max()) if diff.size else 0.0,
+    )
+
+
+def _vectors_of(points: list[StoredPoint], *, where: str) -> np.ndarray:
+    """The vectors of stored points as one [P, D] matrix; a point without a vector is an integrity failure."""
+    empty = next((p.item_id for p in points if p.vector is None), None)
+    if empty is not None:
+        raise IntegrityError(f"{where}: item '{empty}' has no stored vector; delete the collection and write it again.")
+    return np.stack([p.vector for p in points if p.vector is not None])  # [P, D]
+
+
+def _check_identity(tower: OnnxTower, *, model: str | None, version: int | None) -> None:
+    meta = tower.metadata
+    if (model is not None and model != meta.model_name) or (version is not None and int(version) != meta.model_version):
+        raise ConflictError(
+            f"ONNX tower {tower.path} belongs to model '{meta.model_name}' version {meta.model_version}, "
+            f"not '{model}' version {version}; check the artifacts of that version."
+        )
+
+
+def _corpus(items: Any, *, as_of: datetime | None) -> Any:
+    import pyarrow as pa
+
+    if isinstance(items, pa.Table):
+        return items
+    return items.item_corpus(as_of or datetime.now(UTC))
+
+
+def _item_ids(corpus: Any, column: str, tower: OnnxTower) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column not in corpus.column_names:
+        raise InputError(f"the item corpus for ONNX tower {tower.path.name} has no id column '{column}'; "
+                         f"columns are {corpus.column_names}.")
+    ids = pc.cast(corpus.column(column), pa.string())
+    if ids.null_count:
+        raise InputError(f"the item corpus has {ids.null_count} rows with no '{column}'; fix the item source.")
+    if pc.count_distinct(ids).as_py() != len(ids):
+        raise InputError(f"the item corpus repeats values of '{column}'; it must hold one row per item.")
+    return ids.to_pylist()
+
+
+def _first_column(corpus: Any, *, suffix: str) -> str | None:
+    return next((c for c in corpus.column_names if c.endswith(suffix)), None)
+
+
+class _progress_bar:  # noqa: N801 - used as a context manager like a function
+    """A rich progress bar on stderr with rate and ETA; a no-op when disabled."""
+
+    def __init__(self, *, enabled: bool, total: int, label: str) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.label = label
+        self._progress: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._progress.start()
+        task = self._progress.add_task(self.label, total=self.total, rate="")
+
+        def advance(n: int) -> None:
+            self._progress.advance(task, n)
+            speed = self._progress.tasks[task].speed
+            self._progress.update(task, rate=f"{speed:,.0f} items/s" if speed else "")
+
+        return advance
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()

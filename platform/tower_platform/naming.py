@@ -1,0 +1,13 @@
+"""Names that live outside the code, built in exactly one place: Qdrant collections and the production alias."""
+
+from __future__ import annotations
+
+
+def collection_name(model: str, version: int) -> str:
+    """The Qdrant collection of one model version: ``<model>__v<N>``."""
+    return f"{model}__v{int(version)}"
+
+
+def production_alias(model: str) -> str:
+    """The Qdrant alias that serves a model's production version: ``<model>``."""
+    return model

@@ -1,0 +1,354 @@
+"""An ONNX tower at run time: load it with onnxruntime, read its metadata, feed it feature rows, get unit vectors.
+
+The contract of a tower file (written by ``towers/export.py``):
+    inputs   one per feature, named as the feature: categorical -> tensor(string) [B] ("" = missing),
+             multi_categorical -> tensor(string) [B, max_len] padded with "", numeric -> tensor(float) [B], NaN = missing
+    output   ``embedding`` float32 [B, D], L2-normalised
+    metadata_props  model_name, model_version, feature_service, inputs (JSON list of {name, dtype, shape, kind,
+             max_len}), dimension, temperature, schema (JSON)
+
+Feature rows arrive as Feast serves them: an Arrow table (the item corpus) or a mapping column -> list of values
+(online features). Conversion is vectorised with pyarrow; the only Python loop is over features, never over rows.
+
+:func:`build_reference_tower` writes a small but real tower of this contract (vocabulary lookup, embedding tables,
+sum, L2 normalisation) used to check a deployment end to end without a trained model, and by tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tower_platform.errors import ConflictError, InputError, IntegrityError, NotFoundError
+
+OUTPUT_NAME = "embedding"
+_KINDS = ("categorical", "multi_categorical", "numeric")
+_REQUIRED_METADATA = ("model_name", "model_version", "dimension")
+
+
+@dataclass(frozen=True)
+class TowerInput:
+    name: str
+    kind: str  # categorical | multi_categorical | numeric
+    max_len: int | None = None
+
+
+@dataclass(frozen=True)
+class TowerMetadata:
+    model_name: str
+    model_version: int
+    dimension: int
+    feature_service: str | None
+    temperature: float | None
+    inputs: tuple[TowerInput, ...]
+    schema: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def item_id_column(self) -> str:
+        return str(self.schema.get("item_id") or "item_id")
+
+    @property
+    def item_category_column(self) -> str | None:
+        value = self.schema.get("item_category")
+        return str(value) if value else None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class OnnxTower:
+    """One tower file run by onnxruntime on CPU: ``embed(rows) -> [N, D]`` float32, unit-norm rows."""
+
+    def __init__(self, path: str | Path, *, expected_sha256: str | None = None, threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise NotFoundError(f"ONNX tower {self.path} does not exist; export the model version again.")
+        if expected_sha256 is not None:
+            actual = file_sha256(self.path)
+            if actual != expected_sha256:
+                raise IntegrityError(
+                    f"ONNX tower {self.path} has sha256 {actual[:12]}… but the registry recorded "
+                    f"{expected_sha256[:12]}…; the file was changed after registration: restore it or register a new version."
+                )
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        # no busy-waiting between runs: idle spinning threads would take the cores the Qdrant upsert needs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph types
+            raise InputError(f"ONNX tower {self.path} cannot be loaded by onnxruntime ({exc}); export it again.") from exc
+        self.metadata = _read_metadata(self.path, self._session)
+        self._output = OUTPUT_NAME if OUTPUT_NAME in {o.name for o in self._session.get_outputs()} else None
+
+    @property
+    def dimension(self) -> int:
+        return self.metadata.dimension
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.metadata.inputs)
+
+    def feeds(self, rows: Any) -> dict[str, np.ndarray]:
+        """The input dict for onnxruntime from an Arrow table or a mapping column -> values (one list per column)."""
+        table = _as_table(rows, self.metadata.inputs)
+        feeds: dict[str, np.ndarray] = {}
+        for spec in self.metadata.inputs:
+            if spec.name not in table.column_names:
+                raise InputError(
+                    f"feature rows for ONNX tower {self.path.name} lack column '{spec.name}'; "
+                    f"the tower needs {list(self.input_names)}: check the feature service of model "
+                    f"'{self.metadata.model_name}' version {self.metadata.model_version}."
+                )
+            feeds[spec.name] = _column_to_tensor(table.column(spec.name), spec)
+        return feeds
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        """One onnxruntime call: feeds -> [B, D] float32."""
+        try:
+            (out,) = self._session.run([self._output] if self._output else None, dict(feeds))[:1]
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"ONNX tower {self.path} failed on its inputs ({exc}); check the feature values.") from exc
+        return np.asarray(out, dtype=np.float32)
+
+    def embed(self, rows: Any, *, batch_size: int = 1024) -> np.ndarray:
+        """Embeddings of every row, computed in batches: [N, D] float32."""
+        table = _as_table(rows, self.metadata.inputs)
+        parts = [self.run(self.feeds(table.slice(start, batch_size))) for start in range(0, table.num_rows, batch_size)]
+        if not parts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.concatenate(parts, axis=0)  # [N, D]
+
+
+def _read_metadata(path: Path, session: Any) -> TowerMetadata:
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    missing = [k for k in _REQUIRED_METADATA if k not in props]
+    if missing:
+        raise ConflictError(f"ONNX tower {path} lacks metadata {missing}; export it again with towers/export.py.")
+    declared = {d["name"]: d for d in json.loads(props.get("inputs") or "[]")}
+    inputs: list[TowerInput] = []
+    for node in session.get_inputs():
+        spec = declared.get(node.name, {})
+        kind = spec.get("kind") or _kind_from_node(node)
+        max_len = spec.get("max_len")
+        if kind == "multi_categorical" and max_len is None and isinstance(node.shape[-1], int):
+            max_len = int(node.shape[-1])
+        if kind not in _KINDS:
+            raise ConflictError(f"ONNX tower {path}: input '{node.name}' has unknown kind {kind!r}.")
+        inputs.append(TowerInput(name=node.name, kind=kind, max_len=int(max_len) if max_len is not None else None))
+    temperature = props.get("temperature")
+    return TowerMetadata(
+        model_name=props["model_name"],
+        model_version=int(props["model_version"]),
+        dimension=int(props["dimension"]),
+        feature_service=props.get("feature_service"),
+        temperature=float(temperature) if temperature not in (None, "") else None,
+        inputs=tuple(inputs),
+        schema=json.loads(props["schema"]) if props.get("schema") else {},
+    )
+
+
+def _kind_from_node(node: Any) -> str:
+    if node.type == "tensor(string)":
+        return "multi_categorical" if len(node.shape) == 2 else "categorical"
+    return "numeric"
+
+
+def _as_table(rows: Any, inputs: Sequence[TowerInput]) -> Any:
+    import pyarrow as pa
+
+    if isinstance(rows, pa.Table):
+        return rows
+    if isinstance(rows, pa.RecordBatch):
+        return pa.Table.from_batches([rows])
+    if isinstance(rows, Mapping):
+        types = {
+            i.name: {"categorical": pa.string(), "multi_categorical": pa.list_(pa.string()), "numeric": pa.float64()}[i.kind]
+            for i in inputs
+        }
+        columns = {}
+        for name, values in rows.items():
+            target = types.get(name)
+            array = pa.array(values, from_pandas=True)
+            if target is not None and array.type != target:
+                array = _cast(array, target, name)
+            columns[name] = array
+        return pa.table(columns)
+    raise InputError(f"feature rows of type {type(rows).__name__} cannot feed an ONNX tower; pass an Arrow table or a dict.")
+
+
+def _cast(array: Any, target: Any, name: str) -> Any:
+    import pyarrow as pa
+
+    try:
+        if pa.types.is_null(array.type):
+            return pa.nulls(len(array), type=target)
+        if pa.types.is_list(target) and (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
+            return array.cast(pa.list_(pa.string()))
+        return array.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InputError(f"feature column '{name}' of type {array.type} cannot be read as {target}.") from exc
+
+
+def _column_to_tensor(column: Any, spec: TowerInput) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if spec.kind == "numeric":
+        values = _cast(column, pa.float64(), spec.name) if column.type != pa.float64() else column
+        return values.to_numpy(zero_copy_only=False).astype(np.float32)  # [B], null -> NaN
+    if spec.kind == "categorical":
+        values = _cast(column, pa.string(), spec.name) if column.type != pa.string() else column
+        return np.asarray(pc.fill_null(values, "").to_numpy(zero_copy_only=False), dtype=object)  # [B]
+    # multi_categorical: [B, max_len] padded with "", longer lists cut at max_len
+    max_len = int(spec.max_len or 1)
+    lists = _cast(column, pa.list_(pa.string()), spec.name) if column.type != pa.list_(pa.string()) else column
+    lists = pc.list_slice(lists, 0, max_len)
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)  # [B]
+    flat = pc.fill_null(pc.list_flatten(lists), "").to_numpy(zero_copy_only=False)  # [sum(lengths)]
+    batch = len(lengths)
+    out = np.full((batch, max_len), "", dtype=object)  # [B, max_len]
+    rows = np.repeat(np.arange(batch), lengths)  # [sum(lengths)]
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)  # [sum(lengths)]
+    cols = np.arange(len(rows)) - starts  # position inside each list
+    out[rows, cols] = flat
+    return out
+
+
+# -- reference tower ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReferenceFeature:
+    """One input of a reference tower: its vocabulary (categorical kinds) or nothing (numeric)."""
+
+    name: str
+    kind: str
+    vocabulary: tuple[str, ...] = ()
+    max_len: int | None = None
+
+
+def build_reference_tower(
+    path: str | Path,
+    *,
+    features: Sequence[ReferenceFeature],
+    dimension: int,
+    model_name: str,
+    model_version: int,
+    feature_service: str = "",
+    schema: Mapping[str, Any] | None = None,
+    temperature: float = 0.05,
+    seed: int = 0,
+    tables: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    """Write a real ONNX tower of the contract: per feature a lookup into an embedding table, summed, L2-normalised.
+
+    categorical: LabelEncoder(string -> index, unknown/"" -> 0) -> Gather(table [V+1, D]) -> [B, D]
+    multi_categorical: the same on [B, L] -> [B, L, D] -> ReduceSum over L -> [B, D] (row 0 of a table is zero)
+    numeric: NaN -> 0, [B] -> [B, 1] * weight [1, D] -> [B, D]
+    ``tables`` overrides the random table of a feature ([V+1, D], row 0 = unknown).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes: list[Any] = []
+    inits: list[Any] = []
+    graph_inputs: list[Any] = []
+    declared: list[dict[str, Any]] = []
+    summands: list[str] = []
+    for idx, feat in enumerate(features):
+        prefix = f"f{idx}"
+        if feat.kind == "numeric":
+            graph_inputs.append(helper.make_tensor_value_info(feat.name, TensorProto.FLOAT, ["B"]))
+            weight = rng.normal(size=(1, dimension)).astype(np.float32)  # [1, D]
+            inits += [
+                numpy_helper.from_array(weight, f"{prefix}_w"),
+                numpy_helper.from_array(np.array([0.0], dtype=np.float32), f"{prefix}_zero"),
+                numpy_helper.from_array(np.array([1], dtype=np.int64), f"{prefix}_axis"),
+            ]
+            nodes += [
+                helper.make_node("IsNaN", [feat.name], [f"{prefix}_nan"]),
+                helper.make_node("Where", [f"{prefix}_nan", f"{prefix}_zero", feat.name], [f"{prefix}_x"]),  # [B]
+                helper.make_node("Unsqueeze", [f"{prefix}_x", f"{prefix}_axis"], [f"{prefix}_col"]),  # [B, 1]
+                helper.make_node("Mul", [f"{prefix}_col", f"{prefix}_w"], [f"{prefix}_out"]),  # [B, D]
+            ]
+            declared.append({"name": feat.name, "dtype": "float32", "shape": ["B"], "kind": "numeric", "max_len": None})
+        else:
+            vocab = list(feat.vocabulary)
+            table = (tables or {}).get(feat.name)
+            if table is None:
+                table = rng.normal(size=(len(vocab) + 1, dimension)).astype(np.float32)  # [V+1, D]
+                table[0] = 0.0
+            shape: list[Any] = ["B"] if feat.kind == "categorical" else ["B", int(feat.max_len or 1)]
+            graph_inputs.append(helper.make_tensor_value_info(feat.name, TensorProto.STRING, shape))
+            inits.append(numpy_helper.from_array(np.asarray(table, dtype=np.float32), f"{prefix}_table"))
+            nodes += [
+                helper.make_node(
+                    "LabelEncoder",
+                    [feat.name],
+                    [f"{prefix}_idx"],
+                    domain="ai.onnx.ml",
+                    keys_strings=vocab or ["\x00"],
+                    values_int64s=list(range(1, len(vocab) + 1)) or [0],
+                    default_int64=0,
+                ),
+                helper.make_node("Gather", [f"{prefix}_table", f"{prefix}_idx"], [f"{prefix}_emb"]),
+            ]
+            if feat.kind == "multi_categorical":
+                inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), f"{prefix}_axis"))
+                nodes.append(
+                    helper.make_node("ReduceSum", [f"{prefix}_emb", f"{prefix}_axis"], [f"{prefix}_out"], keepdims=0)
+                )  # [B, L, D] -> [B, D]
+            else:
+                nodes.append(helper.make_node("Identity", [f"{prefix}_emb"], [f"{prefix}_out"]))  # [B, D]
+            declared.append(
+                {"name": feat.name, "dtype": "string", "shape": shape, "kind": feat.kind, "max_len": feat.max_len}
+            )
+        summands.append(f"{prefix}_out")
+    bias = rng.normal(scale=0.1, size=(dimension,)).astype(np.float32)  # keeps an all-unknown row away from zero
+    inits.append(numpy_helper.from_array(bias, "bias"))
+    nodes.append(helper.make_node("Sum", [*summands, "bias"], ["summed"]))  # [B, D]
+    nodes.append(helper.make_node("LpNormalization", ["summed"], [OUTPUT_NAME], axis=1, p=2))  # [B, D]
+    graph = helper.make_graph(
+        nodes,
+        f"{model_name}_reference_tower",
+        graph_inputs,
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["B", dimension])],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 3)], ir_version=9
+    )
+    metadata = {
+        "model_name": model_name,
+        "model_version": str(int(model_version)),
+        "feature_service": feature_service,
+        "inputs": json.dumps(declared),
+        "dimension": str(int(dimension)),
+        "temperature": str(float(temperature)),
+        "schema": json.dumps(dict(schema or {}), sort_keys=True),
+    }
+    helper.set_model_props(model, metadata)
+    onnx.checker.check_model(model)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, target)
+    return target

@@ -1,0 +1,83 @@
+"""ORM rows to the frozen entities handed to callers (rows never leave the store)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from tower_platform.registry.entities import Artifact, AuditEvent, Collection, Model, ModelVersion
+from tower_platform.registry.schema import AuditEventRow, CollectionRow, ModelRow, ModelVersionRow
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes: everything the store writes is UTC, so read it back as UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def to_collection(row: CollectionRow | None) -> Collection | None:
+    if row is None:
+        return None
+    return Collection(
+        name=row.name,
+        point_count=row.point_count,
+        dimension=row.dimension,
+        distance=row.distance,
+        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+        verified_at=as_utc(row.verified_at),
+        deleted_at=as_utc(row.deleted_at),
+    )
+
+
+def to_model_version(row: ModelVersionRow, *, model: str, collection: CollectionRow | None) -> ModelVersion:
+    return ModelVersion(
+        model=model,
+        version=row.version,
+        status=row.status,
+        artifacts=(
+            Artifact("query.onnx", row.query_onnx_path, row.query_onnx_sha256),
+            Artifact("item.onnx", row.item_onnx_path, row.item_onnx_sha256),
+            Artifact("spec.json", row.spec_path, row.spec_sha256),
+        ),
+        feature_service=row.feature_service,
+        features=row.features,
+        training_config=dict(row.training_config or {}),
+        fingerprint=row.fingerprint,
+        window_start=as_utc(row.window_start),
+        window_end=as_utc(row.window_end),
+        estimator_path=row.estimator_path,
+        metrics=dict(row.metrics or {}),
+        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+        created_by=row.created_by,
+        collection=to_collection(collection),
+    )
+
+
+def to_model(
+    row: ModelRow, *, production_version: int | None, latest_version: int | None, version_count: int
+) -> Model:
+    return Model(
+        name=row.name,
+        description=row.description,
+        created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+        production_version=production_version,
+        latest_version=latest_version,
+        version_count=version_count,
+    )
+
+
+def to_audit_event(row: AuditEventRow, *, model: str) -> AuditEvent:
+    return AuditEvent(
+        id=row.id,
+        model=model,
+        version=row.version,
+        action=row.action,
+        from_status=row.from_status,
+        to_status=row.to_status,
+        from_version=row.from_version,
+        to_version=row.to_version,
+        actor=row.actor,
+        reason=row.reason,
+        details=dict(row.details or {}),
+        created_at=as_utc(row.created_at),
+    )

@@ -1,0 +1,155 @@
+"""The registry's tables (SQLAlchemy 2.0 ORM). Rows never leave :mod:`tower_platform.registry.store`.
+
+    models 1──* model_versions 1──0..1 collections
+       │              ▲
+       ├──* aliases ──┘          (PK (model_id, alias) -> version; "production" is the one alias in use)
+       └──* audit_log            (append-only: the store never updates or deletes a row)
+
+Lifecycle of a version (``model_versions.status``)::
+
+    registered ──mark_indexed──▶ indexed ──promote──▶ production ──promote another──▶ indexed
+                                    ▲                     │
+                                    └─ re-verify ─ rolled_back ◀──rollback──┘
+    any status but production ──gc──▶ retired
+
+Types are portable to SQLite and PostgreSQL: ``JSON`` (JSON on both), ``DateTime(timezone=True)`` (timestamptz on
+PostgreSQL; on SQLite the store treats what it reads back as UTC). Constraint names follow the naming convention in
+:data:`metadata`, so migrations name them the same way on every database.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+STATUSES: tuple[str, ...] = ("registered", "indexed", "production", "rolled_back", "retired")
+PRODUCTION_ALIAS = "production"  # the registry alias row that mirrors the Qdrant alias <model>
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _status_check() -> str:
+    return "status IN (" + ", ".join(f"'{s}'" for s in STATUSES) + ")"
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ModelRow(Base):
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version"),
+        CheckConstraint(_status_check(), name="status"),
+        CheckConstraint("version >= 1", name="version_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32), default="registered")
+    query_onnx_path: Mapped[str] = mapped_column(Text)
+    query_onnx_sha256: Mapped[str] = mapped_column(String(64))
+    item_onnx_path: Mapped[str] = mapped_column(Text)
+    item_onnx_sha256: Mapped[str] = mapped_column(String(64))
+    spec_path: Mapped[str] = mapped_column(Text)
+    spec_sha256: Mapped[str] = mapped_column(String(64))
+    feature_service: Mapped[str] = mapped_column(String(256))
+    features: Mapped[Any] = mapped_column(JSON, nullable=False)
+    training_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    estimator_path: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class CollectionRow(Base):
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"), unique=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    point_count: Mapped[int] = mapped_column(Integer)
+    dimension: Mapped[int] = mapped_column(Integer)
+    distance: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AliasRow(Base):
+    __tablename__ = "aliases"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class AuditEventRow(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), index=True)
+    version: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(32))
+    to_status: Mapped[str | None] = mapped_column(String(32))
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    to_version: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+__all__ = [
+    "PRODUCTION_ALIAS",
+    "STATUSES",
+    "AliasRow",
+    "AuditEventRow",
+    "Base",
+    "CollectionRow",
+    "ModelRow",
+    "ModelVersionRow",
+    "metadata",
+    "utc_now",
+]

@@ -1,0 +1,341 @@
+"""``SqlRegistryStore``: the registry of models, versions, collections, aliases and the audit log.
+
+SQLite (the embedded default) and PostgreSQL (psycopg 3) behind one class. Every method runs in a managed session
+that commits or rolls back and translates database errors (``sqlalchemy.exc`` never leaves this package). Opening
+the store refuses a schema that is not at the packaged Alembic head (:class:`SchemaOutOfDateError` naming
+``towerctl db upgrade``); the store itself never migrates.
+
+Callers receive frozen dataclasses (:mod:`tower_platform.registry.entities`). Promotion and rollback use
+:meth:`SqlRegistryStore.locked_model`, a transaction with the model row locked, so that concurrent promoters of
+one model run one after the other.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from tower_platform.errors import ConflictError, NotFoundError, SchemaOutOfDateError, UsageError
+from tower_platform.registry.artifact import verify_artifacts
+from tower_platform.registry.database import (
+    create_registry_engine,
+    redacted_url,
+    sqlite_file,
+    translate_db_error,
+    writer_engine,
+)
+from tower_platform.registry.entities import ARTIFACT_NAMES, Artifact, AuditEvent, Model, ModelVersion
+from tower_platform.registry.migration import UPGRADE_COMMAND, require_head, schema_state
+from tower_platform.registry.schema import ModelRow, utc_now
+from tower_platform.registry.unit_of_work import ModelUnitOfWork
+
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?$")
+DISTANCES = ("cosine", "dot", "euclid")
+
+
+def check_model_name(name: str) -> str:
+    """Model names become Qdrant alias and collection names and folder names: keep them plain."""
+    if not MODEL_NAME_PATTERN.match(name or "") or "__" in name:
+        raise UsageError(
+            f"Model name {name!r} is not allowed; use 1-64 letters, digits, '-' or '_' (no '__', no leading or "
+            "trailing '-'/'_'), e.g. --model movies."
+        )
+    return name
+
+
+class SqlRegistryStore:
+    def __init__(self, url: str, *, check_schema: bool = True) -> None:
+        self.url = url
+        file = sqlite_file(url)
+        if check_schema and file is not None and not file.is_file():
+            raise SchemaOutOfDateError(
+                f"The registry database {file} does not exist yet; run `{UPGRADE_COMMAND}` to create it."
+            )
+        self._engine = create_registry_engine(url)
+        self._writer = writer_engine(self._engine)
+        self._postgres = self._engine.dialect.name == "postgresql"
+        if check_schema:
+            self.check_schema()
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+    def check_schema(self) -> None:
+        try:
+            with self._engine.connect() as connection:
+                state = schema_state(connection)
+        except sa_exc.SQLAlchemyError as exc:
+            raise translate_db_error(exc, url=self.url) from exc
+        require_head(state, url=self.url)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> SqlRegistryStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqlRegistryStore({redacted_url(self.url)!r})"
+
+    # -- sessions -----------------------------------------------------------------------------------------------
+    @contextmanager
+    def _session(self, *, write: bool) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on any exception, database errors translated."""
+        session = Session(self._writer if write else self._engine, expire_on_commit=False, autoflush=False)
+        try:
+            with session.begin():
+                yield session
+        except sa_exc.SQLAlchemyError as exc:
+            raise translate_db_error(exc, url=self.url) from exc
+        finally:
+            session.close()
+
+    @contextmanager
+    def _model(self, name: str, *, write: bool, lock: bool) -> Iterator[ModelUnitOfWork]:
+        with self._session(write=write) as session:
+            query = select(ModelRow).where(ModelRow.name == name)
+            if lock and self._postgres:
+                query = query.with_for_update()
+            row = session.scalar(query)
+            if row is None:
+                raise NotFoundError(f"Model '{name}' is not registered; see `towerctl models list`.")
+            yield ModelUnitOfWork(session, model_row=row)
+
+    @contextmanager
+    def locked_model(self, name: str) -> Iterator[ModelUnitOfWork]:
+        """A transaction with the model row locked (PostgreSQL ``FOR UPDATE``; SQLite ``BEGIN IMMEDIATE``).
+
+        Concurrent holders of the same model run one after the other; the block's writes commit together on exit
+        or roll back together when it raises.
+        """
+        with self._model(name, write=True, lock=True) as unit:
+            yield unit
+
+    # -- models -------------------------------------------------------------------------------------------------
+    def ensure_model(self, name: str, *, description: str | None = None) -> Model:
+        check_model_name(name)
+        insert = postgresql_insert if self._postgres else sqlite_insert
+        statement = (
+            insert(ModelRow)
+            .values(name=name, description=description, created_at=utc_now())
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        with self._session(write=True) as session:
+            session.execute(statement)
+        return self.get_model(name)
+
+    def get_model(self, name: str) -> Model:
+        with self._model(name, write=False, lock=False) as unit:
+            return unit.summary()
+
+    def list_models(self) -> list[Model]:
+        with self._session(write=False) as session:
+            rows = session.scalars(select(ModelRow).order_by(ModelRow.name)).all()
+            return [ModelUnitOfWork(session, model_row=row).summary() for row in rows]
+
+    # -- versions -----------------------------------------------------------------------------------------------
+    def register_version(
+        self,
+        model: str,
+        *,
+        artifacts: Mapping[str, tuple[str, str]],
+        feature_service: str,
+        features: Any,
+        training_config: Mapping[str, Any],
+        fingerprint: str,
+        time_window: tuple[datetime | None, datetime | None] | None,
+        estimator_path: str | None,
+        metrics: Mapping[str, Any],
+        actor: str,
+        reason: str | None = None,
+        version: int | None = None,
+    ) -> ModelVersion:
+        """Record a new version (status ``registered``) after checking every artifact's sha256.
+
+        ``artifacts`` maps each of ``query.onnx``, ``item.onnx``, ``spec.json`` to (path, sha256). The version number
+        is the next free one (race-safe: taken under the model lock) unless ``version`` asks for a specific one,
+        which must be free.
+        """
+        check_model_name(model)
+        recorded = _artifacts(artifacts, model=model)
+        verify_artifacts(recorded, model=model, version=version)
+        start, end = time_window if time_window is not None else (None, None)
+        by_name = {a.name: a for a in recorded}
+        self.ensure_model(model)
+        with self.locked_model(model) as unit:
+            number = unit.next_version() if version is None else int(version)
+            if version is not None and number < 1:
+                raise UsageError(f"Version {number} for model '{model}' is not allowed; versions start at 1.")
+            if version is not None and self._version_exists(unit, number):
+                raise ConflictError(
+                    f"Model '{model}' already has a version {number}; register without a version number to get "
+                    f"the next one ({unit.next_version()})."
+                )
+            created = unit.add_version(
+                version=number,
+                query_onnx_path=by_name["query.onnx"].path,
+                query_onnx_sha256=by_name["query.onnx"].sha256,
+                item_onnx_path=by_name["item.onnx"].path,
+                item_onnx_sha256=by_name["item.onnx"].sha256,
+                spec_path=by_name["spec.json"].path,
+                spec_sha256=by_name["spec.json"].sha256,
+                feature_service=str(feature_service),
+                features=_json_value(features),
+                training_config=_json_value(dict(training_config)),
+                fingerprint=str(fingerprint),
+                window_start=_utc(start),
+                window_end=_utc(end),
+                estimator_path=None if estimator_path is None else str(estimator_path),
+                metrics=_json_value(dict(metrics)),
+                created_at=utc_now(),
+                created_by=actor,
+            )
+            unit.audit(
+                "register",
+                version=number,
+                actor=actor,
+                reason=reason,
+                to_status="registered",
+                details={"fingerprint": str(fingerprint), "feature_service": str(feature_service)},
+            )
+        return created
+
+    @staticmethod
+    def _version_exists(unit: ModelUnitOfWork, number: int) -> bool:
+        try:
+            unit.version(number)
+        except NotFoundError:
+            return False
+        return True
+
+    def get_version(self, model: str, version: int) -> ModelVersion:
+        with self._model(model, write=False, lock=False) as unit:
+            return unit.version(version)
+
+    def list_versions(self, model: str) -> list[ModelVersion]:
+        with self._model(model, write=False, lock=False) as unit:
+            return unit.versions()
+
+    def production_version(self, model: str) -> ModelVersion | None:
+        with self._model(model, write=False, lock=False) as unit:
+            return unit.production()
+
+    def audit_log(self, model: str, *, limit: int | None = None) -> list[AuditEvent]:
+        """The model's audit events, oldest first (the most recent ``limit`` when given)."""
+        with self._model(model, write=False, lock=False) as unit:
+            return unit.audit_events(limit=limit)
+
+    # -- collections and indexing -------------------------------------------------------------------------------
+    def record_collection(
+        self,
+        model: str,
+        version: int,
+        *,
+        name: str,
+        point_count: int,
+        dimension: int,
+        distance: str,
+        verified: bool,
+        actor: str = "system",
+    ) -> ModelVersion:
+        """Record (or update) the Qdrant collection of a version; ``verified`` stamps verified_at now."""
+        if distance not in DISTANCES:
+            raise UsageError(f"Distance {distance!r} for collection '{name}' is not one of {DISTANCES}.")
+        with self.locked_model(model) as unit:
+            updated = unit.record_collection(
+                version, name=name, point_count=point_count, dimension=dimension, distance=distance, verified=verified
+            )
+            unit.audit(
+                "collection",
+                version=version,
+                actor=actor,
+                details={"collection": name, "point_count": int(point_count), "verified": bool(verified)},
+            )
+        return updated
+
+    def mark_indexed(self, model: str, version: int, *, actor: str, reason: str | None = None) -> ModelVersion:
+        """registered / rolled_back -> indexed, once the version's collection is recorded and verified.
+
+        Safe to re-run: an indexed or production version is returned unchanged, without an audit event.
+        """
+        with self.locked_model(model) as unit:
+            current = unit.version(version)
+            if current.status in ("indexed", "production"):
+                return current
+            if current.status == "retired":
+                raise ConflictError(
+                    f"Model '{model}' version {version} is retired (its collection was deleted by gc); "
+                    "register and index a new version instead."
+                )
+            if current.collection is None or not current.collection.verified:
+                raise ConflictError(
+                    f"Model '{model}' version {version} has no verified collection; run "
+                    f"`towerctl embeddings write {model} --version {version}` and `towerctl embeddings verify`."
+                )
+            unit.set_status(version, "indexed")
+            unit.audit(
+                "index",
+                version=version,
+                actor=actor,
+                reason=reason,
+                from_status=current.status,
+                to_status="indexed",
+                details={"collection": current.collection.name},
+            )
+            return unit.version(version)
+
+
+def _artifacts(artifacts: Mapping[str, tuple[str, str]], *, model: str) -> list[Artifact]:
+    missing = [n for n in ARTIFACT_NAMES if n not in artifacts]
+    unknown = sorted(set(artifacts) - set(ARTIFACT_NAMES))
+    if missing or unknown:
+        raise UsageError(
+            f"Artifacts of model '{model}' must be exactly {list(ARTIFACT_NAMES)}; missing {missing}, unknown {unknown}."
+        )
+    recorded = []
+    for name in ARTIFACT_NAMES:
+        path, sha256 = artifacts[name]
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", str(sha256)):
+            raise UsageError(f"The sha256 of artifact {name} of model '{model}' is not 64 hex digits: {sha256!r}.")
+        recorded.append(Artifact(name, str(Path(path).expanduser().resolve()), str(sha256).lower()))
+    return recorded
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _json_value(value: Any) -> Any:
+    """A plain JSON value (lists, dicts, str, numbers); NaN and inf become null so PostgreSQL accepts them."""
+    try:
+        text = json.dumps(value, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"A registry field holds a value that is not JSON ({exc}); pass plain data.") from exc
+    return json.loads(text, parse_constant=lambda _constant: None)
+
+
+__all__ = ["DISTANCES", "SqlRegistryStore", "check_model_name"]

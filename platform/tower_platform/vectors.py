@@ -1,0 +1,430 @@
+"""The vector store: one Qdrant collection per model version, the production alias, deterministic point ids.
+
+``QdrantVectorStore`` is the one class that talks to ``qdrant_client``; its exceptions (and those of httpx and grpc
+underneath) are translated here into :class:`UnavailableError` / :class:`NotFoundError` and never leave this module.
+
+Callers speak in item ids: the store turns an item id into its point id (UUIDv5 of a fixed namespace and the item id),
+so writing the same item twice overwrites one point instead of adding a second.
+
+Local storage (``QdrantClient(path=...)``) allows one opener at a time; openers of the same folder are serialised
+across processes by an exclusive ``fcntl.flock`` on ``<path>/.tower.lock``, held while the client is open::
+
+    with open_vector_store(settings) as store:
+        store.search("movies", vector, limit=10)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from tower_platform.errors import ConflictError, NotFoundError, TowerError, UnavailableError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tower_platform.settings import Settings
+
+POINT_ID_NAMESPACE = uuid.UUID("6f1c2a4e-3b8d-5e7f-9a0b-1c2d3e4f5a6b")
+"""Fixed namespace of the point ids: never change it, or every collection written so far gets new ids."""
+
+LOCK_FILE_NAME = ".tower.lock"
+CATEGORY_FIELD = "category"
+ITEM_ID_FIELD = "item_id"
+DISTANCES = ("cosine", "dot", "euclid")
+_DEFERRED_INDEXING_THRESHOLD = 0  # no HNSW build while bulk loading
+_DEFAULT_INDEXING_THRESHOLD = 10_000  # Qdrant's default (KB of vectors), restored after the bulk load
+
+
+def point_id(item_id: str) -> str:
+    """The deterministic point id of an item: UUIDv5(POINT_ID_NAMESPACE, item_id) as a string."""
+    return str(uuid.uuid5(POINT_ID_NAMESPACE, str(item_id)))
+
+
+class CollectionInfo(NamedTuple):
+    point_count: int
+    dimension: int
+    distance: str  # "cosine" | "dot" | "euclid"
+
+
+class StoredPoint(NamedTuple):
+    item_id: str
+    vector: np.ndarray | None  # [D] float32, None when retrieved without vectors
+    payload: dict[str, Any]
+
+
+class SearchHit(NamedTuple):
+    item_id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class StorageLock:
+    """An exclusive advisory lock on ``<folder>/.tower.lock`` shared by every process of this platform."""
+
+    def __init__(self, folder: Path, *, timeout_s: float = 30.0, poll_s: float = 0.05) -> None:
+        self.path = Path(folder) / LOCK_FILE_NAME
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise UnavailableError(
+                        f"Qdrant local storage {self.path.parent} is held by another process for more than "
+                        f"{self.timeout_s:.0f} s; wait for it to finish or use a Qdrant server (TOWER_QDRANT__URL)."
+                    ) from None
+                time.sleep(self.poll_s)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _is_client_error(exc: BaseException) -> bool:
+    """Exceptions of qdrant_client, httpx and grpc (translated into ours), without importing grpc eagerly."""
+    module = type(exc).__module__ or ""
+    return module.startswith(("qdrant_client", "httpx", "grpc", "httpcore")) or isinstance(
+        exc, (ConnectionError, TimeoutError, OSError)
+    )
+
+
+class QdrantVectorStore:
+    """Collections per model version, the production alias and k-NN search, on local storage, a server or memory."""
+
+    def __init__(self, client: Any, *, kind: str, where: str, lock: StorageLock | None = None) -> None:
+        self._client = client
+        self.kind = kind  # "local" | "remote" | "memory"
+        self.where = where
+        self._lock = lock
+
+    # -- construction -----------------------------------------------------------------------------------------
+    @classmethod
+    def local(cls, path: str | Path, *, lock_timeout_s: float = 30.0) -> QdrantVectorStore:
+        from qdrant_client import QdrantClient
+
+        folder = Path(path).expanduser().resolve()
+        lock = StorageLock(folder, timeout_s=lock_timeout_s)
+        lock.acquire()
+        try:
+            client = QdrantClient(path=str(folder))
+        except Exception as exc:  # noqa: BLE001 - translated here, never leaves
+            lock.release()
+            if isinstance(exc, TowerError):
+                raise
+            raise UnavailableError(
+                f"Qdrant local storage {folder} cannot be opened ({exc}); close other programs using it or "
+                "point TOWER_QDRANT__PATH elsewhere."
+            ) from exc
+        return cls(client, kind="local", where=str(folder), lock=lock)
+
+    @classmethod
+    def remote(cls, url: str, api_key: str | None = None, *, timeout_s: float = 30.0) -> QdrantVectorStore:
+        from qdrant_client import QdrantClient
+
+        try:
+            client = QdrantClient(url=url, api_key=api_key, timeout=int(timeout_s), check_compatibility=False)
+        except Exception as exc:  # noqa: BLE001
+            raise UnavailableError(
+                f"Qdrant server {url} cannot be reached ({exc}); check TOWER_QDRANT__URL and TOWER_QDRANT__API_KEY."
+            ) from exc
+        return cls(client, kind="remote", where=url)
+
+    @classmethod
+    def memory(cls) -> QdrantVectorStore:
+        from qdrant_client import QdrantClient
+
+        return cls(QdrantClient(location=":memory:"), kind="memory", where=":memory:")
+
+    def close(self) -> None:
+        try:
+            if self._client is not None:
+                self._client.close()
+        finally:
+            self._client = None
+            if self._lock is not None:
+                self._lock.release()
+
+    def __enter__(self) -> QdrantVectorStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- error translation --------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _translated(self, action: str, name: str | None = None) -> Iterator[None]:
+        if self._client is None:
+            raise UnavailableError(f"the Qdrant store at {self.where} is closed; open it again with open_vector_store.")
+        try:
+            yield
+        except TowerError:
+            raise
+        except ValueError as exc:  # local mode: "Collection X not found"
+            if "not found" in str(exc).lower() and name is not None:
+                raise NotFoundError(
+                    f"Qdrant collection or alias '{name}' does not exist at {self.where}; "
+                    "see `towerctl embeddings status MODEL`."
+                ) from exc
+            raise UnavailableError(f"Qdrant at {self.where} refused to {action}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001
+            if not _is_client_error(exc):
+                raise
+            status = getattr(exc, "status_code", None)
+            if status == 404 and name is not None:
+                raise NotFoundError(
+                    f"Qdrant collection or alias '{name}' does not exist at {self.where}; "
+                    "see `towerctl embeddings status MODEL`."
+                ) from exc
+            raise UnavailableError(
+                f"Qdrant at {self.where} failed to {action}"
+                f"{f' on {name!r}' if name else ''} ({type(exc).__name__}: {exc}); check that it is running."
+            ) from exc
+
+    # -- collections ----------------------------------------------------------------------------------------------
+    def create_collection(self, name: str, *, dimension: int, distance: str = "cosine", bulk: bool = True) -> None:
+        """Create an empty collection; ``bulk`` defers HNSW indexing on a server until :meth:`finish_bulk_load`."""
+        from qdrant_client import models
+
+        if distance not in DISTANCES:
+            raise ConflictError(f"distance {distance!r} for collection '{name}' is not one of {DISTANCES}.")
+        optimizers = (
+            models.OptimizersConfigDiff(indexing_threshold=_DEFERRED_INDEXING_THRESHOLD)
+            if bulk and self.kind == "remote"
+            else None
+        )
+        with self._translated("create a collection", name):
+            self._client.create_collection(
+                collection_name=name,
+                vectors_config=models.VectorParams(size=int(dimension), distance=_to_qdrant_distance(distance)),
+                optimizers_config=optimizers,
+            )
+            if self.kind == "remote":  # local storage has no payload indexes
+                self._client.create_payload_index(
+                    collection_name=name,
+                    field_name=CATEGORY_FIELD,
+                    field_schema=models.PayloadSchemaType.KEYWORD,
+                )
+
+    def finish_bulk_load(self, name: str) -> None:
+        """Restore HNSW indexing after a bulk load (a server only; local storage has nothing to restore)."""
+        if self.kind != "remote":
+            return
+        from qdrant_client import models
+
+        with self._translated("restore indexing", name):
+            self._client.update_collection(
+                collection_name=name,
+                optimizers_config=models.OptimizersConfigDiff(indexing_threshold=_DEFAULT_INDEXING_THRESHOLD),
+            )
+
+    def collection_exists(self, name: str) -> bool:
+        with self._translated("check a collection", name):
+            return bool(self._client.collection_exists(collection_name=name))
+
+    def collection_info(self, name: str) -> CollectionInfo:
+        with self._translated("read a collection", name):
+            info = self._client.get_collection(collection_name=name)
+            count = self._client.count(collection_name=name, exact=True).count
+        params = info.config.params.vectors
+        if isinstance(params, Mapping):  # named vectors: this platform writes one unnamed vector
+            params = next(iter(params.values()))
+        return CollectionInfo(point_count=int(count), dimension=int(params.size), distance=_from_qdrant_distance(params.distance))
+
+    def delete_collection(self, name: str) -> None:
+        with self._translated("delete a collection", name):
+            self._client.delete_collection(collection_name=name)
+
+    def list_collections(self) -> list[str]:
+        with self._translated("list collections"):
+            return sorted(c.name for c in self._client.get_collections().collections)
+
+    # -- points -------------------------------------------------------------------------------------------------
+    def upsert(
+        self,
+        name: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Write points keyed by item id (idempotent: the point id is derived from the item id)."""
+        from qdrant_client import models
+
+        vectors = np.asarray(vectors, dtype=np.float32)  # [N, D]
+        if vectors.ndim != 2 or len(ids) != vectors.shape[0] or len(payloads) != vectors.shape[0]:
+            raise ConflictError(
+                f"upsert into '{name}': {len(ids)} ids, {len(payloads)} payloads and vectors of shape "
+                f"{vectors.shape} do not line up; pass one id, payload and row per item."
+            )
+        # model_construct: ids, vectors and payloads are built here, of the right types; pydantic's per-point
+        # validation would cost as much as the upsert itself on local storage.
+        batch = models.Batch.model_construct(
+            ids=[point_id(i) for i in ids],
+            vectors=vectors.tolist(),
+            payloads=[{ITEM_ID_FIELD: str(i), **dict(p)} for i, p in zip(ids, payloads, strict=True)],
+        )
+        with self._translated("upsert points", name):
+            self._client.upsert(collection_name=name, points=batch, wait=True)
+
+    def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = True) -> list[StoredPoint]:
+        """The stored points of these item ids (missing ones are absent from the result), in the order asked."""
+        with self._translated("retrieve points", name):
+            records = self._client.retrieve(
+                collection_name=name, ids=[point_id(i) for i in ids], with_payload=True, with_vectors=with_vectors
+            )
+        by_item = {str(r.payload.get(ITEM_ID_FIELD)): r for r in records}
+        found = [by_item[str(i)] for i in ids if str(i) in by_item]
+        return [_stored_point(r, with_vectors=with_vectors) for r in found]
+
+    def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
+        """Which of these item ids already have a point in the collection."""
+        return {p.item_id for p in self.retrieve(name, ids, with_vectors=False)}
+
+    def scroll(self, name: str, *, batch_size: int = 1024, with_vectors: bool = True) -> Iterator[list[StoredPoint]]:
+        """Every point of a collection, in pages of ``batch_size``."""
+        offset = None
+        while True:
+            with self._translated("scroll points", name):
+                records, offset = self._client.scroll(
+                    collection_name=name,
+                    limit=batch_size,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=with_vectors,
+                )
+            if records:
+                yield [_stored_point(r, with_vectors=with_vectors) for r in records]
+            if offset is None:
+                return
+
+    def search(
+        self,
+        name_or_alias: str,
+        vector: np.ndarray,
+        *,
+        limit: int,
+        exclude_item_ids: Sequence[str] = (),
+        category: str | None = None,
+    ) -> list[SearchHit]:
+        """Top-``limit`` items by similarity to ``vector`` [D], without the excluded items, optionally one category.
+
+        Excluded items are dropped from a result over-fetched by their number, not by a ``must_not`` id filter:
+        exact all the same (the top ``limit + |excluded|`` holds the top ``limit`` of the rest), and local storage
+        evaluates id filters point by point in Python, which costs ~100 ms on 10k items.
+        """
+        from qdrant_client import models
+
+        excluded = {str(i) for i in exclude_item_ids}
+        query_filter = (
+            models.Filter(must=[models.FieldCondition(key=CATEGORY_FIELD, match=models.MatchValue(value=category))])
+            if category is not None
+            else None
+        )
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)  # [D]
+        with self._translated("search", name_or_alias):
+            response = self._client.query_points(
+                collection_name=name_or_alias,
+                query=query.tolist(),
+                query_filter=query_filter,
+                limit=int(limit) + len(excluded),
+                with_payload=True,
+            )
+        hits = [
+            SearchHit(item_id=str(p.payload.get(ITEM_ID_FIELD)), score=float(p.score), payload=dict(p.payload))
+            for p in response.points
+        ]
+        return [h for h in hits if h.item_id not in excluded][: int(limit)]
+
+    # -- aliases ------------------------------------------------------------------------------------------------
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the collection it points to."""
+        with self._translated("list aliases"):
+            described = self._client.get_aliases().aliases
+        return {a.alias_name: a.collection_name for a in described}
+
+    def alias_target(self, alias: str) -> str | None:
+        return self.aliases().get(alias)
+
+    def swap_alias(self, alias: str, collection: str, *, previous: str | None) -> None:
+        """Point ``alias`` at ``collection`` in ONE ``update_collection_aliases`` call (delete old + create new).
+
+        ``previous`` is the collection the caller believes the alias points to now (None: no alias yet); when
+        the alias points elsewhere, nothing changes and ConflictError is raised (someone else moved it).
+        """
+        from qdrant_client import models
+
+        if not self.collection_exists(collection):
+            raise NotFoundError(
+                f"cannot point alias '{alias}' at collection '{collection}': it does not exist at {self.where}; "
+                "write it first with `towerctl embeddings write`."
+            )
+        current = self.alias_target(alias)
+        if current != previous:
+            raise ConflictError(
+                f"alias '{alias}' points to {current!r}, not {previous!r} as expected; "
+                "another promotion ran meanwhile: check `towerctl models list` and retry."
+            )
+        operations: list[Any] = []
+        if current is not None:
+            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        operations.append(
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))
+        )
+        with self._translated("move an alias", alias):
+            self._client.update_collection_aliases(change_aliases_operations=operations)
+
+    def delete_alias(self, alias: str) -> None:
+        from qdrant_client import models
+
+        with self._translated("delete an alias", alias):
+            self._client.update_collection_aliases(
+                change_aliases_operations=[models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))]
+            )
+
+
+def open_vector_store(settings: Settings, *, lock_timeout_s: float = 30.0) -> QdrantVectorStore:
+    """A Qdrant server when ``settings.qdrant.url`` is set, else local storage at ``settings.qdrant_path``."""
+    if settings.qdrant.url:
+        api_key = settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None
+        return QdrantVectorStore.remote(settings.qdrant.url, api_key, timeout_s=settings.qdrant.timeout_s)
+    return QdrantVectorStore.local(settings.qdrant_path, lock_timeout_s=lock_timeout_s)
+
+
+def _stored_point(record: Any, *, with_vectors: bool) -> StoredPoint:
+    vector = None
+    if with_vectors and record.vector is not None:
+        raw = record.vector
+        if isinstance(raw, Mapping):
+            raw = next(iter(raw.values()))
+        vector = np.asarray(raw, dtype=np.float32)  # [D]
+    payload = dict(record.payload or {})
+    return StoredPoint(item_id=str(payload.get(ITEM_ID_FIELD)), vector=vector, payload=payload)
+
+
+def _to_qdrant_distance(distance: str) -> Any:
+    from qdrant_client import models
+
+    return {"cosine": models.Distance.COSINE, "dot": models.Distance.DOT, "euclid": models.Distance.EUCLID}[distance]
+
+
+def _from_qdrant_distance(distance: Any) -> str:
+    value = str(getattr(distance, "value", distance)).lower()
+    return {"cosine": "cosine", "dot": "dot", "euclid": "euclid"}.get(value, value)
