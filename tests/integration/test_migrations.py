@@ -26,7 +26,9 @@ from tower_platform.registry.migration import (
 from tower_platform.registry.schema import metadata
 
 ROOT = Path(__file__).resolve().parents[2]
-REGISTRY_TABLES = {"models", "model_versions", "collections", "aliases", "audit_log"}
+REGISTRY_TABLES = {
+    "models", "model_versions", "collections", "aliases", "audit_log", "alignment_reports", "alignment_segments",
+}
 
 
 def _tables(url: str) -> set[str]:

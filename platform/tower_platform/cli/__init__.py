@@ -8,6 +8,7 @@ are converted once, here at the edge: message to stderr, exit code from the hier
 
 from __future__ import annotations
 
+import getpass
 import sys
 import traceback
 
@@ -47,6 +48,14 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks for errors."),
 ) -> None:
     _state["verbose"] = verbose
+
+
+def current_actor() -> str:
+    """The default actor of the audit log: the OS user."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "unknown"
 
 
 def _register() -> None:

@@ -126,12 +126,18 @@ def build_training_set_command(
     if out is not None:
         write_training_set(training_set, out)
         err_console.print(f"wrote {training_set.table.num_rows} rows to {out}")
-    audit = training_set.audit
     if json_output:
-        print_json({"audit": audit.to_dict(), "split": training_set.split.to_dict(), "out": str(out) if out else None})
+        print_json({"audit": training_set.audit.to_dict(), "split": training_set.split.to_dict(),
+                    "out": str(out) if out else None})
         return
+    print_audit(training_set)
+
+
+def print_audit(training_set) -> None:
+    """The training set's audit: row parity, split, point-in-time checks, fingerprint, null rates per feature."""
+    audit = training_set.audit
     print_mapping(
-        "training set",
+        "training set audit (passed)" if audit.passed else "training set audit",
         {
             "rows_in": audit.rows_in,
             "rows_out": audit.rows_out,

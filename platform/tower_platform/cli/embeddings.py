@@ -7,13 +7,12 @@ touches the production alias: promotion is ``towerctl models promote``.
 
 from __future__ import annotations
 
-import getpass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tower_platform.cli import app
+from tower_platform.cli import app, current_actor
 from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
 from tower_platform.settings import get_settings
 
@@ -27,17 +26,10 @@ app.add_typer(embeddings_app, name="embeddings")
 ITEM_TOWER = "item.onnx"
 
 
-def current_actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        return "unknown"
-
-
 def open_registry(settings: Settings) -> Any:
-    from tower_platform.registry.store import SqlRegistryStore
+    from tower_platform.cli.db import open_registry as open_settings_registry
 
-    return SqlRegistryStore(settings.registry_url)
+    return open_settings_registry(write=True, settings=settings)
 
 
 def item_source(settings: Settings) -> Any:
@@ -61,44 +53,16 @@ def write_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Embed every item with the version's item.onnx, verify the collection, record it and mark the version indexed."""
-    from tower_platform.embedding_writer import QdrantEmbeddingWriter, verify_collection
+    from tower_platform.jobs import index_version
     from tower_platform.vectors import open_vector_store
 
     settings = get_settings()
-    actor = current_actor()
     with open_registry(settings) as registry:
-        mv = registry.get_version(model, version)
-        path, sha256 = _item_artifact(mv)
         corpus = item_source(settings).item_corpus(datetime.now(UTC))
         with open_vector_store(settings) as vectors:
-            writer = QdrantEmbeddingWriter(vectors, path, expected_sha256=sha256, batch_size=batch_size)
-            written = writer.write(corpus, model=model, version=version)
-            verified = verify_collection(vectors, tower=writer.tower, items=corpus)
-        registry.record_collection(
-            model,
-            version,
-            name=verified.collection,
-            point_count=verified.point_count,
-            dimension=verified.dimension,
-            distance=verified.distance,
-            verified=True,
-            actor=actor,
-        )
-        indexed = registry.mark_indexed(model, version, actor=actor, reason="item vectors written and verified")
-    result = {
-        "model": model,
-        "version": version,
-        "collection": written.collection,
-        "items": written.items,
-        "written": written.written,
-        "skipped": written.skipped,
-        "items_per_s": round(written.items_per_s, 1),
-        "dimension": verified.dimension,
-        "distance": verified.distance,
-        "verified_sample": verified.sampled,
-        "max_abs_diff": verified.max_abs_diff,
-        "status": indexed.status,
-    }
+            indexed = index_version(registry, vectors, corpus, model=model, version=version, actor=current_actor(),
+                                    batch_size=batch_size)
+    result = {"model": model, "version": version, **vars(indexed)}
     if as_json:
         print_json(result)
     else:

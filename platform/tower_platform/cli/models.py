@@ -7,13 +7,12 @@ open the vector store (``tower_platform.vectors.open_vector_store``) only when t
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tower_platform.cli import app
+from tower_platform.cli import app, current_actor
 from tower_platform.cli.db import open_registry
 from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
 from tower_platform.settings import get_settings
@@ -24,13 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 models_app = typer.Typer(no_args_is_help=True, help="Model versions: register, promote, roll back, history, gc.")
 app.add_typer(models_app, name="models")
-
-
-def current_actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        return "unknown"
 
 
 _ACTOR = typer.Option(None, "--actor", help="Who does this, for the audit log (default: the OS user).")
@@ -183,21 +175,11 @@ def register_command(
         else:
             print_mapping(f"dry run: would register {exported.folder}", payload)
         return
+    from tower_platform.jobs import register_export
+
     with open_registry(write=True) as registry:
-        created = registry.register_version(
-            exported.model,
-            artifacts=exported.artifacts,
-            feature_service=exported.feature_service,
-            features=exported.features,
-            training_config=exported.training_config,
-            fingerprint=exported.fingerprint,
-            time_window=exported.time_window,
-            estimator_path=exported.estimator_path,
-            metrics=exported.metrics,
-            actor=actor or current_actor(),
-            reason=reason,
-            version=exported.version,
-        )
+        created = register_export(registry, exported.folder, model=exported.model, actor=actor or current_actor(),
+                                  reason=reason)
     if as_json:
         print_json(_version_payload(created))
     else:

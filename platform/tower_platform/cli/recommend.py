@@ -12,14 +12,11 @@ import typer
 
 from tower_platform.cli import app
 from tower_platform.cli.output import err_console, print_json, print_table
-from tower_platform.errors import ConflictError, UsageError
+from tower_platform.errors import UsageError
 from tower_platform.settings import get_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.settings import Settings
-
-QUERY_TOWER = "query.onnx"
-
 
 def query_source(settings: Settings, *, service_name: str, user_key: str) -> Any:
     """The online query features of the deployment: the Feast repository (imported here: it is slow to import)."""
@@ -50,31 +47,21 @@ def recommend_command(
 ) -> None:
     """Top-k items for USER_ID from the production version (recent items excluded)."""
     from tower_platform.cli.embeddings import open_registry
-    from tower_platform.onnx_tower import OnnxTower
-    from tower_platform.retriever import Retriever
+    from tower_platform.jobs import recommend
     from tower_platform.vectors import open_vector_store
 
     settings = get_settings()
-    with open_registry(settings) as registry:
+    with open_registry(settings) as registry, open_vector_store(settings) as vectors:
         name = model or _only_model(registry)
-        production = registry.production_version(name)
-    if production is None:
-        raise ConflictError(
-            f"Model '{name}' has no production version; promote one with `towerctl models promote {name} --version N`."
+        result = recommend(
+            registry,
+            vectors,
+            lambda service, user_key: query_source(settings, service_name=service, user_key=user_key),
+            model=name,
+            user_id=user_id,
+            k=k,
+            category=category,
         )
-    artifact = production.artifact(QUERY_TOWER)
-    tower = OnnxTower(artifact.path, expected_sha256=artifact.sha256)
-    schema = tower.metadata.schema
-    features = query_source(
-        settings,
-        service_name=(schema.get("metadata") or {}).get("query_service")
-        or tower.metadata.feature_service
-        or production.feature_service,
-        user_key=str(schema.get("user_id") or "user_id"),
-    )
-    with open_vector_store(settings) as vectors:
-        retriever = Retriever(vectors, tower, features, model=name, expected_version=production.version)
-        result = retriever.recommend(user_id, k=k, category=category)
     timings = vars(result.timings)
     if as_json:
         print_json(

@@ -83,3 +83,71 @@ class AuditEvent:
     reason: str | None
     details: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
+
+
+ALIGNMENT_FIGURES: tuple[str, ...] = (
+    "item_count",
+    "interaction_share",
+    "alignment_distance",
+    "relative_alignment",
+    "mean_norm",
+    "centroid_norm",
+    "n_queries",
+    "recall",
+    "ndcg",
+    "coverage",
+)
+"""The figures of one alignment segment, in the order tables show them (each has a delta against production)."""
+
+
+@dataclass(frozen=True)
+class AlignmentSegment:
+    """The figures of one category (``kind`` = "category") or popularity bucket (``kind`` = "popularity").
+
+    alignment_distance = ||C(S_major) - C(S)||_F^2 between the covariance of the segment's item vectors and that of
+    the major category (the one with the most items); relative_alignment divides it by ||C(S_major)||_F^2 (a segment
+    collapsed to one point scores 1.0). recall / ndcg are None when no test query targets the segment. ``deltas``
+    maps each figure to this version's value minus the compared version's (None where either side has none).
+    """
+
+    kind: str
+    segment: str
+    item_count: int
+    interaction_share: float
+    alignment_distance: float
+    relative_alignment: float | None
+    mean_norm: float  # mean L2 norm of the segment's vectors (1.0 for a healthy collection)
+    centroid_norm: float  # norm of the mean vector: 1.0 = every vector the same direction
+    n_queries: int
+    recall: float | None
+    ndcg: float | None
+    coverage: float  # share of the segment's items in anyone's top-K over the test queries
+    deltas: dict[str, float | None] = field(default_factory=dict)
+
+    def figure(self, name: str) -> float | int | None:
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class AlignmentReport:
+    """One alignment report of a model version, as the registry keeps it (``run`` counts from 1 per version)."""
+
+    model: str
+    version: int
+    run: int
+    k: int
+    against_version: int | None
+    collection: str
+    major_category: str | None
+    n_items: int
+    n_queries: int
+    n_skipped: int
+    thresholds: dict[str, Any]
+    breaches: tuple[dict[str, Any], ...]
+    segments: tuple[AlignmentSegment, ...]
+    created_at: datetime | None = None
+    created_by: str = "system"
+    id: int | None = None
+
+    def by_kind(self, kind: str) -> tuple[AlignmentSegment, ...]:
+        return tuple(s for s in self.segments if s.kind == kind)

@@ -16,6 +16,12 @@ Rules (the registry is the source of truth, the Qdrant alias ``<model>`` follows
 Re-running is safe: promoting the production version again changes nothing and writes no audit event, unless the
 Qdrant alias drifted from the registry (a failed swap-back, a hand edit): then it moves the alias back to the
 production collection and writes a ``realign`` event.
+
+Gates: ``promote(..., gate=...)`` asks a :class:`PromotionGate` (e.g. ``tower_platform.monitor.AlignmentGate``) for
+its verdict on the candidate, before anything changes. A verdict with breaches refuses the promotion with
+:class:`MonitorBreachError` naming each segment and figure, unless ``force=True`` with a ``reason``: then the
+promotion goes through and its audit event carries the breaches. Without a gate (the library default) nothing is
+checked beyond servability.
 """
 
 from __future__ import annotations
@@ -27,7 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tower_platform.errors import ConflictError, IntegrityError, TowerError, UnavailableError, UsageError
+from tower_platform.errors import (
+    ConflictError,
+    IntegrityError,
+    MonitorBreachError,
+    TowerError,
+    UnavailableError,
+    UsageError,
+)
 from tower_platform.naming import production_alias
 from tower_platform.registry.artifact import verify_artifacts
 from tower_platform.registry.entities import AuditEvent, ModelVersion
@@ -58,6 +71,25 @@ class VectorAliasStore(Protocol):
 
 
 @dataclass(frozen=True)
+class GateVerdict:
+    """What a gate found for one candidate: breaches as plain dicts, each with a one-line ``message``."""
+
+    gate: str  # e.g. "alignment"
+    breaches: tuple[dict[str, Any], ...] = ()
+    details: dict[str, Any] | None = None  # recorded in the promote audit event (e.g. the report's run)
+
+    @property
+    def passed(self) -> bool:
+        return not self.breaches
+
+
+class PromotionGate(Protocol):
+    """Called with the candidate and the current production version (None: none yet) before a promotion."""
+
+    def __call__(self, candidate: ModelVersion, production: ModelVersion | None) -> GateVerdict: ...
+
+
+@dataclass(frozen=True)
 class PromotionResult:
     model: str
     version: int  # production afterwards (or, with dry_run, what would be)
@@ -67,6 +99,8 @@ class PromotionResult:
     changed: bool
     dry_run: bool = False
     event: AuditEvent | None = None
+    verdict: GateVerdict | None = None
+    forced: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,12 +130,28 @@ def promote(
     reason: str | None = None,
     check_artifacts: bool = True,
     dry_run: bool = False,
+    gate: PromotionGate | None = None,
+    force: bool = False,
 ) -> PromotionResult:
-    """Make ``version`` the production version of ``model``: registry transaction + one alias swap."""
+    """Make ``version`` the production version of ``model``: registry transaction + one alias swap.
+
+    ``gate`` (optional) judges the candidate first; breaches refuse the promotion (MonitorBreachError) unless
+    ``force`` is set, which needs a ``reason`` and records the breaches in the audit event.
+    """
+    if force and not (reason or "").strip():
+        raise UsageError(
+            f"Forcing the promotion of model '{model}' version {version} past its gates needs a reason; "
+            "pass --reason TEXT (it is recorded in the audit log with the breaches)."
+        )
     alias = production_alias(model)
     candidate = store.get_version(model, version)
+    verdict = None
     if candidate.status != "production":
         _require_servable(candidate, vectors, check_artifacts=check_artifacts)
+        if gate is not None:
+            verdict = gate(candidate, store.production_version(model))
+            _require_gate_passed(verdict, candidate, force=force)
+    forced = bool(force and verdict is not None and not verdict.passed)
     if dry_run:
         current = store.production_version(model)
         return PromotionResult(
@@ -112,6 +162,8 @@ def promote(
             alias=alias,
             changed=candidate.status != "production",
             dry_run=True,
+            verdict=verdict,
+            forced=forced,
         )
     with _AliasMove(vectors, alias=alias) as move, store.locked_model(model) as unit:
         current = unit.version(version)  # re-read under the lock: another promoter may have run meanwhile
@@ -126,6 +178,9 @@ def promote(
         unit.set_status(version, "production")
         unit.set_production(version)
         alias_before = vectors.alias_target(alias)
+        details = _swap_details(alias, alias_before, _collection_of(current), previous)
+        if verdict is not None:
+            details["gate"] = _gate_details(verdict, forced=forced)
         event = unit.audit(
             "promote",
             version=version,
@@ -135,7 +190,7 @@ def promote(
             to_status="production",
             from_version=previous.version if previous else None,
             to_version=version,
-            details=_swap_details(alias, alias_before, _collection_of(current), previous),
+            details=details,
         )
         move.swap(_collection_of(current), previous=alias_before)
     return PromotionResult(
@@ -146,7 +201,30 @@ def promote(
         alias=alias,
         changed=True,
         event=event,
+        verdict=verdict,
+        forced=forced,
     )
+
+
+def _require_gate_passed(verdict: GateVerdict, candidate: ModelVersion, *, force: bool) -> None:
+    if verdict.passed or force:
+        return
+    found = "; ".join(str(b.get("message")) for b in verdict.breaches)
+    raise MonitorBreachError(
+        f"Model '{candidate.model}' version {candidate.version} breaches {len(verdict.breaches)} {verdict.gate} "
+        f"gate(s) ({found}); see `towerctl monitor alignment {candidate.model} --version {candidate.version}`, or "
+        "promote anyway with --force --reason TEXT."
+    )
+
+
+def _gate_details(verdict: GateVerdict, *, forced: bool) -> dict[str, Any]:
+    return {
+        "gate": verdict.gate,
+        "passed": verdict.passed,
+        "forced": forced,
+        "breaches": [dict(b) for b in verdict.breaches],
+        **(verdict.details or {}),
+    }
 
 
 def rollback(

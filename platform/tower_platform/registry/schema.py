@@ -1,9 +1,12 @@
 """The registry's tables (SQLAlchemy 2.0 ORM). Rows never leave :mod:`tower_platform.registry.store`.
 
     models 1──* model_versions 1──0..1 collections
-       │              ▲
-       ├──* aliases ──┘          (PK (model_id, alias) -> version; "production" is the one alias in use)
+       │              ▲  │
+       ├──* aliases ──┘  └──* alignment_reports 1──* alignment_segments
+       │                      (one report per version and run; one segment row per category / popularity bucket)
        └──* audit_log            (append-only: the store never updates or deletes a row)
+
+(PK (model_id, alias) -> version in ``aliases``; "production" is the one alias in use.)
 
 Lifecycle of a version (``model_versions.status``)::
 
@@ -26,6 +29,7 @@ from sqlalchemy import (
     JSON,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -141,9 +145,71 @@ class AuditEventRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
+SEGMENT_KINDS: tuple[str, ...] = ("category", "popularity")
+
+
+def _segment_kind_check() -> str:
+    return "kind IN (" + ", ".join(f"'{k}'" for k in SEGMENT_KINDS) + ")"
+
+
+class AlignmentReportRow(Base):
+    """One category-alignment report of one version (``run`` counts the reports of that version from 1)."""
+
+    __tablename__ = "alignment_reports"
+    __table_args__ = (
+        UniqueConstraint("model_version_id", "run"),
+        CheckConstraint("run >= 1", name="run_positive"),
+        CheckConstraint("k >= 1", name="k_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="RESTRICT"), index=True)
+    run: Mapped[int] = mapped_column(Integer)
+    k: Mapped[int] = mapped_column(Integer)
+    against_version: Mapped[int | None] = mapped_column(Integer)
+    collection: Mapped[str] = mapped_column(String(256))
+    major_category: Mapped[str | None] = mapped_column(String(256))
+    n_items: Mapped[int] = mapped_column(Integer)
+    n_queries: Mapped[int] = mapped_column(Integer)
+    n_skipped: Mapped[int] = mapped_column(Integer)
+    thresholds: Mapped[dict[str, Any]] = mapped_column(JSON)
+    breaches: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class AlignmentSegmentRow(Base):
+    """The figures of one category (``kind`` = category) or popularity bucket (``kind`` = popularity) of a report."""
+
+    __tablename__ = "alignment_segments"
+    __table_args__ = (
+        UniqueConstraint("report_id", "kind", "segment"),
+        CheckConstraint(_segment_kind_check(), name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("alignment_reports.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    segment: Mapped[str] = mapped_column(String(256))
+    item_count: Mapped[int] = mapped_column(Integer)
+    interaction_share: Mapped[float] = mapped_column(Float)
+    alignment_distance: Mapped[float] = mapped_column(Float)
+    relative_alignment: Mapped[float | None] = mapped_column(Float)
+    mean_norm: Mapped[float] = mapped_column(Float)
+    centroid_norm: Mapped[float] = mapped_column(Float)
+    n_queries: Mapped[int] = mapped_column(Integer)
+    recall: Mapped[float | None] = mapped_column(Float)
+    ndcg: Mapped[float | None] = mapped_column(Float)
+    coverage: Mapped[float] = mapped_column(Float)
+    deltas: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 __all__ = [
     "PRODUCTION_ALIAS",
+    "SEGMENT_KINDS",
     "STATUSES",
+    "AlignmentReportRow",
+    "AlignmentSegmentRow",
     "AliasRow",
     "AuditEventRow",
     "Base",

@@ -35,7 +35,14 @@ from tower_platform.registry.database import (
     translate_db_error,
     writer_engine,
 )
-from tower_platform.registry.entities import ARTIFACT_NAMES, Artifact, AuditEvent, Model, ModelVersion
+from tower_platform.registry.entities import (
+    ARTIFACT_NAMES,
+    AlignmentReport,
+    Artifact,
+    AuditEvent,
+    Model,
+    ModelVersion,
+)
 from tower_platform.registry.migration import UPGRADE_COMMAND, require_head, schema_state
 from tower_platform.registry.schema import ModelRow, utc_now
 from tower_platform.registry.unit_of_work import ModelUnitOfWork
@@ -295,6 +302,33 @@ class SqlRegistryStore:
                 details={"collection": current.collection.name},
             )
             return unit.version(version)
+
+    # -- alignment reports --------------------------------------------------------------------------------------
+    def record_alignment_report(self, report: AlignmentReport, *, actor: str) -> AlignmentReport:
+        """Store a category-alignment report of ``report.model`` v``report.version`` as its next run, with an
+        ``alignment`` audit event that counts its breaches; returns the stored report (run, id, created_at set)."""
+        with self.locked_model(report.model) as unit:
+            stored = unit.add_alignment_report(report, actor=actor)
+            unit.audit(
+                "alignment",
+                version=report.version,
+                actor=actor,
+                details={
+                    "run": stored.run,
+                    "against_version": stored.against_version,
+                    "breaches": len(stored.breaches),
+                },
+            )
+        return stored
+
+    def alignment_reports(self, model: str, *, version: int | None = None) -> list[AlignmentReport]:
+        """The alignment reports of one version (or all versions) of ``model``, by version then run."""
+        with self._model(model, write=False, lock=False) as unit:
+            return unit.alignment_reports(version)
+
+    def latest_alignment_report(self, model: str, version: int) -> AlignmentReport | None:
+        reports = self.alignment_reports(model, version=version)
+        return reports[-1] if reports else None
 
 
 def _artifacts(artifacts: Mapping[str, tuple[str, str]], *, model: str) -> list[Artifact]:

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from tower_platform.errors import ConflictError, NotFoundError
 from tower_platform.registry.conversion import to_audit_event, to_model, to_model_version
-from tower_platform.registry.entities import AuditEvent, Model, ModelVersion
+from tower_platform.registry import alignment_records
+from tower_platform.registry.entities import AlignmentReport, AuditEvent, Model, ModelVersion
 from tower_platform.registry.schema import (
     PRODUCTION_ALIAS,
     STATUSES,
@@ -175,6 +176,21 @@ class ModelUnitOfWork:
         self._session.add(row)
         self._session.flush()
         return to_audit_event(row, model=self.model)
+
+    # -- alignment reports ----------------------------------------------------------------------------------------
+    def add_alignment_report(self, report: AlignmentReport, *, actor: str) -> AlignmentReport:
+        """Store a report of ``report.version`` under the version's next run number."""
+        return alignment_records.add_report(
+            self._session, version_row=self._version_row(report.version), model=self.model, report=report, actor=actor
+        )
+
+    def alignment_reports(self, version: int | None = None) -> list[AlignmentReport]:
+        """The reports of one version (or of every version), by version then run."""
+        if version is not None:
+            rows = [self._version_row(version)]
+        else:
+            rows = list(self._session.scalars(select(ModelVersionRow).where(ModelVersionRow.model_id == self._model.id)))
+        return alignment_records.reports(self._session, model=self.model, version_rows=rows)
 
     # -- rows ---------------------------------------------------------------------------------------------------
     def _version_row(self, version: int) -> ModelVersionRow:

@@ -17,7 +17,7 @@ from tower_platform.errors import (
     UnavailableError,
     UsageError,
 )
-from tower_platform.registry.migration import downgrade_schema, upgrade_schema
+from tower_platform.registry.migration import downgrade_schema, head_revision, upgrade_schema
 from tower_platform.registry.store import SqlRegistryStore
 
 
@@ -180,7 +180,7 @@ def test_opening_refuses_a_schema_that_is_not_at_head(migrated_database_url):
     with engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '0000_older'"))
     engine.dispose()
-    with pytest.raises(SchemaOutOfDateError, match=r"at revision 0000_older, not at 0001; run `towerctl db upgrade`"):
+    with pytest.raises(SchemaOutOfDateError, match=rf"at revision 0000_older, not at {head_revision()}; run `towerctl db upgrade`"):
         SqlRegistryStore(migrated_database_url)
 
 

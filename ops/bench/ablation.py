@@ -1,0 +1,339 @@
+"""Ablation of the loss and tower components on MovieLens latest-small (bundled) and MovieLens-100K.
+
+Every run goes through the platform's own pipeline: ingest -> Feast apply + materialize -> point-in-time training set
+-> ``jobs.train_and_evaluate`` (early stopping on validation Recall@100, refit on train + validation for the best
+number of epochs, next-item evaluation on test). Each dataset lives in its own TOWER_HOME under /tmp. The same time
+split and epoch budget hold for every configuration.
+
+Rows: the plain in-batch softmax, then the corrected softmax (the reference), then each component added alone to the
+reference, then the best combination: the reference plus every component whose mean validation Recall@100 beat the
+reference's (selection on validation only; test figures are only reported).
+
+    .venv/bin/python ops/bench/ablation.py run --dataset movielens-latest-small --seeds 0 1 2   # appends runs
+    .venv/bin/python ops/bench/ablation.py report       # table + ops/bench/results/ablation.{md,json,png}
+
+Runs are appended to ``ops/bench/results/ablation_runs.jsonl`` as they finish, so a long ablation can be stopped and
+reported at any point; ``report`` shows how many seeds each figure averages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "ops" / "bench" / "results"
+RUNS_FILE = RESULTS / "ablation_runs.jsonl"
+TUNING_FILE = RESULTS / "ablation_tuning.jsonl"
+ML100K_SOURCE = REPO / ".." / "shared" / "datasets" / "movielens-100k"
+DATASETS = ("movielens-latest-small", "movielens-100k")
+MIN_CATEGORY_QUERIES = 20  # categories with fewer test queries are left out of the per-category spread
+
+# The common budget: at most 4 epochs with early stopping (patience 1) on validation Recall@100.
+BUDGET: dict[str, Any] = {"epochs": 4, "patience": 1}
+REFERENCE = "+ correction"
+CONFIGS: dict[str, dict[str, Any]] = {
+    "plain softmax": {"sampling_bias_correction": False},
+    REFERENCE: {},
+    "+ mixed negatives": {"uniform_negatives": 256},
+    "+ SSL(RFM)": {"ssl_weight": 0.5, "ssl_masking": "random"},
+    "+ SSL(CFM)": {"ssl_weight": 0.5, "ssl_masking": "correlated"},
+    "+ DAT(AMM)": {"dat": True},
+    "+ DAT(AMM + CAL)": {"dat": True, "dat_category_weight": 10.0},
+    "+ queue": {"queue_size": 4096},
+    "+ SENet": {"senet": True},
+}
+# Settings tried before the ablation (seed 0, validation Recall@100 of the model fit on train, no refit); the
+# setting with the best mean over both datasets is the one in CONFIGS.
+TUNING: dict[str, list[dict[str, Any]]] = {
+    "DAT id dropout": [{"dat": True, "dat_default_rate": rate} for rate in (0.0, 0.5, 0.9)]
+    + [{"dat": True, "dat_unseen": "learned", "dat_default_rate": 0.5}],
+    "CAL weight": [{"dat": True, "dat_default_rate": 0.5, "dat_category_weight": w} for w in (1.0, 10.0, 100.0)],
+    "SSL weight": [{"ssl_weight": w, "ssl_masking": "random"} for w in (0.1, 0.5, 1.0)],
+}
+BEST = "best combination"
+COMPONENTS = [name for name in CONFIGS if name not in ("plain softmax", REFERENCE)]
+
+
+# --- running -----------------------------------------------------------------------------------------------------
+
+
+def prepare(dataset: str) -> tuple[Any, Any]:
+    """Ingest, apply, materialize and build the training set of ``dataset`` in /tmp/tower-ablation-<dataset>."""
+    from tower_platform.datasets import ingest, load_dataset_config
+    from tower_platform.feature_jobs import apply_and_materialize
+    from tower_platform.paths import bundled_config, packaged_feature_repo
+    from tower_platform.training_set import build_training_set
+
+    home = Path("/tmp") / f"tower-ablation-{dataset}"
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["TOWER_HOME"] = str(home)
+    config = load_dataset_config(bundled_config(dataset))
+    source = ML100K_SOURCE.resolve() if dataset == "movielens-100k" else None
+    if source is not None and not source.exists():
+        raise SystemExit(f"MovieLens-100K is not at {source}; skip it or place the dataset there")
+    ingest(config, home_dir=home, source=source)
+    store, _, _ = apply_and_materialize(repo_dir=packaged_feature_repo(), home_dir=home)
+    return store, build_training_set(store, config)
+
+
+def category_spread(report: Any) -> dict[str, Any]:
+    figures = {
+        name: f["recall@100"] for name, f in report.by_category.items() if f["n_queries"] >= MIN_CATEGORY_QUERIES
+    }
+    if not figures:
+        return {"category_spread": math.nan, "worst_category": None, "worst_category_recall": math.nan}
+    worst = min(figures, key=lambda name: figures[name])
+    return {
+        "category_spread": max(figures.values()) - figures[worst],
+        "worst_category": worst,
+        "worst_category_recall": figures[worst],
+    }
+
+
+def run_one(training_set: Any, store: Any, *, dataset: str, name: str, overrides: dict[str, Any], seed: int) -> dict:
+    from tower_platform.jobs import train_and_evaluate
+    from towers.config import TowerConfig
+
+    config = replace(TowerConfig(), **BUDGET, **overrides, seed=seed)
+    started = time.perf_counter()
+    trained = train_and_evaluate(training_set, store, config=config, refit=True, progress=False)
+    test, validation = trained.test, trained.validation
+    record = {
+        "dataset": dataset,
+        "config": name,
+        "overrides": overrides,
+        "seed": seed,
+        "best_epoch": trained.best_epoch,
+        "seconds": time.perf_counter() - started,
+        "validation_recall@100": validation.metrics["recall@100"],
+        "recall@50": test.metrics["recall@50"],
+        "recall@100": test.metrics["recall@100"],
+        "ndcg@50": test.metrics["ndcg@50"],
+        "recall@100_tail": test.by_popularity["tail"]["recall@100"],
+        **category_spread(test),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with RUNS_FILE.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(f"{dataset} | {name} | seed {seed} | val R@100 {record['validation_recall@100']:.4f} | "
+          f"test R@100 {record['recall@100']:.4f} | {record['seconds']:.0f}s", flush=True)
+    return record
+
+
+def load_runs(path: Path = RUNS_FILE) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def tune(datasets: list[str]) -> None:
+    """Validation Recall@100 (fit on train, seed 0, no refit) of each setting in TUNING, appended to TUNING_FILE."""
+    from tower_platform.jobs import train_and_evaluate
+    from towers.config import TowerConfig
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("ABLATION_THREADS", "1")))
+    for dataset in datasets:
+        store, training_set = prepare(dataset)
+        done = {(r["group"], json.dumps(r["overrides"], sort_keys=True)) for r in load_runs(TUNING_FILE)
+                if r["dataset"] == dataset}
+        for group, settings in TUNING.items():
+            for overrides in settings:
+                if (group, json.dumps(overrides, sort_keys=True)) in done:
+                    continue
+                config = replace(TowerConfig(), **BUDGET, **overrides, seed=0)
+                trained = train_and_evaluate(training_set, store, config=config, refit=False, progress=False)
+                record = {"dataset": dataset, "group": group, "overrides": overrides,
+                          "validation_recall@100": trained.validation.metrics["recall@100"],
+                          "best_epoch": trained.best_epoch}
+                with TUNING_FILE.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                print(f"tune {dataset} | {group} | {overrides} | val R@100 {record['validation_recall@100']:.4f}",
+                      flush=True)
+
+
+def best_overrides(runs: list[dict[str, Any]], *, dataset: str) -> tuple[dict[str, Any], list[str]]:
+    """The reference plus every component whose mean validation Recall@100 beat the reference's (validation only)."""
+    def validation(name: str) -> float:
+        values = [r["validation_recall@100"] for r in runs if r["dataset"] == dataset and r["config"] == name]
+        return sum(values) / len(values) if values else math.nan
+
+    reference = validation(REFERENCE)
+    chosen = [name for name in COMPONENTS if validation(name) > reference]
+    merged: dict[str, Any] = {}
+    for name in chosen:
+        merged.update(CONFIGS[name])
+    if "+ DAT(AMM)" in chosen and "+ DAT(AMM + CAL)" in chosen:
+        chosen.remove("+ DAT(AMM)")
+    if "+ SSL(RFM)" in chosen and "+ SSL(CFM)" in chosen:  # one masking: the better one on validation
+        drop = "+ SSL(RFM)" if validation("+ SSL(CFM)") >= validation("+ SSL(RFM)") else "+ SSL(CFM)"
+        chosen.remove(drop)
+        merged["ssl_masking"] = CONFIGS["+ SSL(CFM)" if drop == "+ SSL(RFM)" else "+ SSL(RFM)"]["ssl_masking"]
+    return merged, chosen
+
+
+def run(datasets: list[str], seeds: list[int]) -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("ABLATION_THREADS", "1")))
+    for dataset in datasets:
+        store, training_set = prepare(dataset)
+        for seed in seeds:
+            done = {(r["config"], r["seed"]) for r in load_runs() if r["dataset"] == dataset}
+            for name, overrides in CONFIGS.items():
+                if (name, seed) not in done:
+                    run_one(training_set, store, dataset=dataset, name=name, overrides=overrides, seed=seed)
+            if (BEST, seed) not in done:
+                overrides, chosen = best_overrides(load_runs(), dataset=dataset)
+                print(f"{dataset}: best combination on validation = reference + {chosen or 'nothing'}", flush=True)
+                run_one(training_set, store, dataset=dataset, name=BEST, overrides=overrides, seed=seed)
+
+
+# --- reporting ---------------------------------------------------------------------------------------------------
+
+COLUMNS = [
+    ("validation_recall@100", "val R@100"),
+    ("recall@50", "R@50"),
+    ("recall@100", "R@100"),
+    ("ndcg@50", "NDCG@50"),
+    ("recall@100_tail", "R@100 tail"),
+    ("category_spread", "cat. spread R@100"),
+    ("worst_category_recall", "worst cat. R@100"),
+]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for dataset in DATASETS:
+        rows = {}
+        for name in [*CONFIGS, BEST]:
+            chosen = [r for r in runs if r["dataset"] == dataset and r["config"] == name]
+            if not chosen:
+                continue
+            worst = sorted({r["worst_category"] for r in chosen if r["worst_category"]})
+            rows[name] = {
+                "seeds": sorted(r["seed"] for r in chosen),
+                "overrides": chosen[0]["overrides"],
+                "worst_categories": worst,
+                **{key: dict(zip(("mean", "std"), mean_std([r[key] for r in chosen]), strict=True))
+                   for key, _ in COLUMNS},
+            }
+        if rows:
+            summary[dataset] = rows
+    return summary
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        "# Ablation: loss and tower components",
+        "",
+        "Generated by `ops/bench/ablation.py`. Test figures of the model refit on train + validation (next-item "
+        "protocol, full-corpus ranking); `val R@100` is the validation figure of the model fit on train, the only "
+        "one used for selection. Mean +- std over the seeds listed. Budget: at most "
+        f"{BUDGET['epochs']} epochs, early stopping with patience {BUDGET['patience']} on validation Recall@100. "
+        f"Category spread = max - min of per-category test Recall@100 over categories with >= "
+        f"{MIN_CATEGORY_QUERIES} test queries.",
+        "",
+    ]
+    header = "| config | seeds | " + " | ".join(label for _, label in COLUMNS) + " | worst category |"
+    rule = "|---|---|" + "---|" * (len(COLUMNS) + 1)
+    for dataset, rows in summary.items():
+        lines += [f"## {dataset}", "", header, rule]
+        for name, row in rows.items():
+            cells = [f"{row[key]['mean']:.4f} +- {row[key]['std']:.4f}" for key, _ in COLUMNS]
+            worst = ", ".join(row["worst_categories"])
+            lines.append(f"| {name} | {len(row['seeds'])} | " + " | ".join(cells) + f" | {worst} |")
+        if BEST in rows:
+            lines += ["", f"Best combination on validation: `{json.dumps(rows[BEST]['overrides'], sort_keys=True)}`"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [("recall@100", "test Recall@100"), ("recall@100_tail", "test Recall@100, tail items"),
+               ("worst_category_recall", "test Recall@100, worst category")]
+    figure, axes = plt.subplots(len(summary), len(metrics), figsize=(16, 4.5 * len(summary)), squeeze=False)
+    for row, (dataset, rows) in enumerate(summary.items()):
+        names = list(rows)
+        for col, (key, title) in enumerate(metrics):
+            ax = axes[row][col]
+            means = [rows[n][key]["mean"] for n in names]
+            stds = [rows[n][key]["std"] for n in names]
+            colours = ["tab:gray" if n in ("plain softmax", REFERENCE) else "tab:orange" if n == BEST else "tab:blue"
+                       for n in names]
+            ax.barh(range(len(names)), means, xerr=stds, color=colours, capsize=3)
+            ax.set_yticks(range(len(names)), names if col == 0 else [""] * len(names))
+            ax.invert_yaxis()
+            ax.set_title(f"{dataset}: {title}", fontsize=10)
+            reference = rows.get(REFERENCE, {}).get(key, {}).get("mean")
+            if reference is not None:
+                ax.axvline(reference, color="black", linewidth=0.8, linestyle="--")
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def report() -> None:
+    runs = load_runs()
+    if not runs:
+        raise SystemExit(f"no runs in {RUNS_FILE}; run `ablation.py run` first")
+    summary = summarise(runs)
+    text = markdown(summary)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    _write(RESULTS / "ablation.md", text)
+    _write(RESULTS / "ablation.json", json.dumps({"budget": BUDGET, "summary": summary, "runs": runs}, indent=2))
+    plot(summary, RESULTS / "ablation.png")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    runner = commands.add_parser("run", help="train and evaluate every configuration, appending to the runs file")
+    runner.add_argument("--dataset", action="append", choices=DATASETS, help="default: both")
+    runner.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    tuner = commands.add_parser("tune", help="validation figures of the settings in TUNING (seed 0, no refit)")
+    tuner.add_argument("--dataset", action="append", choices=DATASETS, help="default: both")
+    commands.add_parser("report", help="aggregate the runs into ablation.md, ablation.json and ablation.png")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run(args.dataset or list(DATASETS), args.seeds)
+    elif args.command == "tune":
+        tune(args.dataset or list(DATASETS))
+    else:
+        report()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()

@@ -1,0 +1,118 @@
+"""``towerctl run`` and ``towerctl quickstart``: the whole main job for one dataset config.
+
+ingest -> feast apply + materialize -> point-in-time training set (audited) -> train -> evaluate -> export ONNX ->
+register -> write item vectors into Qdrant -> verify -> promote (with --promote) -> recommend for a sample user.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tower_platform.cli import app, current_actor
+from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
+from tower_platform.cli.train import config_path, parse_overrides, print_metrics
+from tower_platform.settings import get_settings
+
+
+def _show(step: str, value: Any) -> None:
+    """Print each step's result as it completes (results on stdout, diagnostics on stderr)."""
+    if step == "ingest":
+        print_mapping("ingested", value.to_dict() if hasattr(value, "to_dict") else vars(value))
+    elif step == "training_set":
+        from tower_platform.cli.data import print_audit
+
+        print_audit(value)
+    elif step == "metrics":
+        print_metrics("two-tower, next-item protocol (full corpus)",
+                      {"validation (fit on train)": value.validation, "test (refit on train+validation)": value.test},
+                      as_json=False)
+    elif step == "export":
+        err_console.print(f"exported {value.folder} (ONNX parity max abs diff {value.max_abs_diff:.2e})", highlight=False)
+    elif step == "register":
+        err_console.print(f"registered {value.model} v{value.version}", highlight=False)
+    elif step == "index":
+        print_mapping(f"collection {value.collection}", vars(value))
+    elif step == "promote":
+        err_console.print(f"promoted: alias '{value.alias}' -> {value.collection}", highlight=False)
+    elif step == "recommend":
+        print_table(
+            f"{value.model} v{value.version}: top {len(value.items)} for user {value.user_id}",
+            ["rank", "item_id", "score", "category", "popularity"],
+            [(rank, hit.item_id, hit.score, hit.payload.get("category"), hit.payload.get("popularity"))
+             for rank, hit in enumerate(value.items, start=1)],
+        )
+
+
+def run_main_job(
+    config: Path, *, source: Path | None, overrides: dict[str, Any], refit: bool, promote: bool,
+    actor: str | None, reason: str | None, as_json: bool,
+) -> None:
+    from tower_platform.cli.db import open_registry
+    from tower_platform.jobs import run_pipeline
+    from tower_platform.vectors import open_vector_store
+
+    settings = get_settings()
+    settings.export_environment()
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    result = run_pipeline(
+        config,
+        home_dir=settings.home_dir,
+        repo_dir=settings.feature_repo_dir,
+        artifacts_dir=settings.artifacts_dir,
+        open_registry=lambda: open_registry(write=True, settings=settings),
+        open_vectors=lambda: open_vector_store(settings),
+        source=source,
+        training_overrides=overrides,
+        refit=refit,
+        promote=promote,
+        actor=actor or current_actor(),
+        reason=reason,
+        progress=not as_json,
+        echo=lambda message: err_console.print(message, highlight=False, markup=False),
+        show=(lambda _s, _v: None) if as_json else _show,
+    )
+    if as_json:
+        print_json({
+            "dataset": result.dataset,
+            "model": result.model,
+            "version": result.version,
+            "fingerprint": result.training_set.fingerprint,
+            "audit": result.training_set.audit.to_dict(),
+            "metrics": result.trained.metrics(),
+            "artifacts": str(result.exported.folder),
+            "collection": vars(result.indexed),
+            "promoted": result.promotion is not None,
+            "recommendations": None if result.recommendations is None else {
+                "user_id": result.sample_user,
+                "items": [{"item_id": h.item_id, "score": h.score, **h.payload} for h in result.recommendations.items],
+            },
+        })
+
+
+@app.command("run")
+def run_command(
+    config: Path = typer.Option(..., "--config", help="Dataset config YAML."),
+    source: Path | None = typer.Option(None, "--source", help="Raw dataset folder (overrides the config's source)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a training setting: --set epochs=3 (repeatable)."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train + validation before the test stage."),
+    promote: bool = typer.Option(False, "--promote", help="Promote the new version when it is indexed."),
+    actor: str | None = typer.Option(None, "--actor", help="Who runs this, for the audit log (default: OS user)."),
+    reason: str | None = typer.Option(None, "--reason", help="Why, for the audit log."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """The whole pipeline for one dataset config; registers a new version (and promotes it with --promote)."""
+    run_main_job(config, source=source, overrides=parse_overrides(overrides), refit=refit, promote=promote,
+                 actor=actor, reason=reason, as_json=as_json)
+
+
+@app.command("quickstart")
+def quickstart_command(
+    overrides: list[str] = typer.Option([], "--set", help="Override a training setting: --set epochs=3 (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """`run --promote` on the bundled MovieLens dataset in the embedded default ($TOWER_HOME, no servers)."""
+    run_main_job(config_path(None), source=None, overrides=parse_overrides(overrides), refit=True, promote=True,
+                 actor=None, reason="quickstart", as_json=as_json)

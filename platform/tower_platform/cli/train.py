@@ -1,0 +1,139 @@
+"""``towerctl train`` and ``towerctl evaluate``: train two towers on a dataset's point-in-time training set, evaluate
+them with the next-item protocol (full corpus, no sampling) beside classical baselines, and export ONNX towers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tower_platform.cli import app
+from tower_platform.cli.output import err_console, print_json, print_table
+from tower_platform.settings import get_settings
+
+_CONFIG = typer.Option(None, "--config", help="Dataset config YAML (default: the bundled MovieLens latest-small).")
+_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
+def config_path(config: Path | None) -> Path:
+    from tower_platform.paths import bundled_config
+
+    return Path(config) if config is not None else bundled_config()
+
+
+def open_store(settings: Any) -> Any:
+    """The applied and materialised feature store of $TOWER_HOME (see `towerctl features apply|materialize`)."""
+    from tower_platform.feature_jobs import open_feature_store
+
+    settings.export_environment()
+    return open_feature_store(repo_dir=settings.feature_repo_dir, home_dir=settings.home_dir)
+
+
+def print_metrics(title: str, reports: dict[str, Any], *, as_json: bool) -> None:
+    """Headline figures with one column per model and one row per metric (narrow enough for any terminal)."""
+    from tower_platform.jobs import metrics_rows
+
+    if as_json:
+        print_json({name: report.to_dict() for name, report in reports.items()})
+        return
+    columns, rows = metrics_rows(reports)
+    print_table(title, ["metric", *(row[0] for row in rows)],
+                [[metric, *(row[i] for row in rows)] for i, metric in enumerate(columns) if i > 0])
+
+
+def parse_overrides(values: list[str]) -> dict[str, Any]:
+    """``--set epochs=3 --set hidden_dims=[128]`` -> {"epochs": 3, "hidden_dims": [128]} (values parsed as YAML)."""
+    import yaml
+
+    from tower_platform.errors import UsageError
+
+    overrides: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r} must look like KEY=VALUE, e.g. --set epochs=3.")
+        overrides[key.strip()] = yaml.safe_load(raw)
+    return overrides
+
+
+@app.command("train")
+def train_command(
+    config: Path | None = _CONFIG,
+    overrides: list[str] = typer.Option([], "--set", help="Override a training setting: --set epochs=3 (repeatable)."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train + validation before the test stage."),
+    as_json: bool = _JSON,
+) -> None:
+    """Build the training set, train (early stopping on validation Recall@100), evaluate, export to artifacts/."""
+    from tower_platform.datasets.config import load_dataset_config
+    from tower_platform.jobs import export_version, next_version, tower_config_from, train_and_evaluate
+    from tower_platform.cli.db import open_registry
+    from tower_platform.training_set import build_training_set
+
+    settings = get_settings()
+    dataset = load_dataset_config(config_path(config))
+    tower_config = tower_config_from(dataset, overrides=parse_overrides(overrides))
+    store = open_store(settings)
+    training_set = build_training_set(store, dataset)
+    trained = train_and_evaluate(training_set, store, config=tower_config, refit=refit,
+                                 echo=lambda m: err_console.print(m, highlight=False))
+    with open_registry(write=True, settings=settings) as registry:
+        version = next_version(registry, dataset.model)
+    run = datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")
+    exported = export_version(trained, training_set, store, model=dataset.model, version=version,
+                              artifacts_dir=settings.artifacts_dir, folder_name=run)
+    reports = {"two-tower (validation)": trained.validation, "two-tower (test)": trained.test}
+    if as_json:
+        print_json({"export": str(exported.folder), "version": version, "sha256": exported.sha256,
+                    "parity_max_abs_diff": exported.max_abs_diff, "metrics": trained.metrics()})
+        return
+    print_metrics(f"{dataset.model}: next-item protocol, full corpus", reports, as_json=False)
+    err_console.print(f"exported to {exported.folder} (parity max abs diff {exported.max_abs_diff:.2e}); "
+                      f"register it with `towerctl models register {exported.folder}`", highlight=False)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    config: Path | None = _CONFIG,
+    artifact_dir: Path | None = typer.Option(None, "--artifacts", help="An export folder to evaluate (towers.pt)."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also run MostPopular, ItemKNN, EASE."),
+    ease_l2: float = typer.Option(200.0, "--ease-l2", help="EASE regularisation (tune it on validation)."),
+    stage: str = typer.Option("test", "--stage", help="test (fit on train + validation) or validation (fit on train)."),
+    as_json: bool = _JSON,
+) -> None:
+    """Next-item evaluation (full corpus) of an exported model and/or the classical baselines, in one harness."""
+    from tower_platform.datasets.config import load_dataset_config
+    from tower_platform.errors import UsageError
+    from tower_platform.jobs import _split_times
+    from tower_platform.training_set import build_training_set
+    from towers.api import TrainedTowers
+    from towers.baselines import EASE, ItemKNN, MostPopular
+    from towers.protocol import EvaluationData
+
+    if stage not in ("test", "validation"):
+        raise UsageError(f"--stage {stage!r} must be 'test' or 'validation'.")
+    if artifact_dir is None and not baselines:
+        raise UsageError("Nothing to evaluate: pass --artifacts FOLDER and/or --baselines.")
+    settings = get_settings()
+    dataset = load_dataset_config(config_path(config))
+    store = open_store(settings)
+    training_set = build_training_set(store, dataset)
+    validation_time, test_time = _split_times(training_set)
+    fit = ("train", "validation") if stage == "test" else ("train",)
+    corpus = store.item_corpus(test_time if stage == "test" else validation_time)
+    data = EvaluationData.build(training_set.table, corpus=corpus, schema=training_set.schema)
+    reports: dict[str, Any] = {}
+    if baselines:
+        for name, model in (("MostPopular", MostPopular()), ("ItemKNN", ItemKNN()), (f"EASE (l2 {ease_l2:g})", EASE(l2=ease_l2))):
+            reports[name] = data.evaluate_baseline(model, fit_periods=fit, eval_period=stage)
+    if artifact_dir is not None:
+        from tower_platform.errors import NotFoundError
+        from tower_platform.jobs import CHECKPOINT_FILE
+
+        checkpoint = Path(artifact_dir) / CHECKPOINT_FILE
+        if not checkpoint.is_file():
+            raise NotFoundError(f"{checkpoint} does not exist; pass a folder written by `towerctl train` or `run`.")
+        towers = TrainedTowers.load(checkpoint)
+        reports[f"two-tower ({Path(artifact_dir).name})"] = data.evaluate_towers(towers, fit_periods=fit, eval_period=stage)
+    print_metrics(f"{dataset.name}: next-item protocol, {stage} stage, full corpus", reports, as_json=as_json)

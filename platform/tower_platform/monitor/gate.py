@@ -1,0 +1,100 @@
+"""The alignment gate of a promotion: the candidate's report against production, judged by the thresholds.
+
+``AlignmentGate`` is a :class:`tower_platform.registry.promotion.PromotionGate`::
+
+    gate = AlignmentGate(registry, vectors, thresholds=thresholds, actor="ops", on_report=print_report)
+    promote(registry, vectors, "movies", 2, actor="ops", gate=gate)                     # refused on a breach
+    promote(registry, vectors, "movies", 2, actor="ops", gate=gate, force=True, reason="known regression")
+
+It reuses the candidate's latest stored report when that report was compared with the current production version
+and used the same K (breaches are re-judged with the current thresholds); otherwise it runs the report (and stores
+it). The test queries come from ``inputs`` when given (``towerctl run`` has them in memory), else from the
+candidate's artifact folder (``monitor/*.parquet``). A version that cannot be measured (no test queries) passes with
+a note in the audit event, unless ``require_report`` is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tower_platform.errors import ConflictError
+from tower_platform.monitor.inputs import MonitorInputs
+from tower_platform.monitor.thresholds import MonitorThresholds, find_breaches
+from tower_platform.monitor.version_report import build_alignment_report
+from tower_platform.registry.entities import AlignmentReport, ModelVersion
+from tower_platform.registry.promotion import GateVerdict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tower_platform.registry.store import SqlRegistryStore
+    from tower_platform.vectors import QdrantVectorStore
+
+GATE_NAME = "alignment"
+
+
+def artifact_folder(version: ModelVersion) -> Path:
+    return Path(version.artifact("query.onnx").path).parent
+
+
+class AlignmentGate:
+    def __init__(
+        self,
+        registry: SqlRegistryStore,
+        vectors: QdrantVectorStore,
+        *,
+        thresholds: MonitorThresholds,
+        actor: str,
+        inputs: MonitorInputs | None = None,
+        on_report: Callable[[AlignmentReport], None] | None = None,
+        echo: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        self.registry = registry
+        self.vectors = vectors
+        self.thresholds = thresholds
+        self.actor = actor
+        self.inputs = inputs
+        self.on_report = on_report
+        self.echo = echo
+        self.report: AlignmentReport | None = None  # the report behind the last verdict
+
+    def __call__(self, candidate: ModelVersion, production: ModelVersion | None) -> GateVerdict:
+        against = production.version if production is not None and production.version != candidate.version else None
+        report = self._stored(candidate, against)
+        if report is None:
+            inputs = self._inputs(candidate)
+            if inputs is None:
+                return GateVerdict(GATE_NAME, (), {"measured": False,
+                                                   "note": "no test queries in the artifact folder"})
+            report = build_alignment_report(
+                self.registry, self.vectors, model=candidate.model, version=candidate.version, inputs=inputs,
+                thresholds=self.thresholds, actor=self.actor, against=against, echo=self.echo,
+            )
+        self.report = report
+        if self.on_report is not None:
+            self.on_report(report)
+        breaches = tuple(b.to_dict() for b in find_breaches(report.segments, self.thresholds))
+        return GateVerdict(GATE_NAME, breaches, {"measured": True, "report_run": report.run,
+                                                 "against_version": report.against_version})
+
+    def _stored(self, candidate: ModelVersion, against: int | None) -> AlignmentReport | None:
+        if self.inputs is not None:  # fresh test queries were handed over: measure on them
+            return None
+        reports = self.registry.alignment_reports(candidate.model, version=candidate.version)
+        matching = [r for r in reports if r.against_version == against and r.k == self.thresholds.k]
+        return matching[-1] if matching else None
+
+    def _inputs(self, candidate: ModelVersion) -> MonitorInputs | None:
+        if self.inputs is not None:
+            return self.inputs
+        folder = artifact_folder(candidate)
+        if MonitorInputs.exists(folder):
+            return MonitorInputs.read(folder)
+        if self.thresholds.require_report:
+            raise ConflictError(
+                f"Model '{candidate.model}' version {candidate.version} has no test queries in {folder / 'monitor'} "
+                f"and the monitor requires a report; run `towerctl monitor alignment {candidate.model} --version "
+                f"{candidate.version} --training-set FILE` first."
+            )
+        self.echo(f"{candidate.model} v{candidate.version}: no test queries in {folder}; alignment gate not measured")
+        return None

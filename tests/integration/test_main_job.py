@@ -1,0 +1,145 @@
+"""The main job end to end through the CLI, on the bundled dataset with a tiny model.
+
+`towerctl run --promote` must ingest, build the audited training set, train, evaluate, export parity-checked ONNX
+towers, register, write and verify the collection, promote through one alias swap and recommend; then `evaluate`,
+`recommend`, `models history` and a second `run` (v2, not promoted) work on what it left.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+TINY = ["--set", "epochs=1", "--set", "max_steps=15", "--set", "embedding_dim=16", "--set", "output_dim=16",
+        "--set", "hidden_dims=[32]", "--set", "batch_size=512"]
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    from tower_platform.settings import get_settings
+
+    home = tmp_path_factory.mktemp("main_job").resolve()
+    shm = Path("/dev/shm")
+    # Qdrant local storage persists every point on its own: keep it in memory-backed storage where there is one.
+    qdrant_dir = Path(tempfile.mkdtemp(prefix="tower-qdrant-", dir=shm if shm.is_dir() else None))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TOWER_HOME", str(home))
+        patch.setenv("TOWER_QDRANT__PATH", str(qdrant_dir))
+        patch.delenv("TOWER_DATABASE_URL", raising=False)
+        patch.delenv("TOWER_QDRANT__URL", raising=False)
+        get_settings.cache_clear()
+        yield home
+    get_settings.cache_clear()
+    shutil.rmtree(qdrant_dir, ignore_errors=True)
+
+
+def _invoke(*args: str):
+    from tower_platform.cli import app
+
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def first_run(home: Path):
+    from tower_platform.paths import bundled_config
+
+    result = _invoke("run", "--config", str(bundled_config()), "--promote", "--json", "--reason", "first", *TINY)
+    assert result.exit_code == 0, result.stderr + (repr(result.exception) if result.exception else "")
+    return json.loads(result.stdout)
+
+
+def test_run_promote_registers_indexes_promotes_and_recommends(home: Path, first_run):
+    from tower_platform.registry.store import SqlRegistryStore
+    from tower_platform.settings import get_settings
+    from tower_platform.vectors import open_vector_store
+
+    assert first_run["model"] == "movies" and first_run["version"] == 1
+    assert first_run["audit"]["passed"] is True
+    assert first_run["audit"]["rows_in"] == first_run["audit"]["rows_out"] == 100_836
+    test_metrics = first_run["metrics"]["test"]
+    assert 0.0 <= test_metrics["recall@10"] <= test_metrics["recall@50"] <= test_metrics["recall@100"] <= 1.0
+    assert test_metrics["n_queries"] == 8593  # the protocol's query count on this dataset (EVALUATION.md)
+    folder = Path(first_run["artifacts"])
+    assert {"query.onnx", "item.onnx", "spec.json", "frequency_estimator.npz", "towers.pt"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert first_run["collection"]["items"] == 9742 and first_run["collection"]["status"] == "indexed"
+    assert first_run["promoted"] is True
+    recs = first_run["recommendations"]
+    assert len(recs["items"]) == 10 and len({r["item_id"] for r in recs["items"]}) == 10
+
+    settings = get_settings()
+    with SqlRegistryStore(settings.registry_url) as registry:
+        production = registry.production_version("movies")
+        assert production is not None and production.version == 1 and production.status == "production"
+        events = [e.action for e in registry.audit_log("movies")]
+    assert "promote" in events
+    with open_vector_store(settings) as vectors:
+        assert vectors.alias_target("movies") == "movies__v1"
+
+
+def test_recommend_excludes_the_users_recent_items(first_run):
+    user = first_run["recommendations"]["user_id"]
+    result = _invoke("recommend", user, "-k", "5", "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["version"] == 1 and len(payload["items"]) == 5
+
+    from tower_platform.features import FeastFeatureStore
+    from tower_platform.settings import get_settings
+
+    settings = get_settings()
+    online = FeastFeatureStore(settings.feature_repo_dir, home_dir=settings.home_dir).online_features(
+        "query_features", [{"user_id": user}]
+    )
+    recent = set(online["user_history__recent_items"][0] or [])
+    assert recent, "the sample user has a history"
+    assert not recent & {item["item_id"] for item in payload["items"]}
+
+
+def test_evaluate_an_export_beside_a_baseline(first_run):
+    result = _invoke("evaluate", "--artifacts", first_run["artifacts"], "--stage", "validation", "--json",
+                     "--no-baselines")
+    assert result.exit_code == 0, result.stderr
+    reports = json.loads(result.stdout)
+    (name, report), = reports.items()
+    assert name.startswith("two-tower") and report["protocol"] == "next_item"
+    assert report["n_queries"] > 0 and 0.0 <= report["metrics"]["recall@100"] <= 1.0
+
+
+def test_evaluate_without_anything_to_evaluate_is_a_usage_error(first_run):
+    result = _invoke("evaluate", "--no-baselines")
+    assert result.exit_code == 2
+    assert "Nothing to evaluate" in result.stderr
+
+
+def test_second_run_registers_v2_without_touching_production(first_run):
+    from tower_platform.paths import bundled_config
+
+    result = _invoke("run", "--config", str(bundled_config()), "--json", *TINY)
+    assert result.exit_code == 0, result.stderr
+    second = json.loads(result.stdout)
+    assert second["version"] == 2 and second["promoted"] is False
+    assert second["collection"]["status"] == "indexed"
+    assert second["audit"]["fingerprint"] == first_run["audit"]["fingerprint"]  # same data, same training set
+
+    history = _invoke("models", "list", "movies", "--json")
+    assert history.exit_code == 0, history.stderr
+    statuses = {v["version"]: v["status"] for v in json.loads(history.stdout)}
+    assert statuses == {1: "production", 2: "indexed"}
+
+
+def test_run_with_a_bad_training_setting_names_the_section(home: Path):
+    from tower_platform.paths import bundled_config
+
+    result = _invoke("run", "--config", str(bundled_config()), "--set", "temperature=-1")
+    assert result.exit_code == 6
+    assert "training" in result.stderr and "temperature" in result.stderr

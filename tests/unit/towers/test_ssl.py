@@ -1,0 +1,154 @@
+"""Self-supervised feature masking: mutual information, RFM/CFM masks, value dropout, the InfoNCE of two views."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from synthetic_interactions import ITEM_GENRES, corpus_table, feature_schema, training_table
+from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
+
+from towers.api import item_key_space, item_keys, with_item_features
+from towers.augmentation import (
+    correlated_feature_masks,
+    discretised_numeric,
+    drop_multi_values,
+    field_codes,
+    mutual_information,
+    pairwise_mutual_information,
+    random_feature_masks,
+)
+from towers.config import TowerConfig
+from towers.encoders import FeatureEncoders
+from towers.model import ITEM_KEY, TwoTowerModel
+
+TINY = TowerConfig(embedding_dim=8, hidden_dims=(16,), output_dim=8, batch_size=64, ssl_weight=1.0, ssl_batch_size=32)
+
+
+def _model(config: TowerConfig) -> tuple[TwoTowerModel, dict[str, torch.Tensor]]:
+    schema, corpus = feature_schema(), corpus_table()
+    train = with_item_features(training_table(n_users=20, per_user=5), corpus, schema=schema, config=config)
+    encoders = FeatureEncoders.fit(train, schema=schema, config=config)
+    torch.manual_seed(0)
+    model = TwoTowerModel(config, encoders)
+    space = item_key_space(train, corpus, item_id="item_id")
+    features = {n: torch.from_numpy(a) for n, a in encoders.encode(corpus, "item").items()}
+    model.attach_corpus(features, torch.from_numpy(item_keys(corpus, space, item_id="item_id")))
+    arrays = {**encoders.encode(train, "query"), **encoders.encode(train, "item")}
+    batch = {n: torch.from_numpy(a) for n, a in arrays.items()}
+    batch[ITEM_KEY] = torch.from_numpy(item_keys(train, space, item_id="item_id"))
+    return model, batch
+
+
+def test_mutual_information_of_correlated_pair_exceeds_independent_pair() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 8, 5000)
+    relabelled = (a * 3 + 1) % 8  # a bijection of a: perfectly correlated, different codes
+    independent = rng.integers(0, 8, 5000)
+    perfect = mutual_information(a, relabelled)
+    # a perfectly dependent pair shares all of a's entropy: MI = H(a) (about log 8 = 2.08 nats for 8 even codes)
+    entropy = -np.sum((p := np.bincount(a) / a.size) * np.log(p))
+    assert perfect == pytest.approx(entropy, rel=1e-9)
+    assert mutual_information(a, independent) < 0.02 < perfect
+
+
+def test_numeric_features_are_discretised_with_missing_as_its_own_bin() -> None:
+    values = np.array([1.0, 2.0, 3.0, 4.0, np.nan, np.inf])
+    codes = discretised_numeric(values, bins=2)
+    assert codes.tolist() == [0, 0, 1, 1, 2, 2]  # median 2.5 splits the finite values; NaN and inf share bin 2
+    assert field_codes(np.array([[3, 1], [0, 0]]), kind="multi_categorical", bins=2).tolist() == [3, 0]
+
+
+def test_cfm_masks_the_correlated_group_together() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 6, 3000)
+    correlated = [base, (base + 2) % 6, base // 2, base % 3]  # fields 0-3 are functions of one variable
+    codes = correlated + [rng.integers(0, 6, 3000) for _ in range(4)]  # fields 4-7 independent
+    information = torch.from_numpy(pairwise_mutual_information(codes))  # [8, 8]
+    for seed_field in range(8):
+        first, second = correlated_feature_masks(information, 4, seed_field=seed_field)
+        masked = set(torch.nonzero(first[0]).flatten().tolist())
+        assert len(masked) == 4 and seed_field in masked  # half of the 8 fields, the seed among them
+        assert torch.equal(first, first[:1].expand_as(first)) and torch.equal(second, ~first)
+        if seed_field < 4:
+            assert masked == {0, 1, 2, 3}  # the correlated group goes together
+    drawn = {
+        tuple(correlated_feature_masks(information, 1, generator=torch.Generator().manual_seed(s))[0][0].tolist())
+        for s in range(30)
+    }
+    assert len(drawn) > 1  # the seed field is drawn anew each batch
+
+
+@pytest.mark.parametrize("masking", ["random", "correlated"])
+def test_views_are_complementary_and_differ(masking: str) -> None:
+    if masking == "random":
+        first, second = random_feature_masks(50, 5, generator=torch.Generator().manual_seed(0))
+        assert (first.sum(dim=1) == 2).all()  # floor(5 / 2) per row in view 1
+        assert len({tuple(r.tolist()) for r in first}) > 1  # a split of its own per item
+    else:
+        model, _ = _model(replace(TINY, ssl_masking="correlated"))
+        assert model.ssl_task is not None and model.ssl_task.information.abs().sum() > 0
+        first, second = model.ssl_task.masks(50)
+    assert not (first & second).any()  # never the same field masked in both views
+    assert (first | second).all()  # every field masked in one view
+    model, batch = _model(TINY)
+    features = {n: batch[n] for n in model.item_names}
+    fields = len(model.item_tower.field_names)
+    one, two = random_feature_masks(batch[ITEM_KEY].shape[0], fields, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        view_one = model.item_tower(features, field_mask=one)  # [B, D]
+        view_two = model.item_tower(features, field_mask=two)  # [B, D]
+    assert (view_one - view_two).abs().sum(dim=1).min() > 1e-4  # every item's two views differ
+
+
+def test_value_dropout_only_removes_values() -> None:
+    ids = torch.arange(1, 201).view(20, 10)  # [20, 10], no padding
+    dropped = drop_multi_values(ids, rate=0.5, generator=torch.Generator().manual_seed(0))
+    kept = dropped != 0
+    assert torch.equal(dropped[kept], ids[kept])  # kept values unchanged
+    assert 0.3 < (~kept).float().mean() < 0.7
+
+
+def test_ssl_loss_trains_the_shared_tables_and_mask_defaults() -> None:
+    model, batch = _model(TINY)
+    loss = model.ssl_loss(batch)
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    genre = model.item_tower.tables["genre"]
+    assert genre is model.query_tower.tables["genre"]  # one table for both views, both towers and the main task
+    assert genre.weight.grad is not None and genre.weight.grad.abs().sum() > 0
+    assert model.item_tower.mask_defaults is not None
+    assert sum(float(d.grad.abs().sum()) for d in model.item_tower.mask_defaults if d.grad is not None) > 0
+    assert all(p.grad is None for p in model.query_tower.mlp.parameters())  # SSL is item-side only
+
+
+def test_ssl_batch_comes_from_the_corpus_or_the_training_batch() -> None:
+    model, batch = _model(TINY)
+    total, logs = model.loss(batch)
+    assert set(logs) >= {"main", "ssl"} and torch.allclose(total, logs["main"] + 1.0 * logs["ssl"])
+    drawn: list[torch.Tensor] = []
+
+    def record(tower: object, features: object, keys: torch.Tensor) -> torch.Tensor:
+        drawn.append(keys)
+        return torch.zeros(())
+
+    model.ssl_task.loss = record  # type: ignore[method-assign]
+    model.ssl_loss(batch)
+    corpus_keys = drawn[-1]
+    assert corpus_keys.shape == (32,) and not set(corpus_keys.tolist()) <= set(batch[ITEM_KEY].tolist())
+    training = replace(TINY, ssl_sampling="training")
+    model, batch = _model(training)
+    model.ssl_task.loss = record  # type: ignore[method-assign]
+    model.ssl_loss(batch)
+    assert torch.equal(drawn[-1], batch[ITEM_KEY][:32])
+    assert ITEM_GENRES in model.ssl_task.multi_valued
+
+
+def test_ssl_is_off_by_default() -> None:
+    config = TowerConfig()
+    assert not config.ssl_enabled and not config.dat and config.queue_size == 0 and not config.senet
+    assert config.main_loss == "softmax"
+    with pytest.raises(ValueError, match="ssl_masking"):
+        TowerConfig(ssl_masking="semantic")  # type: ignore[arg-type]
