@@ -214,6 +214,7 @@ def export_version(
         )
     except ExportParityError as exc:
         raise ConfigError(f"Export of {model} v{version} failed its ONNX parity check: {exc}") from exc
+    monitor_inputs(training_set).write(staging)  # test queries for `towerctl monitor` and the promotion gates
     np.savez(staging / ESTIMATOR_FILE, **trained.towers.estimator_state())
     trained.towers.save(staging / CHECKPOINT_FILE)
     spec = {
@@ -234,6 +235,15 @@ def export_version(
     _write_atomically(staging / SPEC_FILE, json.dumps(spec, indent=2, default=str))
     os.replace(staging, final)
     return ExportedVersion(folder=final, version=version, sha256=result.sha256s, max_abs_diff=result.max_abs_diff)
+
+
+def monitor_inputs(training_set: TrainingSet) -> Any:
+    """The test queries (query features only) and interaction log the alignment monitor measures a version on."""
+    from tower_platform.monitor.inputs import MonitorInputs
+
+    schema = training_set.schema
+    return MonitorInputs.from_training_set(training_set.table, user_id=schema.user_id, item_id=schema.item_id,
+                                           query_columns=tuple(f.name for f in schema.query))
 
 
 def _feature_service_label(training_set: TrainingSet) -> str:
@@ -404,6 +414,8 @@ def run_pipeline(
     training_overrides: dict[str, Any] | None = None,
     refit: bool = True,
     promote: bool = False,
+    force: bool = False,
+    monitor_config: Path | None = None,
     actor: str,
     reason: str | None = None,
     progress: bool = True,
@@ -447,9 +459,17 @@ def run_pipeline(
             show("index", indexed)
             promotion = None
             if promote:
-                echo(f"[7/8] promote v{registered.version}")
+                from tower_platform.monitor.gate import AlignmentGate
+                from tower_platform.monitor.thresholds import load_thresholds
+
+                echo(f"[7/8] alignment gates, then promote v{registered.version}")
+                gate = AlignmentGate(
+                    registry, vectors, actor=actor, inputs=monitor_inputs(training_set), echo=echo,
+                    thresholds=load_thresholds(dataset_section=dataset.extra.get("monitor"), path=monitor_config),
+                    on_report=lambda report: show("alignment", report),
+                )
                 promotion = promote_version(registry, vectors, dataset.model, registered.version, actor=actor,
-                                            reason=reason or "towerctl run --promote")
+                                            reason=reason or "towerctl run --promote", gate=gate, force=force)
                 show("promote", promotion)
             sample_user, recommendations = None, None
             if registry.production_version(dataset.model) is not None:

@@ -30,9 +30,12 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     shm = Path("/dev/shm")
     # Qdrant local storage persists every point on its own: keep it in memory-backed storage where there is one.
     qdrant_dir = Path(tempfile.mkdtemp(prefix="tower-qdrant-", dir=shm if shm.is_dir() else None))
+    lenient = home / "monitor-lenient.yaml"  # a 15-step model serves some categories badly: gate on norms only
+    lenient.write_text("monitor:\n  min_coverage: 0.0\n  max_alignment_distance: 1000.0\n  max_recall_drop: 1.0\n")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TOWER_HOME", str(home))
         patch.setenv("TOWER_QDRANT__PATH", str(qdrant_dir))
+        patch.setenv("TOWER_MONITOR_CONFIG", str(lenient))
         patch.delenv("TOWER_DATABASE_URL", raising=False)
         patch.delenv("TOWER_QDRANT__URL", raising=False)
         get_settings.cache_clear()
@@ -73,6 +76,9 @@ def test_run_promote_registers_indexes_promotes_and_recommends(home: Path, first
     }
     assert first_run["collection"]["items"] == 9742 and first_run["collection"]["status"] == "indexed"
     assert first_run["promoted"] is True
+    assert first_run["gates"]["gate"] == "alignment" and first_run["gates"]["measured"] is True
+    assert first_run["gates"]["passed"] is True, first_run["gates"]["breaches"]
+    assert (folder / "monitor").is_dir()  # the test queries the alignment monitor measures versions on
     recs = first_run["recommendations"]
     assert len(recs["items"]) == 10 and len({r["item_id"] for r in recs["items"]}) == 10
 
@@ -81,7 +87,9 @@ def test_run_promote_registers_indexes_promotes_and_recommends(home: Path, first
         production = registry.production_version("movies")
         assert production is not None and production.version == 1 and production.status == "production"
         events = [e.action for e in registry.audit_log("movies")]
+        stored = registry.latest_alignment_report("movies", 1)
     assert "promote" in events
+    assert stored is not None, "the promotion gate stores the alignment report of the version it measured"
     with open_vector_store(settings) as vectors:
         assert vectors.alias_target("movies") == "movies__v1"
 
@@ -121,20 +129,63 @@ def test_evaluate_without_anything_to_evaluate_is_a_usage_error(first_run):
     assert "Nothing to evaluate" in result.stderr
 
 
-def test_second_run_registers_v2_without_touching_production(first_run):
+@pytest.fixture(scope="module")
+def second_run(first_run):
     from tower_platform.paths import bundled_config
 
     result = _invoke("run", "--config", str(bundled_config()), "--json", *TINY)
     assert result.exit_code == 0, result.stderr
-    second = json.loads(result.stdout)
-    assert second["version"] == 2 and second["promoted"] is False
-    assert second["collection"]["status"] == "indexed"
-    assert second["audit"]["fingerprint"] == first_run["audit"]["fingerprint"]  # same data, same training set
+    return json.loads(result.stdout)
+
+
+def test_second_run_registers_v2_without_touching_production(first_run, second_run):
+    assert second_run["version"] == 2 and second_run["promoted"] is False and second_run["gates"] is None
+    assert second_run["collection"]["status"] == "indexed"
+    assert second_run["audit"]["fingerprint"] == first_run["audit"]["fingerprint"]  # same data, same training set
 
     history = _invoke("models", "list", "movies", "--json")
     assert history.exit_code == 0, history.stderr
     statuses = {v["version"]: v["status"] for v in json.loads(history.stdout)}
     assert statuses == {1: "production", 2: "indexed"}
+
+
+def test_gates_refuse_a_breaching_version_until_forced_and_rollback_returns(home: Path, second_run, monkeypatch):
+    from tower_platform.settings import get_settings
+
+    strict = home / "monitor-strict.yaml"  # every category must have all its items in someone's top-100: breached
+    strict.write_text("monitor:\n  min_coverage: 1.0\n")
+    monkeypatch.setenv("TOWER_MONITOR_CONFIG", str(strict))
+    get_settings.cache_clear()
+    try:
+        refused = _invoke("models", "promote", "movies", "2")
+        assert refused.exit_code == 10, refused.stderr
+        assert "coverage" in refused.stderr and "category '" in refused.stderr and "--force" in refused.stderr
+        assert _production_alias() == "movies__v1"
+
+        no_reason = _invoke("models", "promote", "movies", "2", "--force")
+        assert no_reason.exit_code == 2 and "--reason" in no_reason.stderr
+
+        forced = _invoke("models", "promote", "movies", "2", "--force", "--reason", "accepted for the test", "--json")
+        assert forced.exit_code == 0, forced.stderr
+        assert _production_alias() == "movies__v2"
+        events = json.loads(_invoke("models", "history", "movies", "--json").stdout)
+        promote_v2 = [e for e in events if e["action"] == "promote" and e["version"] == 2]
+        assert promote_v2 and promote_v2[-1]["reason"] == "accepted for the test"
+        assert "coverage" in json.dumps(promote_v2[-1]["details"])  # the breaches travel with the override
+
+        back = _invoke("models", "rollback", "movies", "--reason", "test done")
+        assert back.exit_code == 0, back.stderr
+        assert _production_alias() == "movies__v1"
+    finally:
+        get_settings.cache_clear()
+
+
+def _production_alias() -> str | None:
+    from tower_platform.settings import get_settings
+    from tower_platform.vectors import open_vector_store
+
+    with open_vector_store(get_settings()) as vectors:
+        return vectors.alias_target("movies")
 
 
 def test_run_with_a_bad_training_setting_names_the_section(home: Path):

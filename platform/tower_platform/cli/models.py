@@ -8,6 +8,7 @@ open the vector store (``tower_platform.vectors.open_vector_store``) only when t
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -77,8 +78,20 @@ def _print_promotion(result: PromotionResult, *, verb: str, as_json: bool) -> No
             "collection": result.collection,
             "alias": result.alias,
             "audit event": result.event.id if result.event else None,
+            "gates": _gate_summary(result),
         },
     )
+
+
+def _gate_summary(result: PromotionResult) -> str | None:
+    verdict = result.verdict
+    if verdict is None:
+        return None
+    if not (verdict.details or {}).get("measured", True):
+        return f"{verdict.gate}: not measured ({(verdict.details or {}).get('note')})"
+    if verdict.passed:
+        return f"{verdict.gate}: passed"
+    return f"{verdict.gate}: {len(verdict.breaches)} breach(es), forced" if result.forced else None
 
 
 @models_app.command("list")
@@ -199,18 +212,26 @@ def promote_command(
     version: int = typer.Argument(..., help="The indexed version to make production."),
     actor: str | None = _ACTOR,
     reason: str | None = _REASON,
+    force: bool = typer.Option(False, "--force", help="Promote despite breached alignment gates (needs --reason; "
+                               "the breaches are recorded in the audit log)."),
+    config: Path | None = typer.Option(None, "--config", help="Dataset config YAML whose 'monitor' section sets the "
+                                       "gate thresholds (TOWER_MONITOR_CONFIG overrides it)."),
     dry_run: bool = _DRY_RUN,
     as_json: bool = _JSON,
 ) -> None:
-    """Make an indexed, verified version production: registry transaction + one atomic Qdrant alias swap."""
+    """Make an indexed, verified version production: alignment gates, then a registry transaction + one atomic Qdrant
+    alias swap. A breached gate exits 10 unless --force --reason TEXT."""
+    from tower_platform.cli.monitor import alignment_gate, load_cli_thresholds
     from tower_platform.registry.promotion import promote
     from tower_platform.vectors import open_vector_store
 
     settings = get_settings()
+    thresholds = load_cli_thresholds(settings=settings, dataset_config=config)
+    who = actor or current_actor()
     with open_registry(settings=settings) as registry, open_vector_store(settings) as vectors:
-        result = promote(
-            registry, vectors, model, version, actor=actor or current_actor(), reason=reason, dry_run=dry_run
-        )
+        gate = alignment_gate(registry, vectors, thresholds=thresholds, actor=who, show=not as_json)
+        result = promote(registry, vectors, model, version, actor=who, reason=reason, dry_run=dry_run, gate=gate,
+                         force=force)
     _print_promotion(result, verb="promoted", as_json=as_json)
 
 

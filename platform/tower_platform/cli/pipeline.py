@@ -35,6 +35,10 @@ def _show(step: str, value: Any) -> None:
         err_console.print(f"registered {value.model} v{value.version}", highlight=False)
     elif step == "index":
         print_mapping(f"collection {value.collection}", vars(value))
+    elif step == "alignment":
+        from tower_platform.cli.monitor import print_alignment_report
+
+        print_alignment_report(value)
     elif step == "promote":
         err_console.print(f"promoted: alias '{value.alias}' -> {value.collection}", highlight=False)
     elif step == "recommend":
@@ -47,7 +51,7 @@ def _show(step: str, value: Any) -> None:
 
 
 def run_main_job(
-    config: Path, *, source: Path | None, overrides: dict[str, Any], refit: bool, promote: bool,
+    config: Path, *, source: Path | None, overrides: dict[str, Any], refit: bool, promote: bool, force: bool = False,
     actor: str | None, reason: str | None, as_json: bool,
 ) -> None:
     from tower_platform.cli.db import open_registry
@@ -68,6 +72,8 @@ def run_main_job(
         training_overrides=overrides,
         refit=refit,
         promote=promote,
+        force=force,
+        monitor_config=settings.monitor_config,
         actor=actor or current_actor(),
         reason=reason,
         progress=not as_json,
@@ -85,6 +91,12 @@ def run_main_job(
             "artifacts": str(result.exported.folder),
             "collection": vars(result.indexed),
             "promoted": result.promotion is not None,
+            "gates": None if result.promotion is None or result.promotion.verdict is None else {
+                "gate": result.promotion.verdict.gate,
+                "passed": result.promotion.verdict.passed,
+                "breaches": list(result.promotion.verdict.breaches),
+                "measured": (result.promotion.verdict.details or {}).get("measured", True),
+            },
             "recommendations": None if result.recommendations is None else {
                 "user_id": result.sample_user,
                 "items": [{"item_id": h.item_id, "score": h.score, **h.payload} for h in result.recommendations.items],
@@ -98,14 +110,16 @@ def run_command(
     source: Path | None = typer.Option(None, "--source", help="Raw dataset folder (overrides the config's source)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a training setting: --set epochs=3 (repeatable)."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train + validation before the test stage."),
-    promote: bool = typer.Option(False, "--promote", help="Promote the new version when it is indexed."),
+    promote: bool = typer.Option(False, "--promote", help="Promote the new version when it is indexed and passes the "
+                                 "alignment gates."),
+    force: bool = typer.Option(False, "--force", help="With --promote: promote despite breached gates (needs --reason)."),
     actor: str | None = typer.Option(None, "--actor", help="Who runs this, for the audit log (default: OS user)."),
     reason: str | None = typer.Option(None, "--reason", help="Why, for the audit log."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """The whole pipeline for one dataset config; registers a new version (and promotes it with --promote)."""
     run_main_job(config, source=source, overrides=parse_overrides(overrides), refit=refit, promote=promote,
-                 actor=actor, reason=reason, as_json=as_json)
+                 force=force, actor=actor, reason=reason, as_json=as_json)
 
 
 @app.command("quickstart")

@@ -145,21 +145,33 @@ def target_ranks(top: np.ndarray, targets: np.ndarray) -> np.ndarray:
 # --- covariance ----------------------------------------------------------------------------------------------------
 
 
-def segment_moments(vectors: np.ndarray, codes: np.ndarray, *, n_segments: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (S, D) and population covariance (S, D, D), float64, of each segment's vectors (zeros when empty)."""
+def segment_moments(
+    vectors: np.ndarray, codes: np.ndarray, *, n_segments: int, row_chunk: int = ITEM_CHUNK
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (S, D) and population covariance (S, D, D), float64, of each segment's vectors (zeros when empty).
+
+    Accumulated over ``row_chunk`` rows at a time, shifted by the segment's first vector (so that a segment of
+    identical vectors gets exactly zero covariance): C = (sum (x - s)(x - s)^T - n (m - s)(m - s)^T) / n.
+    """
     d = vectors.shape[1]
     means = np.zeros((n_segments, d), dtype=np.float64)
     covariances = np.zeros((n_segments, d, d), dtype=np.float64)
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(n_segments + 1))
-    for s in range(n_segments):  # one matrix product per segment, never a loop over items
+    for s in range(n_segments):  # one matrix product per segment and chunk, never a loop over items
         rows = order[bounds[s] : bounds[s + 1]]
         if rows.size == 0:
             continue
-        x = vectors[rows].astype(np.float64)  # (n_s, D)
-        means[s] = x.mean(axis=0)
-        x -= means[s]
-        covariances[s] = x.T @ x / rows.size  # (D, D)
+        shift = vectors[rows[0]].astype(np.float64)  # (D,)
+        total = np.zeros(d, dtype=np.float64)  # (D,) sum of x - shift
+        outer = np.zeros((d, d), dtype=np.float64)  # (D, D) sum of (x - shift)(x - shift)^T
+        for begin in range(0, rows.size, row_chunk):
+            x = vectors[rows[begin : begin + row_chunk]].astype(np.float64) - shift  # (c, D)
+            total += x.sum(axis=0)
+            outer += x.T @ x
+        centred_mean = total / rows.size  # (D,)
+        means[s] = shift + centred_mean
+        covariances[s] = outer / rows.size - np.outer(centred_mean, centred_mean)
     return means, covariances
 
 
@@ -267,7 +279,7 @@ def alignment_figures(
         covered=covered,
     )
     common = {
-        "norms": np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)),  # (N,)
+        "norms": np.sqrt(np.einsum("ij,ij->i", vectors, vectors).astype(np.float64)),  # (N,) no float64 copy of (N, D)
         "counts": np.asarray(items.interaction_counts, dtype=np.float64),  # (N,)
         "outcome": outcome,
     }
