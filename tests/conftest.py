@@ -135,3 +135,4 @@ def exported_model():
         }
 
     return _write
+

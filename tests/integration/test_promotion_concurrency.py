@@ -31,6 +31,7 @@ from tower_platform.registry.migration import upgrade_schema
 from tower_platform.registry.promotion import promote
 from tower_platform.registry.store import SqlRegistryStore
 from tower_platform.vectors import QdrantVectorStore
+from registry_support import register_placeholder_version
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -149,17 +150,8 @@ def deployment(fresh_postgres_url, exported_model, tmp_path):
     qdrant_path = tmp_path / "qdrant"
     with SqlRegistryStore(fresh_postgres_url) as store, QdrantVectorStore.local(qdrant_path) as vectors:
         for version in (*INDEXED, UNINDEXED):
-            store.register_version(
-                "movies",
-                artifacts=exported_model(tmp_path / "artifacts" / f"v{version}", seed=version),
-                feature_service="movies_fs",
-                features=["a"],
-                training_config={},
-                fingerprint="f" * 64,
-                time_window=None,
-                estimator_path=None,
-                metrics={},
-                actor="setup",
+            register_placeholder_version(
+                store, artifacts=exported_model(tmp_path / "artifacts" / f"v{version}", seed=version), actor="setup"
             )
             name = collection_name("movies", version)
             vectors.create_collection(name, dimension=4)

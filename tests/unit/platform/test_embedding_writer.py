@@ -15,6 +15,7 @@ from tower_platform.embedding_writer import (
 from tower_platform.errors import ConflictError, IntegrityError, NotFoundError
 from tower_platform.onnx_tower import OnnxTower, ReferenceFeature, build_reference_tower, file_sha256
 from tower_platform.vectors import QdrantVectorStore, point_id
+from registry_support import register_placeholder_version
 
 N_ITEMS = 40
 GENRES = ("Action", "Comedy", "Drama", "Horror")
@@ -189,17 +190,11 @@ def registered(tmp_path, monkeypatch):
     spec = folder / "spec.json"
     spec.write_text("{}")
     with SqlRegistryStore(settings.registry_url) as registry:
-        registry.register_version(
-            "movies",
+        register_placeholder_version(
+            registry,
             artifacts={p.name: (str(p), file_sha256(p)) for p in (item, query, spec)},
             feature_service="movies_item",
             features=["item_id"],
-            training_config={},
-            fingerprint="f" * 64,
-            time_window=None,
-            estimator_path=None,
-            metrics={},
-            actor="test",
         )
     monkeypatch.setattr(embeddings_cli, "item_source", lambda _settings: StaticItemSource(_corpus()))
     yield settings

@@ -13,6 +13,7 @@ from tower_platform.naming import collection_name, production_alias
 from tower_platform.registry.entities import AuditEvent
 from tower_platform.registry.promotion import gc, production_stack, promote, rollback, rollback_target_version
 from tower_platform.vectors import QdrantVectorStore
+from registry_support import register_placeholder_version
 
 POINTS = 3
 
@@ -32,18 +33,7 @@ def artifacts_root(tmp_path) -> Path:
 def _add_version(registry, vectors, exported_model, root: Path, *, index: bool = True, write: bool = True) -> int:
     number = max((m.latest_version or 0 for m in registry.list_models()), default=0)
     folder = root / "movies" / f"v{number + 1}"
-    created = registry.register_version(
-        "movies",
-        artifacts=exported_model(folder, seed=number + 1),
-        feature_service="movies_fs",
-        features=["a"],
-        training_config={},
-        fingerprint="f" * 64,
-        time_window=None,
-        estimator_path=None,
-        metrics={},
-        actor="test",
-    )
+    created = register_placeholder_version(registry, artifacts=exported_model(folder, seed=number + 1))
     name = collection_name("movies", created.version)
     if write:
         vectors.create_collection(name, dimension=4)

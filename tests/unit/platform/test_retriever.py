@@ -11,6 +11,7 @@ from tower_platform.errors import ConflictError, IntegrityError
 from tower_platform.onnx_tower import ReferenceFeature, build_reference_tower, file_sha256
 from tower_platform.retriever import Retriever
 from tower_platform.vectors import QdrantVectorStore
+from registry_support import register_placeholder_version
 
 N_ITEMS = 30
 DIM = 8
@@ -157,10 +158,9 @@ def promoted(tmp_path, monkeypatch):
     spec = folder / "spec.json"
     spec.write_text("{}")
     with SqlRegistryStore(settings.registry_url) as registry, QdrantVectorStore.local(settings.qdrant_path) as vectors:
-        registry.register_version(
-            "movies", artifacts={p.name: (str(p), file_sha256(p)) for p in (item, query, spec)},
-            feature_service="movies_query", features=[], training_config={}, fingerprint="f" * 64,
-            time_window=None, estimator_path=None, metrics={}, actor="test",
+        register_placeholder_version(
+            registry, artifacts={p.name: (str(p), file_sha256(p)) for p in (item, query, spec)},
+            feature_service="movies_query", features=[],
         )
         QdrantEmbeddingWriter(vectors, item, progress=False).write(_corpus())
         registry.record_collection("movies", 1, name="movies__v1", point_count=N_ITEMS, dimension=DIM,
