@@ -143,19 +143,20 @@ class Tower(nn.Module):
         return self.augmented(ids, use_default=use_default)  # [B, D]
 
     def forward(self, features: dict[str, torch.Tensor], *, field_mask: torch.Tensor | None = None) -> torch.Tensor:
-        fields = self.string_fields(features)
-        if self.numeric_names:
-            scaled, missing = self.numeric_blocks(features)  # 2 x [B, F_num]
-            fields += list(torch.stack([scaled, missing], dim=2).unbind(dim=1))  # F_num x [B, 2]
-        if field_mask is not None:
-            fields = self._masked(fields, field_mask)
-        if self.gate is not None:
-            fields = self.gate(fields)
-        count = len(self.string_specs)
-        parts = fields[:count]
-        if self.numeric_names:
-            numeric = torch.stack(fields[count:], dim=1)  # [B, F_num, 2]
-            parts += [numeric[:, :, 0], numeric[:, :, 1]]  # 2 x [B, F_num]
+        parts = self.string_fields(features)  # F_str x [B, E]
+        numeric = list(self.numeric_blocks(features)) if self.numeric_names else []  # 2 x [B, F_num]
+        if field_mask is not None or self.gate is not None:  # per-field work: numeric fields as [B, 2] each
+            fields = parts + (list(torch.stack(numeric, dim=2).unbind(dim=1)) if numeric else [])  # F x [B, w_f]
+            if field_mask is not None:
+                fields = self._masked(fields, field_mask)
+            if self.gate is not None:
+                fields = self.gate(fields)
+            count = len(self.string_specs)
+            parts = fields[:count]
+            if numeric:
+                stacked = torch.stack(fields[count:], dim=1)  # [B, F_num, 2]
+                numeric = [stacked[:, :, 0], stacked[:, :, 1]]  # 2 x [B, F_num]
+        parts = parts + numeric
         if self.augmented is not None:
             parts.append(self._augmented_vector(features, field_mask))  # [B, D]
         hidden = torch.cat([p.to(parts[0].dtype) for p in parts], dim=1)  # [B, width]
