@@ -74,6 +74,7 @@ class Retriever:
         self.alias = production_alias(model)
         self._check_pairing()
         self.recent_items_feature = recent_items_feature or _recent_items_feature(self.tower)
+        self.user_column = str(self.tower.metadata.schema.get("user_id") or "user_id")
 
     def _check_pairing(self) -> None:
         meta = self.tower.metadata
@@ -101,6 +102,8 @@ class Retriever:
         """Ranked items for ``user_id``, without the user's recent items (and ``exclude_item_ids``)."""
         t0 = time.perf_counter()
         row = dict(self.features.query_features(str(user_id)))
+        if row.get(self.user_column) is None:  # a tower with a user-id input (DAT) needs the id itself
+            row[self.user_column] = str(user_id)
         t1 = time.perf_counter()
         query = self.tower.run(self.tower.feeds({name: [row.get(name)] for name in self.tower.input_names}))[0]  # [D]
         t2 = time.perf_counter()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -12,8 +14,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-out_console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+
+def _width(stream) -> int | None:
+    """A terminal sizes itself; piped output (logs, CI, files) gets room for the wide report tables."""
+    if stream.isatty():
+        return None
+    return int(os.environ.get("COLUMNS", "200"))
+
+
+out_console = Console(soft_wrap=True, width=_width(sys.stdout))
+err_console = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
 
 
 def _default(value: Any) -> Any:

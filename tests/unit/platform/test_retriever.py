@@ -98,6 +98,26 @@ def test_recent_items_are_excluded(production):
     assert {h.item_id for h in extra.items} == set(ITEM_IDS) - {"i7", "i0", "i1"}
 
 
+def test_the_user_id_reaches_a_tower_that_takes_it_when_the_features_lack_it(tmp_path):
+    """A query tower with a user-id input (as with DAT): online features carry no id column, the retriever adds it."""
+    store = QdrantVectorStore.memory()
+    table = _tables(0)
+    item, _ = _towers(tmp_path, version=1)
+    QdrantEmbeddingWriter(store, item, progress=False).write(_corpus())
+    store.swap_alias("movies", "movies__v1", previous=None)
+    users = np.zeros((3, DIM), np.float32)
+    users[1], users[2] = table[1 + 3], table[1 + 5]  # u1 sits on item i3, u2 on item i5 (row 0 is padding)
+    query = build_reference_tower(
+        tmp_path / "query_dat.onnx",
+        features=[ReferenceFeature("user_id", "categorical", ("u1", "u2"))],
+        dimension=DIM, model_name="movies", model_version=1, tables={"user_id": users},
+    )
+    no_ids = DictQueryFeatures({"u1": {}, "u2": {}})
+    retriever = Retriever(store, query, no_ids, model="movies", expected_version=1)
+    assert retriever.recommend("u1", k=1).items[0].item_id == "i3"
+    assert retriever.recommend("u2", k=1).items[0].item_id == "i5"
+
+
 def test_category_filter(production):
     store, query = production
     retriever = Retriever(store, query, DictQueryFeatures(USERS), model="movies", expected_version=1)
