@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from tower_platform.errors import ConflictError, InputError, IntegrityError, NotFoundError
 
 OUTPUT_NAME = "embedding"
 _KINDS = ("categorical", "multi_categorical", "numeric")
+_ARROW_TYPES = {"categorical": pa.string(), "multi_categorical": pa.list_(pa.string()), "numeric": pa.float64()}
 _REQUIRED_METADATA = ("model_name", "model_version", "dimension")
 
 
@@ -95,6 +97,7 @@ class OnnxTower:
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph types
             raise InputError(f"ONNX tower {self.path} cannot be loaded by onnxruntime ({exc}); export it again.") from exc
         self.metadata = _read_metadata(self.path, self._session)
+        self._specs = _feature_specs(self.metadata.inputs)
         self._output = OUTPUT_NAME if OUTPUT_NAME in {o.name for o in self._session.get_outputs()} else None
 
     @property
@@ -106,9 +109,14 @@ class OnnxTower:
         return tuple(i.name for i in self.metadata.inputs)
 
     def feeds(self, rows: Any) -> dict[str, np.ndarray]:
-        """The input dict for onnxruntime from an Arrow table or a mapping column -> values (one list per column)."""
+        """The input dict for onnxruntime from an Arrow table or a mapping column -> values (one list per column).
+
+        Columns are first read as the types the contract names (string, list<string>, float64); the conversion to
+        tensors is the towers' own (``towers.export.table_to_onnx_inputs``), so serving and export cannot drift."""
+        from towers.export import OnnxInputError, table_to_onnx_inputs
+
         table = _as_table(rows, self.metadata.inputs)
-        feeds: dict[str, np.ndarray] = {}
+        columns = {}
         for spec in self.metadata.inputs:
             if spec.name not in table.column_names:
                 raise InputError(
@@ -116,8 +124,13 @@ class OnnxTower:
                     f"the tower needs {list(self.input_names)}: check the feature service of model "
                     f"'{self.metadata.model_name}' version {self.metadata.model_version}."
                 )
-            feeds[spec.name] = _column_to_tensor(table.column(spec.name), spec)
-        return feeds
+            column = table.column(spec.name).combine_chunks()
+            target = _ARROW_TYPES[spec.kind]
+            columns[spec.name] = column if column.type == target else _cast(column, target, spec.name)
+        try:
+            return table_to_onnx_inputs(pa.table(columns), self._specs)
+        except (OnnxInputError, pa.ArrowInvalid) as exc:
+            raise InputError(f"feature rows for ONNX tower {self.path.name} cannot be read ({exc}).") from exc
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         """One onnxruntime call: feeds -> [B, D] float32."""
@@ -171,17 +184,12 @@ def _kind_from_node(node: Any) -> str:
 
 
 def _as_table(rows: Any, inputs: Sequence[TowerInput]) -> Any:
-    import pyarrow as pa
-
     if isinstance(rows, pa.Table):
         return rows
     if isinstance(rows, pa.RecordBatch):
         return pa.Table.from_batches([rows])
     if isinstance(rows, Mapping):
-        types = {
-            i.name: {"categorical": pa.string(), "multi_categorical": pa.list_(pa.string()), "numeric": pa.float64()}[i.kind]
-            for i in inputs
-        }
+        types = {i.name: _ARROW_TYPES[i.kind] for i in inputs}
         columns = {}
         for name, values in rows.items():
             target = types.get(name)
@@ -194,8 +202,6 @@ def _as_table(rows: Any, inputs: Sequence[TowerInput]) -> Any:
 
 
 def _cast(array: Any, target: Any, name: str) -> Any:
-    import pyarrow as pa
-
     try:
         if pa.types.is_null(array.type):
             return pa.nulls(len(array), type=target)
@@ -206,30 +212,14 @@ def _cast(array: Any, target: Any, name: str) -> Any:
         raise InputError(f"feature column '{name}' of type {array.type} cannot be read as {target}.") from exc
 
 
-def _column_to_tensor(column: Any, spec: TowerInput) -> np.ndarray:
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _feature_specs(inputs: Sequence[TowerInput]) -> tuple[Any, ...]:
+    from towers.schema import FeatureSpec
 
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if spec.kind == "numeric":
-        values = _cast(column, pa.float64(), spec.name) if column.type != pa.float64() else column
-        return values.to_numpy(zero_copy_only=False).astype(np.float32)  # [B], null -> NaN
-    if spec.kind == "categorical":
-        values = _cast(column, pa.string(), spec.name) if column.type != pa.string() else column
-        return np.asarray(pc.fill_null(values, "").to_numpy(zero_copy_only=False), dtype=object)  # [B]
-    # multi_categorical: [B, max_len] padded with "", longer lists cut at max_len
-    max_len = int(spec.max_len or 1)
-    lists = _cast(column, pa.list_(pa.string()), spec.name) if column.type != pa.list_(pa.string()) else column
-    lists = pc.list_slice(lists, 0, max_len)
-    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)  # [B]
-    flat = pc.fill_null(pc.list_flatten(lists), "").to_numpy(zero_copy_only=False)  # [sum(lengths)]
-    batch = len(lengths)
-    out = np.full((batch, max_len), "", dtype=object)  # [B, max_len]
-    rows = np.repeat(np.arange(batch), lengths)  # [sum(lengths)]
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)  # [sum(lengths)]
-    cols = np.arange(len(rows)) - starts  # position inside each list
-    out[rows, cols] = flat
-    return out
+    return tuple(
+        FeatureSpec(name=i.name, side="query", kind=i.kind,  # side is a label only; conversion depends on the kind
+                    max_len=(i.max_len or 1) if i.kind == "multi_categorical" else None)
+        for i in inputs
+    )
 
 
 # -- reference tower ------------------------------------------------------------------------------------------------
