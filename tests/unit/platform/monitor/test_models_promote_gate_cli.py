@@ -1,4 +1,4 @@
-"""`towerctl models promote` with the alignment gate (after the lead's patch of cli/models.py)."""
+"""`towerctl models promote` with the alignment gate: refusal (exit 10), --force without --reason, forced promotion."""
 from __future__ import annotations
 import json
 from test_monitor_cli import _run, home, two_versions  # noqa: F401
