@@ -27,3 +27,16 @@ def register_placeholder_version(
         metrics={},
         actor=actor,
     )
+
+
+def migrated_home(home, monkeypatch):
+    """Point TOWER_HOME at ``home``, create it with a registry at Alembic head, and return fresh Settings."""
+    from tower_platform.registry.migration import upgrade_schema
+    from tower_platform.settings import Settings, get_settings
+
+    monkeypatch.setenv("TOWER_HOME", str(home))
+    get_settings.cache_clear()
+    settings = Settings()
+    settings.home_dir.mkdir(parents=True)
+    upgrade_schema(settings.registry_url)
+    return settings

@@ -15,7 +15,7 @@ from tower_platform.embedding_writer import (
 from tower_platform.errors import ConflictError, IntegrityError, NotFoundError
 from tower_platform.onnx_tower import OnnxTower, ReferenceFeature, build_reference_tower, file_sha256
 from tower_platform.vectors import QdrantVectorStore, point_id
-from registry_support import register_placeholder_version
+from registry_support import migrated_home, register_placeholder_version
 
 N_ITEMS = 40
 GENRES = ("Action", "Comedy", "Drama", "Horror")
@@ -175,15 +175,10 @@ def test_verify_of_a_missing_collection_is_not_found(store, tower_path):
 def registered(tmp_path, monkeypatch):
     """TOWER_HOME with a migrated registry and model 'movies' version 1 registered (artifacts with sha256)."""
     from tower_platform.cli import embeddings as embeddings_cli
-    from tower_platform.registry.migration import upgrade_schema
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.settings import Settings, get_settings
+    from tower_platform.settings import get_settings
 
-    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    settings = Settings()
-    settings.home_dir.mkdir(parents=True)
-    upgrade_schema(settings.registry_url)
+    settings = migrated_home(tmp_path / "home", monkeypatch)
     folder = settings.artifacts_dir / "movies" / "v1"
     item = _item_tower(folder / "item.onnx")
     query = _item_tower(folder / "query.onnx", seed=3)  # any tower file: the embeddings commands never load it

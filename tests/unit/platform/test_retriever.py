@@ -11,7 +11,7 @@ from tower_platform.errors import ConflictError, IntegrityError
 from tower_platform.onnx_tower import ReferenceFeature, build_reference_tower, file_sha256
 from tower_platform.retriever import Retriever
 from tower_platform.vectors import QdrantVectorStore
-from registry_support import register_placeholder_version
+from registry_support import migrated_home, register_placeholder_version
 
 N_ITEMS = 30
 DIM = 8
@@ -162,16 +162,11 @@ def test_refuses_a_tampered_query_tower(production, tmp_path):
 @pytest.fixture
 def promoted(tmp_path, monkeypatch):
     from tower_platform.cli import recommend as recommend_cli
-    from tower_platform.registry.migration import upgrade_schema
     from tower_platform.registry.promotion import promote
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.settings import Settings, get_settings
+    from tower_platform.settings import get_settings
 
-    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    settings = Settings()
-    settings.home_dir.mkdir(parents=True)
-    upgrade_schema(settings.registry_url)
+    settings = migrated_home(tmp_path / "home", monkeypatch)
     folder = settings.artifacts_dir / "movies" / "v1"
     folder.mkdir(parents=True)
     item, query = _towers(folder, version=1)
