@@ -51,6 +51,13 @@ def _epoch_micros(column: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+def _category_list(value: Any) -> list[str]:
+    """An item's categories: a string category, a list of them, or the unknown category when there is none."""
+    if isinstance(value, str):
+        return [value] if value else [UNKNOWN_CATEGORY]
+    return [str(v) for v in value] if value else [UNKNOWN_CATEGORY]
+
+
 @dataclass(frozen=True, eq=False)
 class EvaluationData:
     """A training set in index space, ready for :func:`towers.evaluation.evaluate_next_item`."""
@@ -81,9 +88,7 @@ class EvaluationData:
             len(item_ids),
         )
         if schema.item_category and schema.item_category in corpus.column_names:
-            raw = corpus.column(schema.item_category).to_pylist()
-            categories = [[v] if isinstance(v, str) and v else list(v or [UNKNOWN_CATEGORY]) if isinstance(v, list)
-                          else [UNKNOWN_CATEGORY] for v in raw]
+            categories = [_category_list(v) for v in corpus.column(schema.item_category).to_pylist()]
         else:
             categories = [[UNKNOWN_CATEGORY]] * len(item_ids)
         return cls(table=table, corpus=corpus, log=log, history=InteractionHistory.build(log), item_categories=categories)

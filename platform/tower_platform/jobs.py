@@ -89,7 +89,7 @@ def _rows(table: pa.Table, periods: tuple[str, ...]) -> pa.Table:
     return table.filter(pc.is_in(table.column(SPLIT), value_set=pa.array(periods)))
 
 
-def _split_times(training_set: TrainingSet) -> tuple[datetime, datetime]:
+def split_times(training_set: TrainingSet) -> tuple[datetime, datetime]:
     """Item features are taken as of the validation cutoff (fit on train) and the test cutoff (fit on train + val)."""
     split = training_set.split
     if split.validation_cutoff is not None and split.test_cutoff is not None:
@@ -114,7 +114,7 @@ def train_and_evaluate(
     from towers.protocol import EvaluationData
 
     table, schema = training_set.table, training_set.schema
-    validation_time, test_time = _split_times(training_set)
+    validation_time, test_time = split_times(training_set)
     validation_corpus = store.item_corpus(validation_time)
     validation_data = EvaluationData.build(table, corpus=validation_corpus, schema=schema)
     train = _rows(table, ("train",))
@@ -176,7 +176,7 @@ def _write_atomically(path: Path, text: str) -> None:
 def export_version(
     trained: TrainedVersion,
     training_set: TrainingSet,
-    store: FeastFeatureStore,
+    corpus: pa.Table,
     *,
     model: str,
     version: int,
@@ -184,7 +184,8 @@ def export_version(
     folder_name: str | None = None,
 ) -> ExportedVersion:
     """Write query.onnx, item.onnx (parity-checked), the estimator state, a checkpoint and spec.json to
-    ``artifacts_dir/<model>/<folder_name or v<version>>/``; the folder appears only when complete."""
+    ``artifacts_dir/<model>/<folder_name or v<version>>/``; the folder appears only when complete. ``corpus`` is the
+    item corpus the version will serve (its first rows are the item side of the parity check)."""
     import numpy as np
 
     from towers.export import ExportParityError
@@ -202,7 +203,6 @@ def export_version(
     sample = table.slice(0, 0)
     for period in ("test", "validation", "train"):  # real rows of every period, latest first
         sample = pa.concat_tables([sample, _rows(table, (period,)).slice(0, 256)])
-    corpus = store.item_corpus(datetime.now(UTC))
     try:
         result = trained.towers.export(
             staging,
@@ -446,13 +446,13 @@ def run_pipeline(
     with open_registry() as registry:
         version = next_version(registry, dataset.model)
         echo(f"[5/8] export {dataset.model} v{version}")
-        exported = export_version(trained, training_set, store, model=dataset.model, version=version,
+        corpus = store.item_corpus(datetime.now(UTC))  # what the version serves: exported, then indexed
+        exported = export_version(trained, training_set, corpus, model=dataset.model, version=version,
                                   artifacts_dir=artifacts_dir)
         show("export", exported)
         registered = register_export(registry, exported.folder, model=dataset.model, actor=actor, reason=reason)
         show("register", registered)
         echo(f"[6/8] write and verify item vectors of v{registered.version}")
-        corpus = store.item_corpus(datetime.now(UTC))
         with open_vectors() as vectors:
             indexed = index_version(registry, vectors, corpus, model=dataset.model, version=registered.version,
                                     actor=actor, progress=progress)

@@ -194,3 +194,15 @@ def test_run_with_a_bad_training_setting_names_the_section(home: Path):
     result = _invoke("run", "--config", str(bundled_config()), "--set", "temperature=-1")
     assert result.exit_code == 6
     assert "training" in result.stderr and "temperature" in result.stderr
+
+
+def test_train_exports_a_registrable_run_folder(home: Path, second_run):
+    result = _invoke("train", "--json", *TINY)
+    assert result.exit_code == 0, result.stderr
+    trained = json.loads(result.stdout)
+    folder = Path(trained["export"])
+    assert folder.parent == home / "artifacts" / "movies" and folder.name.startswith("run-")
+    assert trained["version"] == 3 and trained["parity_max_abs_diff"] <= 1e-5  # the next free version after v1, v2
+    registered = _invoke("models", "register", str(folder), "--json")
+    assert registered.exit_code == 0, registered.stderr
+    assert json.loads(registered.stdout)["version"] == 3

@@ -81,8 +81,8 @@ def train_command(
     with open_registry(write=True, settings=settings) as registry:
         version = next_version(registry, dataset.model)
     run = datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")
-    exported = export_version(trained, training_set, store, model=dataset.model, version=version,
-                              artifacts_dir=settings.artifacts_dir, folder_name=run)
+    exported = export_version(trained, training_set, store.item_corpus(datetime.now(UTC)), model=dataset.model,
+                              version=version, artifacts_dir=settings.artifacts_dir, folder_name=run)
     reports = {"two-tower (validation)": trained.validation, "two-tower (test)": trained.test}
     if as_json:
         print_json({"export": str(exported.folder), "version": version, "sha256": exported.sha256,
@@ -105,7 +105,7 @@ def evaluate_command(
     """Next-item evaluation (full corpus) of an exported model and/or the classical baselines, in one harness."""
     from tower_platform.datasets.config import load_dataset_config
     from tower_platform.errors import UsageError
-    from tower_platform.jobs import _split_times
+    from tower_platform.jobs import split_times
     from tower_platform.training_set import build_training_set
     from towers.api import TrainedTowers
     from towers.baselines import EASE, ItemKNN, MostPopular
@@ -119,7 +119,7 @@ def evaluate_command(
     dataset = load_dataset_config(config_path(config))
     store = open_store(settings)
     training_set = build_training_set(store, dataset)
-    validation_time, test_time = _split_times(training_set)
+    validation_time, test_time = split_times(training_set)
     fit = ("train", "validation") if stage == "test" else ("train",)
     corpus = store.item_corpus(test_time if stage == "test" else validation_time)
     data = EvaluationData.build(training_set.table, corpus=corpus, schema=training_set.schema)
