@@ -70,9 +70,9 @@ COMPONENTS = [name for name in CONFIGS if name not in ("plain softmax", REFERENC
 def prepare(dataset: str) -> tuple[Any, Any]:
     """Ingest, apply, materialize and build the training set of ``dataset`` in /tmp/tower-ablation-<dataset>."""
     from tower_platform.datasets import ingest, load_dataset_config
-    from tower_platform.feature_jobs import apply_and_materialize
+    from tower_platform.features.materialization import apply_and_materialize
     from tower_platform.paths import bundled_config, packaged_feature_repo
-    from tower_platform.training_set import build_training_set
+    from tower_platform.features.training_set import build_training_set
 
     home = Path("/tmp") / f"tower-ablation-{dataset}"
     home.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ def category_spread(report: Any) -> dict[str, Any]:
 def run_one(
     training_set: Any, store: Any, *, dataset: str, name: str, overrides: dict[str, Any], seed: int
 ) -> dict[str, Any]:
-    from tower_platform.jobs import train_and_evaluate
+    from tower_platform.pipeline.job import train_and_evaluate
     from towers.config import TowerConfig
 
     config = replace(TowerConfig(), **BUDGET, **overrides, seed=seed)
@@ -140,7 +140,7 @@ def load_runs(path: Path = RUNS_FILE) -> list[dict[str, Any]]:
 
 def tune(datasets: list[str]) -> None:
     """Validation Recall@100 (fit on train, seed 0, no refit) of each setting in TUNING, appended to TUNING_FILE."""
-    from tower_platform.jobs import train_and_evaluate
+    from tower_platform.pipeline.job import train_and_evaluate
     from towers.config import TowerConfig
 
     import torch

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from tower_platform._feature_repo import tower_layout as layout
 from tower_platform.datasets import ingest, load_dataset_config
-from tower_platform.features import ROW_ID, FeastFeatureStore
+from tower_platform.features.store import ROW_ID, FeastFeatureStore
 from tower_platform.paths import bundled_config, packaged_feature_repo
 
 SERVICES = ((layout.QUERY_SERVICE, layout.USER_KEY, layout.QUERY_VIEWS), (layout.ITEM_SERVICE, layout.ITEM_KEY, layout.ITEM_VIEWS))
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             stock_repo = home / "stock_repo"
             shutil.copytree(packaged_feature_repo(), stock_repo, ignore=shutil.ignore_patterns("__pycache__"))
             yaml_path = stock_repo / "feature_store.yaml"
-            yaml_path.write_text(yaml_path.read_text().replace("tower_platform.feast_offline_store.AsofDuckDBOfflineStore", "duckdb"))
+            yaml_path.write_text(yaml_path.read_text().replace("tower_platform.features.offline_store.AsofDuckDBOfflineStore", "duckdb"))
             stock = FeastFeatureStore(stock_repo, home_dir=home)
             small = entity.slice(0, args.stock_rows)
             timed(f"Feast stock DuckDB join, {args.stock_rows:,} rows", lambda: feast_join(stock, small), args.stock_rows)

@@ -36,9 +36,9 @@ TWO_TOWER_ROWS = {
 def prepare(config: Path, source: Path | None, home: Path):
     from tower_platform.datasets.config import load_dataset_config
     from tower_platform.datasets.ingest import ingest
-    from tower_platform.feature_jobs import apply_and_materialize
+    from tower_platform.features.materialization import apply_and_materialize
     from tower_platform.paths import packaged_feature_repo
-    from tower_platform.training_set import build_training_set
+    from tower_platform.features.training_set import build_training_set
 
     os.environ["TOWER_HOME"] = str(home)
     dataset = load_dataset_config(config)
@@ -48,7 +48,7 @@ def prepare(config: Path, source: Path | None, home: Path):
 
 
 def baseline_rows(training_set, store) -> dict[str, dict[str, float]]:
-    from tower_platform.jobs import split_times
+    from tower_platform.pipeline.job import split_times
     from towers.baselines import EASE, ItemKNN, MostPopular
     from towers.protocol import EvaluationData
 
@@ -71,7 +71,7 @@ def baseline_rows(training_set, store) -> dict[str, dict[str, float]]:
 
 
 def two_tower_rows(dataset, training_set, store, *, seeds: int, overrides: dict) -> dict[str, dict]:
-    from tower_platform.jobs import tower_config_from, train_and_evaluate
+    from tower_platform.pipeline.job import tower_config_from, train_and_evaluate
 
     rows = {}
     for name, settings in TWO_TOWER_ROWS.items():

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tower_platform.embedding_writer import QdrantEmbeddingWriter
-from tower_platform.onnx_tower import OnnxTower, ReferenceFeature, build_reference_tower
-from tower_platform.retriever import Retriever
-from tower_platform.vectors import QdrantVectorStore
+from tower_platform.vectors.writer import QdrantEmbeddingWriter
+from tower_platform.serving.onnx_tower import OnnxTower, ReferenceFeature, build_reference_tower
+from tower_platform.serving.retriever import Retriever
+from tower_platform.vectors.store import QdrantVectorStore
 
 HISTORY_LEN = 20
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tower_platform.embedding_writer import QdrantEmbeddingWriter
-from tower_platform.onnx_tower import OnnxTower, ReferenceFeature, build_reference_tower
-from tower_platform.vectors import QdrantVectorStore, point_id
+from tower_platform.vectors.writer import QdrantEmbeddingWriter
+from tower_platform.serving.onnx_tower import OnnxTower, ReferenceFeature, build_reference_tower
+from tower_platform.vectors.store import QdrantVectorStore, point_id
 
 GENRES = tuple(f"genre_{k}" for k in range(20))
 MAX_GENRES = 6

@@ -52,7 +52,7 @@ def ingested(tower_home: Path, bundled_dataset):
 @pytest.fixture(scope="session")
 def feature_store(tower_home: Path, ingested):
     """FeastFeatureStore on the packaged repo over tower_home: applied, and materialized over all data."""
-    from tower_platform.feature_jobs import apply_and_materialize
+    from tower_platform.features.materialization import apply_and_materialize
     from tower_platform.paths import packaged_feature_repo
 
     store, _, _ = apply_and_materialize(repo_dir=packaged_feature_repo(), home_dir=tower_home)
@@ -62,7 +62,7 @@ def feature_store(tower_home: Path, ingested):
 @pytest.fixture(scope="session")
 def training_set(feature_store, bundled_dataset):
     """The audited training set of the bundled dataset (built once)."""
-    from tower_platform.training_set import build_training_set
+    from tower_platform.features.training_set import build_training_set
 
     return build_training_set(feature_store, bundled_dataset)
 
@@ -75,7 +75,7 @@ def make_feature_home(tmp_path: Path) -> Callable[..., tuple[Path, object]]:
                       config_extra="features: {ttl_days: {user_history: 1}}")  ->  (home_dir, FeastFeatureStore)
     """
     from tower_platform.datasets import ingest, load_dataset_config
-    from tower_platform.features import FeastFeatureStore
+    from tower_platform.features.store import FeastFeatureStore
     from tower_platform.paths import packaged_feature_repo
 
     def _make(*, ratings, movies, config_extra: str = "", repo_dir: Path | None = None):

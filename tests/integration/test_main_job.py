@@ -62,7 +62,7 @@ def first_run(home: Path):
 def test_run_promote_registers_indexes_promotes_and_recommends(home: Path, first_run):
     from tower_platform.registry.store import SqlRegistryStore
     from tower_platform.settings import get_settings
-    from tower_platform.vectors import open_vector_store
+    from tower_platform.vectors.store import open_vector_store
 
     assert first_run["model"] == "movies" and first_run["version"] == 1
     assert first_run["audit"]["passed"] is True
@@ -101,7 +101,7 @@ def test_recommend_excludes_the_users_recent_items(first_run):
     payload = json.loads(result.stdout)
     assert payload["version"] == 1 and len(payload["items"]) == 5
 
-    from tower_platform.features import FeastFeatureStore
+    from tower_platform.features.store import FeastFeatureStore
     from tower_platform.settings import get_settings
 
     settings = get_settings()
@@ -182,7 +182,7 @@ def test_gates_refuse_a_breaching_version_until_forced_and_rollback_returns(home
 
 def _production_alias() -> str | None:
     from tower_platform.settings import get_settings
-    from tower_platform.vectors import open_vector_store
+    from tower_platform.vectors.store import open_vector_store
 
     with open_vector_store(get_settings()) as vectors:
         return vectors.alias_target("movies")

@@ -30,7 +30,7 @@ from tower_platform.naming import collection_name
 from tower_platform.registry.migration import upgrade_schema
 from tower_platform.registry.promotion import promote
 from tower_platform.registry.store import SqlRegistryStore
-from tower_platform.vectors import QdrantVectorStore
+from tower_platform.vectors.store import QdrantVectorStore
 from registry_support import register_placeholder_version
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -46,7 +46,7 @@ WORKER = textwrap.dedent(
     from tower_platform.errors import TowerError
     from tower_platform.registry.promotion import promote, rollback
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors import QdrantVectorStore
+    from tower_platform.vectors.store import QdrantVectorStore
 
     url, qdrant_path, seed, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     log = open(out, "a", buffering=1)

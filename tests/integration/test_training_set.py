@@ -58,7 +58,7 @@ def test_feature_schema_matches_the_table(training_set):
 
 
 def test_fingerprint_is_stable_across_builds(training_set, feature_store, bundled_dataset):
-    from tower_platform.training_set import build_training_set
+    from tower_platform.features.training_set import build_training_set
 
     again = build_training_set(feature_store, bundled_dataset)
     assert again.fingerprint == training_set.fingerprint

@@ -10,7 +10,7 @@ import pytest
 
 from tower_platform._feature_repo import tower_layout as layout
 from tower_platform.errors import TrainingSetAuditError
-from tower_platform.training_set import build_training_set
+from tower_platform.features.training_set import build_training_set
 
 DAY = 86_400
 T = 1_600_000_000  # 2020-09-13 12:26:40 UTC
@@ -90,8 +90,8 @@ def test_asof_store_matches_feasts_duckdb_join(tiny, tmp_path):
     yaml_path = stock_repo / "feature_store.yaml"
     text = yaml_path.read_text()
     assert "AsofDuckDBOfflineStore" in text
-    yaml_path.write_text(text.replace("type: tower_platform.feast_offline_store.AsofDuckDBOfflineStore", "type: duckdb"))
-    from tower_platform.features import FeastFeatureStore
+    yaml_path.write_text(text.replace("type: tower_platform.features.offline_store.AsofDuckDBOfflineStore", "type: duckdb"))
+    from tower_platform.features.store import FeastFeatureStore
 
     stock = FeastFeatureStore(stock_repo, home_dir=store.home_dir)
     ours = build_training_set(store, config)

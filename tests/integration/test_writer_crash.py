@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tower_platform.embedding_writer import QdrantEmbeddingWriter, verify_collection
+from tower_platform.vectors.writer import QdrantEmbeddingWriter, verify_collection
 from tower_platform.errors import ConflictError
-from tower_platform.onnx_tower import ReferenceFeature, build_reference_tower, file_sha256
-from tower_platform.vectors import QdrantVectorStore
+from tower_platform.serving.onnx_tower import ReferenceFeature, build_reference_tower, file_sha256
+from tower_platform.vectors.store import QdrantVectorStore
 
 N_ITEMS = 200
 DIM = 16
@@ -39,8 +39,8 @@ RUNNER = textwrap.dedent(
     import sys
     import pyarrow.parquet as pq
     from tower_platform.cli import app, embeddings
-    from tower_platform.embedding_writer import StaticItemSource
-    from tower_platform.vectors import QdrantVectorStore
+    from tower_platform.vectors.writer import StaticItemSource
+    from tower_platform.vectors.store import QdrantVectorStore
 
     corpus = pq.read_table(sys.argv[1])
     embeddings.item_source = lambda settings: StaticItemSource(corpus)

@@ -39,7 +39,7 @@ def _config(path: Optional[Path]):
 
 
 def _store(settings):
-    from tower_platform.features import FeastFeatureStore
+    from tower_platform.features.store import FeastFeatureStore
 
     return FeastFeatureStore(settings.feature_repo_dir, home_dir=settings.home_dir)
 
@@ -99,7 +99,7 @@ def materialize_command(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Load the latest feature row per entity within [start, end] into the online store."""
-    from tower_platform.feature_jobs import materialize
+    from tower_platform.features.materialization import materialize
 
     settings = _settings()
     report = materialize(_store(settings), start=start, end=end)
@@ -117,7 +117,7 @@ def build_training_set_command(
 ) -> None:
     """Join every interaction with point-in-time features, audit it, and print the audit."""
     from tower_platform.errors import UsageError
-    from tower_platform.training_set import build_training_set, write_training_set
+    from tower_platform.features.training_set import build_training_set, write_training_set
 
     if out is not None and out.suffix != ".parquet":
         raise UsageError(f"--out {out} must name a .parquet file.")

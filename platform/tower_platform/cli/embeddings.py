@@ -34,7 +34,7 @@ def open_registry(settings: Settings) -> Any:
 
 def item_source(settings: Settings) -> Any:
     """The item feature source of the deployment: the Feast repository (imported here: it is slow to import)."""
-    from tower_platform.features import FeastFeatureStore
+    from tower_platform.features.store import FeastFeatureStore
 
     settings.export_environment()
     return FeastFeatureStore(settings.feature_repo_dir, home_dir=settings.home_dir)
@@ -53,8 +53,8 @@ def write_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Embed every item with the version's item.onnx, verify the collection, record it and mark the version indexed."""
-    from tower_platform.jobs import index_version
-    from tower_platform.vectors import open_vector_store
+    from tower_platform.pipeline.job import index_version
+    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
     with open_registry(settings) as registry:
@@ -77,9 +77,9 @@ def verify_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Check a version's collection (count, ids, unit norms, parity of a sample, dimension, distance); mark it indexed."""
-    from tower_platform.embedding_writer import verify_collection
-    from tower_platform.onnx_tower import OnnxTower
-    from tower_platform.vectors import open_vector_store
+    from tower_platform.vectors.writer import verify_collection
+    from tower_platform.serving.onnx_tower import OnnxTower
+    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
     with open_registry(settings) as registry:
@@ -114,7 +114,7 @@ def status_command(
 ) -> None:
     """Each version's collection: what the registry recorded beside what Qdrant holds, and the production alias."""
     from tower_platform.naming import collection_name, production_alias
-    from tower_platform.vectors import open_vector_store
+    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
     with open_registry(settings) as registry:

@@ -2,7 +2,7 @@
 
 Read commands take ``--json``; commands that change state take ``--actor`` (default: the OS user) and ``--reason``,
 both recorded in the audit log, and ``--dry-run`` (checks everything, changes nothing). Promotion, rollback and gc
-open the vector store (``tower_platform.vectors.open_vector_store``) only when they run.
+open the vector store (``tower_platform.vectors.store.open_vector_store``) only when they run.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def register_command(
         else:
             print_mapping(f"dry run: would register {exported.folder}", payload)
         return
-    from tower_platform.jobs import register_export
+    from tower_platform.pipeline.job import register_export
 
     with open_registry(write=True) as registry:
         created = register_export(registry, exported.folder, model=exported.model, actor=actor or current_actor(),
@@ -223,7 +223,7 @@ def promote_command(
     alias swap. A breached gate exits 10 unless --force --reason TEXT."""
     from tower_platform.cli.monitor import alignment_gate, load_cli_thresholds
     from tower_platform.registry.promotion import promote
-    from tower_platform.vectors import open_vector_store
+    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
     thresholds = load_cli_thresholds(settings=settings, dataset_config=config)
@@ -245,7 +245,7 @@ def rollback_command(
 ) -> None:
     """Return production to the previous production version (from the audit log); the current one is rolled back."""
     from tower_platform.registry.promotion import rollback
-    from tower_platform.vectors import open_vector_store
+    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
     with open_registry(settings=settings) as registry, open_vector_store(settings) as vectors:
@@ -283,7 +283,7 @@ def gc_command(
 ) -> None:
     """Retire old versions: delete their Qdrant collections and artifact folders (never production or its rollback target)."""
     from tower_platform.registry.promotion import gc
-    from tower_platform.vectors import open_vector_store
+    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
     with open_registry(settings=settings) as registry, open_vector_store(settings) as vectors:

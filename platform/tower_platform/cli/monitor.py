@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.registry.entities import AlignmentReport, AlignmentSegment
     from tower_platform.registry.store import SqlRegistryStore
     from tower_platform.settings import Settings
-    from tower_platform.vectors import QdrantVectorStore
+    from tower_platform.vectors.store import QdrantVectorStore
 
 monitor_app = typer.Typer(no_args_is_help=True, help="Category alignment of model versions and its promotion gates.")
 app.add_typer(monitor_app, name="monitor")
@@ -173,7 +173,7 @@ def alignment_command(
     from tower_platform.monitor.plot import plot_report
     from tower_platform.monitor.thresholds import find_breaches
     from tower_platform.monitor.version_report import build_alignment_report
-    from tower_platform.vectors import open_vector_store
+    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
     thresholds = load_cli_thresholds(settings=settings, dataset_config=config)

@@ -55,8 +55,8 @@ def run_main_job(
     actor: str | None, reason: str | None, as_json: bool,
 ) -> None:
     from tower_platform.cli.db import open_registry
-    from tower_platform.jobs import run_pipeline
-    from tower_platform.vectors import open_vector_store
+    from tower_platform.pipeline.job import run_pipeline
+    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
     settings.export_environment()

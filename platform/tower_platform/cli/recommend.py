@@ -20,8 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def query_source(settings: Settings, *, service_name: str, user_key: str) -> Any:
     """The online query features of the deployment: the Feast repository (imported here: it is slow to import)."""
-    from tower_platform.features import FeastFeatureStore
-    from tower_platform.retriever import OnlineQueryFeatures
+    from tower_platform.features.store import FeastFeatureStore
+    from tower_platform.serving.retriever import OnlineQueryFeatures
 
     settings.export_environment()
     store = FeastFeatureStore(settings.feature_repo_dir, home_dir=settings.home_dir)
@@ -47,8 +47,8 @@ def recommend_command(
 ) -> None:
     """Top-k items for USER_ID from the production version (recent items excluded)."""
     from tower_platform.cli.embeddings import open_registry
-    from tower_platform.jobs import recommend
-    from tower_platform.vectors import open_vector_store
+    from tower_platform.pipeline.job import recommend
+    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
     with open_registry(settings) as registry, open_vector_store(settings) as vectors:

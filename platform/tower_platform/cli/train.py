@@ -25,7 +25,7 @@ def config_path(config: Path | None) -> Path:
 
 def open_store(settings: Any) -> Any:
     """The applied and materialised feature store of $TOWER_HOME (see `towerctl features apply|materialize`)."""
-    from tower_platform.feature_jobs import open_feature_store
+    from tower_platform.features.materialization import open_feature_store
 
     settings.export_environment()
     return open_feature_store(repo_dir=settings.feature_repo_dir, home_dir=settings.home_dir)
@@ -33,7 +33,7 @@ def open_store(settings: Any) -> Any:
 
 def print_metrics(title: str, reports: dict[str, Any], *, as_json: bool) -> None:
     """Headline figures with one column per model and one row per metric (narrow enough for any terminal)."""
-    from tower_platform.jobs import metrics_rows
+    from tower_platform.pipeline.job import metrics_rows
 
     if as_json:
         print_json({name: report.to_dict() for name, report in reports.items()})
@@ -67,9 +67,9 @@ def train_command(
 ) -> None:
     """Build the training set, train (early stopping on validation Recall@100), evaluate, export to artifacts/."""
     from tower_platform.datasets.config import load_dataset_config
-    from tower_platform.jobs import export_version, next_version, tower_config_from, train_and_evaluate
+    from tower_platform.pipeline.job import export_version, next_version, tower_config_from, train_and_evaluate
     from tower_platform.cli.db import open_registry
-    from tower_platform.training_set import build_training_set
+    from tower_platform.features.training_set import build_training_set
 
     settings = get_settings()
     dataset = load_dataset_config(config_path(config))
@@ -105,8 +105,8 @@ def evaluate_command(
     """Next-item evaluation (full corpus) of an exported model and/or the classical baselines, in one harness."""
     from tower_platform.datasets.config import load_dataset_config
     from tower_platform.errors import UsageError
-    from tower_platform.jobs import split_times
-    from tower_platform.training_set import build_training_set
+    from tower_platform.pipeline.job import split_times
+    from tower_platform.features.training_set import build_training_set
     from towers.api import TrainedTowers
     from towers.baselines import EASE, ItemKNN, MostPopular
     from towers.protocol import EvaluationData
@@ -129,7 +129,7 @@ def evaluate_command(
             reports[name] = data.evaluate_baseline(model, fit_periods=fit, eval_period=stage)
     if artifact_dir is not None:
         from tower_platform.errors import NotFoundError
-        from tower_platform.jobs import CHECKPOINT_FILE
+        from tower_platform.pipeline.job import CHECKPOINT_FILE
 
         checkpoint = Path(artifact_dir) / CHECKPOINT_FILE
         if not checkpoint.is_file():

@@ -28,7 +28,7 @@ from tower_platform.registry.promotion import GateVerdict
 
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors import QdrantVectorStore
+    from tower_platform.vectors.store import QdrantVectorStore
 
 GATE_NAME = "alignment"
 

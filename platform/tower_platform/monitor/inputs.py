@@ -104,7 +104,7 @@ class MonitorInputs:
 
     @classmethod
     def read_training_set(cls, path: str | Path) -> MonitorInputs:
-        """From a training set parquet written by ``tower_platform.training_set.write_training_set``."""
+        """From a training set parquet written by ``tower_platform.features.training_set.write_training_set``."""
         path = Path(path)
         if not path.is_file():
             raise NotFoundError(f"Training set {path} does not exist; give the parquet file of a training set.")

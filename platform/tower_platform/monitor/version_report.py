@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from tower_platform.embedding_writer import popularity_buckets
+from tower_platform.vectors.writer import popularity_buckets
 from tower_platform.errors import ConflictError, InputError, UsageError
 from tower_platform.monitor.alignment import AlignmentFigures, ServedItems, alignment_figures
 from tower_platform.monitor.inputs import MonitorInputs
@@ -24,7 +24,7 @@ from tower_platform.registry.entities import ALIGNMENT_FIGURES, AlignmentReport,
 
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors import QdrantVectorStore
+    from tower_platform.vectors.store import QdrantVectorStore
 
 PRODUCTION = "production"
 CATEGORY_FIELD = "category"
@@ -65,7 +65,7 @@ def measure_version(
     vectors: QdrantVectorStore, version: ModelVersion, *, inputs: MonitorInputs, k: int
 ) -> AlignmentFigures:
     """The figures of one version: its collection's vectors and its query tower on the inputs' test queries."""
-    from tower_platform.onnx_tower import OnnxTower
+    from tower_platform.serving.onnx_tower import OnnxTower
 
     collection = _served_collection(version)
     items = read_served_items(vectors, collection, inputs=inputs)

@@ -54,7 +54,7 @@ class CollectionCount(Protocol):
 
 
 class VectorAliasStore(Protocol):
-    """What promotion needs from the vector store (``tower_platform.vectors.QdrantVectorStore`` provides it)."""
+    """What promotion needs from the vector store (``tower_platform.vectors.store.QdrantVectorStore`` provides it)."""
 
     def alias_target(self, alias: str) -> str | None: ...
 

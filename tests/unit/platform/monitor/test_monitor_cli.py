@@ -36,7 +36,7 @@ def two_versions(home, world) -> None:
     from tower_platform.registry.migration import upgrade_schema
     from tower_platform.registry.promotion import promote
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors import QdrantVectorStore
+    from tower_platform.vectors.store import QdrantVectorStore
 
     settings = Settings()
     settings.home_dir.mkdir(parents=True)

@@ -9,7 +9,7 @@ from tower_platform.errors import MonitorBreachError, UsageError
 from tower_platform.monitor.gate import AlignmentGate
 from tower_platform.monitor.version_report import build_alignment_report
 from tower_platform.registry.promotion import promote
-from tower_platform.vectors import QdrantVectorStore
+from tower_platform.vectors.store import QdrantVectorStore
 
 
 @pytest.fixture

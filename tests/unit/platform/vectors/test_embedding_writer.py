@@ -6,15 +6,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tower_platform.embedding_writer import (
+from tower_platform.vectors.writer import (
     QdrantEmbeddingWriter,
     StaticItemSource,
     popularity_buckets,
     verify_collection,
 )
 from tower_platform.errors import ConflictError, IntegrityError, NotFoundError
-from tower_platform.onnx_tower import OnnxTower, ReferenceFeature, build_reference_tower, file_sha256
-from tower_platform.vectors import QdrantVectorStore, point_id
+from tower_platform.serving.onnx_tower import OnnxTower, ReferenceFeature, build_reference_tower, file_sha256
+from tower_platform.vectors.store import QdrantVectorStore, point_id
 from registry_support import migrated_home, register_placeholder_version
 
 N_ITEMS = 40

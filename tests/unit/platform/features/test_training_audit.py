@@ -9,8 +9,8 @@ import pytest
 
 from tower_platform.datasets.config import SplitConfig
 from tower_platform.errors import TrainingSetAuditError
-from tower_platform.training_audit import check_row_parity, first_interactions, fingerprint
-from tower_platform.training_set import assign_split, audit_training_set
+from tower_platform.features.training_audit import check_row_parity, first_interactions, fingerprint
+from tower_platform.features.training_set import assign_split, audit_training_set
 
 T0 = datetime(2021, 5, 1, tzinfo=timezone.utc)
 TS = pa.timestamp("us", tz="UTC")

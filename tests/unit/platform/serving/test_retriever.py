@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tower_platform.embedding_writer import QdrantEmbeddingWriter
+from tower_platform.vectors.writer import QdrantEmbeddingWriter
 from tower_platform.errors import ConflictError, IntegrityError
-from tower_platform.onnx_tower import ReferenceFeature, build_reference_tower, file_sha256
-from tower_platform.retriever import Retriever
-from tower_platform.vectors import QdrantVectorStore
+from tower_platform.serving.onnx_tower import ReferenceFeature, build_reference_tower, file_sha256
+from tower_platform.serving.retriever import Retriever
+from tower_platform.vectors.store import QdrantVectorStore
 from registry_support import migrated_home, register_placeholder_version
 
 N_ITEMS = 30

@@ -18,8 +18,8 @@ import numpy as np
 
 from tower_platform.errors import ConflictError
 from tower_platform.naming import collection_name, production_alias
-from tower_platform.onnx_tower import OnnxTower
-from tower_platform.vectors import QdrantVectorStore, SearchHit
+from tower_platform.serving.onnx_tower import OnnxTower
+from tower_platform.vectors.store import QdrantVectorStore, SearchHit
 
 RECENT_ITEMS_SUFFIX = "recent_items"
 

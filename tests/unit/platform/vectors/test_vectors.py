@@ -9,7 +9,7 @@ import pytest
 
 from tower_platform.errors import ConflictError, NotFoundError, UnavailableError
 from tower_platform.settings import QdrantSettings, Settings
-from tower_platform.vectors import POINT_ID_NAMESPACE, QdrantVectorStore, open_vector_store, point_id
+from tower_platform.vectors.store import POINT_ID_NAMESPACE, QdrantVectorStore, open_vector_store, point_id
 
 
 def _unit_rows(n: int, d: int, *, seed: int = 0) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The embedding writer: the whole item corpus through ``item.onnx`` into the collection ``<model>__v<N>``.
 
-Points have deterministic ids (UUIDv5 of the item id, see :func:`tower_platform.vectors.point_id`), so a rerun after a
+Points have deterministic ids (UUIDv5 of the item id, see :func:`tower_platform.vectors.store.point_id`), so a rerun after a
 crash overwrites instead of duplicating; batches whose points are all present already are skipped. Payload:
 ``item_id``, ``category``, ``popularity`` (head / torso / tail from the corpus' interaction counts) and
 ``model_version``.
@@ -22,8 +22,8 @@ import numpy as np
 
 from tower_platform.errors import ConflictError, InputError, IntegrityError, NotFoundError
 from tower_platform.naming import collection_name
-from tower_platform.onnx_tower import OnnxTower
-from tower_platform.vectors import QdrantVectorStore, StoredPoint
+from tower_platform.serving.onnx_tower import OnnxTower
+from tower_platform.vectors.store import QdrantVectorStore, StoredPoint
 
 DISTANCE = "cosine"
 HEAD_SHARE = 0.2  # head: the top 20% of items by interaction count

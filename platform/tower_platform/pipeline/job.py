@@ -24,10 +24,10 @@ from tower_platform.errors import ConfigError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover - heavy imports stay inside the functions
     from tower_platform.datasets.config import DatasetConfig
-    from tower_platform.features import FeastFeatureStore
+    from tower_platform.features.store import FeastFeatureStore
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.training_set import TrainingSet
-    from tower_platform.vectors import QdrantVectorStore
+    from tower_platform.features.training_set import TrainingSet
+    from tower_platform.vectors.store import QdrantVectorStore
     from towers.api import TrainedTowers
     from towers.config import TowerConfig
     from towers.evaluation import EvaluationReport
@@ -297,7 +297,7 @@ def index_version(
 ) -> IndexedVersion:
     """Embed the corpus with the version's item.onnx into ``<model>__v<N>``, verify it, record the collection and mark
     the version indexed. Safe to re-run: the writer resumes and upserts are idempotent. Never touches the alias."""
-    from tower_platform.embedding_writer import QdrantEmbeddingWriter, verify_collection
+    from tower_platform.vectors.writer import QdrantEmbeddingWriter, verify_collection
 
     mv = registry.get_version(model, version)
     artifact = mv.artifact("item.onnx")
@@ -362,8 +362,8 @@ def recommend(
     query_features(service_name, user_key) returns the online query-feature source (a QueryFeatureSource).
     """
     from tower_platform.errors import ConflictError
-    from tower_platform.onnx_tower import OnnxTower
-    from tower_platform.retriever import Retriever
+    from tower_platform.serving.onnx_tower import OnnxTower
+    from tower_platform.serving.retriever import Retriever
 
     production = registry.production_version(model)
     if production is None:
@@ -380,7 +380,7 @@ def recommend(
 
 
 def online_query_features(store: FeastFeatureStore) -> Callable[[str, str], Any]:
-    from tower_platform.retriever import OnlineQueryFeatures
+    from tower_platform.serving.retriever import OnlineQueryFeatures
 
     return lambda service, user_key: OnlineQueryFeatures(store, service_name=service, user_key=user_key)
 
@@ -426,9 +426,9 @@ def run_pipeline(
     (the CLI prints tables from it)."""
     from tower_platform.datasets.config import load_dataset_config
     from tower_platform.datasets.ingest import ingest
-    from tower_platform.feature_jobs import apply_and_materialize
+    from tower_platform.features.materialization import apply_and_materialize
     from tower_platform.registry.promotion import promote as promote_version
-    from tower_platform.training_set import build_training_set
+    from tower_platform.features.training_set import build_training_set
 
     dataset = load_dataset_config(config_path)
     config = tower_config_from(dataset, overrides=training_overrides)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tower_platform.datasets.ingest import IngestReport, ingest
-from tower_platform.features import ApplyReport, FeastFeatureStore
+from tower_platform.features.store import ApplyReport, FeastFeatureStore
 
 __all__ = ["IngestReport", "MaterializeReport", "apply_and_materialize", "ingest", "materialize", "open_feature_store"]
 

@@ -15,7 +15,7 @@ views, ``filter_by_created_timestamp``, sources other than files) go to the Duck
 Select it in feature_store.yaml::
 
     offline_store:
-      type: tower_platform.feast_offline_store.AsofDuckDBOfflineStore
+      type: tower_platform.features.offline_store.AsofDuckDBOfflineStore
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ _CREATED_TS = "__tower_created_ts"
 
 
 class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
-    type: StrictStr = "tower_platform.feast_offline_store.AsofDuckDBOfflineStore"
+    type: StrictStr = "tower_platform.features.offline_store.AsofDuckDBOfflineStore"
 
 
 class AsofDuckDBOfflineStore(DuckDBOfflineStore):

@@ -12,7 +12,7 @@ from tower_platform.errors import ConflictError, IntegrityError, UnavailableErro
 from tower_platform.naming import collection_name, production_alias
 from tower_platform.registry.entities import AuditEvent
 from tower_platform.registry.promotion import gc, production_stack, promote, rollback, rollback_target_version
-from tower_platform.vectors import QdrantVectorStore
+from tower_platform.vectors.store import QdrantVectorStore
 from registry_support import register_placeholder_version
 
 POINTS = 3

@@ -27,8 +27,8 @@ from towers.schema import FeatureSchema
 from tower_platform._feature_repo import tower_layout as layout
 from tower_platform.datasets.config import DatasetConfig, SplitConfig
 from tower_platform.errors import ConfigError, InputError
-from tower_platform.features import ROW_ID, FeastFeatureStore, is_snapshot_column
-from tower_platform.training_audit import (
+from tower_platform.features.store import ROW_ID, FeastFeatureStore, is_snapshot_column
+from tower_platform.features.training_audit import (
     AuditReport,
     TimeWindow,
     check_row_parity,

@@ -43,7 +43,7 @@ def _one_line_error(result) -> str:
 def _index(version: int) -> None:
     """What `towerctl embeddings write` does: a collection in Qdrant local storage, recorded and verified."""
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors import QdrantVectorStore
+    from tower_platform.vectors.store import QdrantVectorStore
 
     settings = Settings()
     name = f"movies__v{version}"
@@ -139,7 +139,7 @@ def test_promote_unindexed_and_rollback_without_previous_exit_4_and_change_nothi
 
 
 def test_promote_rollback_and_gc_move_the_qdrant_alias(home, exported_model, tmp_path):
-    from tower_platform.vectors import QdrantVectorStore
+    from tower_platform.vectors.store import QdrantVectorStore
 
     for version in (1, 2, 3):
         exported_model(Settings().artifacts_dir / "movies" / f"v{version}", seed=version)
