@@ -103,7 +103,7 @@ def category_spread(report: Any) -> dict[str, Any]:
 def run_one(
     training_set: Any, store: Any, *, dataset: str, name: str, overrides: dict[str, Any], seed: int
 ) -> dict[str, Any]:
-    from tower_platform.pipeline.job import train_and_evaluate
+    from tower_platform.pipeline.train import train_and_evaluate
     from towers.config import TowerConfig
 
     config = replace(TowerConfig(), **BUDGET, **overrides, seed=seed)
@@ -140,7 +140,7 @@ def load_runs(path: Path = RUNS_FILE) -> list[dict[str, Any]]:
 
 def tune(datasets: list[str]) -> None:
     """Validation Recall@100 (fit on train, seed 0, no refit) of each setting in TUNING, appended to TUNING_FILE."""
-    from tower_platform.pipeline.job import train_and_evaluate
+    from tower_platform.pipeline.train import train_and_evaluate
     from towers.config import TowerConfig
 
     import torch

@@ -48,7 +48,7 @@ def prepare(config: Path, source: Path | None, home: Path):
 
 
 def baseline_rows(training_set, store) -> dict[str, dict[str, float]]:
-    from tower_platform.pipeline.job import split_times
+    from tower_platform.pipeline.train import split_times
     from towers.baselines import EASE, ItemKNN, MostPopular
     from towers.protocol import EvaluationData
 
@@ -71,7 +71,8 @@ def baseline_rows(training_set, store) -> dict[str, dict[str, float]]:
 
 
 def two_tower_rows(dataset, training_set, store, *, seeds: int, overrides: dict) -> dict[str, dict]:
-    from tower_platform.pipeline.job import tower_config_from, train_and_evaluate
+    from tower_platform.pipeline.config import tower_config_from
+    from tower_platform.pipeline.train import train_and_evaluate
 
     rows = {}
     for name, settings in TWO_TOWER_ROWS.items():

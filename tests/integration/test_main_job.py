@@ -45,7 +45,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def _invoke(*args: str):
-    from tower_platform.cli import app
+    from tower_platform.cli.main import app
 
     return runner.invoke(app, list(args))
 

@@ -38,7 +38,8 @@ RUNNER = textwrap.dedent(
     """
     import sys
     import pyarrow.parquet as pq
-    from tower_platform.cli import app, embeddings
+    from tower_platform.cli import embeddings
+    from tower_platform.cli.main import app
     from tower_platform.vectors.writer import StaticItemSource
     from tower_platform.vectors.store import QdrantVectorStore
 

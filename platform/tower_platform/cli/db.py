@@ -13,43 +13,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tower_platform.cli import app
 from tower_platform.cli.output import err_console, print_json, print_mapping
 from tower_platform.errors import UsageError
 from tower_platform.settings import get_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.registry.migration import SchemaState
-    from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.settings import Settings
 
 db_app = typer.Typer(no_args_is_help=True, help="Registry database schema: upgrade, current, downgrade.")
-app.add_typer(db_app, name="db")
-
-
-def open_registry(*, write: bool = False, settings: Settings | None = None) -> SqlRegistryStore:
-    """The registry of these settings; ``write`` may first create the schema of an empty default SQLite file."""
-    from tower_platform.registry.store import SqlRegistryStore
-
-    settings = settings or get_settings()
-    url = settings.registry_url
-    if write and settings.database_url is None:
-        _create_default_schema_if_empty(url)
-    return SqlRegistryStore(url)
-
-
-def _create_default_schema_if_empty(url: str) -> None:
-    from tower_platform.registry.database import sqlite_file
-    from tower_platform.registry.migration import current_state, upgrade_schema
-
-    file = sqlite_file(url)
-    if file is None:
-        return
-    if file.is_file() and not current_state(url).empty:
-        return  # an existing schema: SqlRegistryStore checks it is at head
-    file.parent.mkdir(parents=True, exist_ok=True)
-    state = upgrade_schema(url)
-    err_console.print(f"created the registry schema (revision {state.head}) in {file}", markup=False, highlight=False)
 
 
 def _state_payload(url: str, state: SchemaState) -> dict[str, object]:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tower_platform.cli import app, current_actor
+from tower_platform.cli import context
+from tower_platform.cli.context import current_actor, open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
 from tower_platform.settings import get_settings
 
@@ -21,26 +22,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.settings import Settings
 
 embeddings_app = typer.Typer(no_args_is_help=True, help="Item vectors in Qdrant: write, verify, status.")
-app.add_typer(embeddings_app, name="embeddings")
 
-ITEM_TOWER = "item.onnx"
-
-
-def open_registry(settings: Settings) -> Any:
-    from tower_platform.cli.db import open_registry as open_settings_registry
-
-    return open_settings_registry(write=True, settings=settings)
 
 
 def item_source(settings: Settings) -> Any:
-    """The item feature source of the deployment: the Feast repository (imported here: it is slow to import)."""
-    from tower_platform.features.store import FeastFeatureStore
-
-    settings.export_environment()
-    return FeastFeatureStore(settings.feature_repo_dir, home_dir=settings.home_dir)
+    """The item feature source of the deployment: the Feast repository (imported when used: it is slow to import)."""
+    return context.feature_store(settings)
 
 
 def _item_artifact(version: ModelVersion) -> tuple[str, str]:
+    from tower_platform.pipeline.index import ITEM_TOWER
+
     artifact = version.artifact(ITEM_TOWER)
     return artifact.path, artifact.sha256
 
@@ -53,13 +45,12 @@ def write_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Embed every item with the version's item.onnx, verify the collection, record it and mark the version indexed."""
-    from tower_platform.pipeline.job import index_version
-    from tower_platform.vectors.store import open_vector_store
+    from tower_platform.pipeline.index import index_version
 
     settings = get_settings()
-    with open_registry(settings) as registry:
+    with open_registry(write=True, settings=settings) as registry:
         corpus = item_source(settings).item_corpus(datetime.now(UTC))
-        with open_vector_store(settings) as vectors:
+        with open_vectors(settings) as vectors:
             indexed = index_version(registry, vectors, corpus, model=model, version=version, actor=current_actor(),
                                     batch_size=batch_size)
     result = {"model": model, "version": version, **vars(indexed)}
@@ -79,15 +70,14 @@ def verify_command(
     """Check a version's collection (count, ids, unit norms, parity of a sample, dimension, distance); mark it indexed."""
     from tower_platform.vectors.writer import verify_collection
     from tower_platform.serving.onnx_tower import OnnxTower
-    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
-    with open_registry(settings) as registry:
+    with open_registry(write=True, settings=settings) as registry:
         mv = registry.get_version(model, version)
         path, sha256 = _item_artifact(mv)
         tower = OnnxTower(path, expected_sha256=sha256)
         corpus = item_source(settings).item_corpus(datetime.now(UTC))
-        with open_vector_store(settings) as vectors:
+        with open_vectors(settings) as vectors:
             report = verify_collection(vectors, tower=tower, items=corpus, sample_size=sample_size)
         registry.record_collection(
             model,
@@ -114,12 +104,11 @@ def status_command(
 ) -> None:
     """Each version's collection: what the registry recorded beside what Qdrant holds, and the production alias."""
     from tower_platform.naming import collection_name, production_alias
-    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
-    with open_registry(settings) as registry:
+    with open_registry(write=True, settings=settings) as registry:
         versions = registry.list_versions(model)
-    with open_vector_store(settings) as vectors:
+    with open_vectors(settings) as vectors:
         existing = set(vectors.list_collections())
         alias_target = vectors.alias_target(production_alias(model))
         rows = []
@@ -153,5 +142,3 @@ def status_command(
         err_console.print(f"model '{model}' has no versions yet; see `towerctl models list`.")
 
 
-# ``recommend`` is a top-level verb; importing its module here registers it with the root app.
-from tower_platform.cli import recommend as _recommend  # noqa: E402,F401

@@ -2,7 +2,7 @@
 
 Read commands take ``--json``; commands that change state take ``--actor`` (default: the OS user) and ``--reason``,
 both recorded in the audit log, and ``--dry-run`` (checks everything, changes nothing). Promotion, rollback and gc
-open the vector store (``tower_platform.vectors.store.open_vector_store``) only when they run.
+open the vector store (``tower_platform.cli.context.open_vectors``) only when they run.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tower_platform.cli import app, current_actor
-from tower_platform.cli.db import open_registry
+from tower_platform.cli.context import current_actor, open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
 from tower_platform.settings import get_settings
 
@@ -23,7 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.registry.promotion import PromotionResult
 
 models_app = typer.Typer(no_args_is_help=True, help="Model versions: register, promote, roll back, history, gc.")
-app.add_typer(models_app, name="models")
 
 
 _ACTOR = typer.Option(None, "--actor", help="Who does this, for the audit log (default: the OS user).")
@@ -188,7 +186,7 @@ def register_command(
         else:
             print_mapping(f"dry run: would register {exported.folder}", payload)
         return
-    from tower_platform.pipeline.job import register_export
+    from tower_platform.pipeline.register import register_export
 
     with open_registry(write=True) as registry:
         created = register_export(registry, exported.folder, model=exported.model, actor=actor or current_actor(),
@@ -223,12 +221,11 @@ def promote_command(
     alias swap. A breached gate exits 10 unless --force --reason TEXT."""
     from tower_platform.cli.monitor import alignment_gate, load_cli_thresholds
     from tower_platform.registry.promotion import promote
-    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
     thresholds = load_cli_thresholds(settings=settings, dataset_config=config)
     who = actor or current_actor()
-    with open_registry(settings=settings) as registry, open_vector_store(settings) as vectors:
+    with open_registry(settings=settings) as registry, open_vectors(settings) as vectors:
         gate = alignment_gate(registry, vectors, thresholds=thresholds, actor=who, show=not as_json)
         result = promote(registry, vectors, model, version, actor=who, reason=reason, dry_run=dry_run, gate=gate,
                          force=force)
@@ -245,10 +242,9 @@ def rollback_command(
 ) -> None:
     """Return production to the previous production version (from the audit log); the current one is rolled back."""
     from tower_platform.registry.promotion import rollback
-    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
-    with open_registry(settings=settings) as registry, open_vector_store(settings) as vectors:
+    with open_registry(settings=settings) as registry, open_vectors(settings) as vectors:
         result = rollback(registry, vectors, model, actor=actor or current_actor(), reason=reason, dry_run=dry_run)
     _print_promotion(result, verb="rolled back", as_json=as_json)
 
@@ -283,10 +279,9 @@ def gc_command(
 ) -> None:
     """Retire old versions: delete their Qdrant collections and artifact folders (never production or its rollback target)."""
     from tower_platform.registry.promotion import gc
-    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
-    with open_registry(settings=settings) as registry, open_vector_store(settings) as vectors:
+    with open_registry(settings=settings) as registry, open_vectors(settings) as vectors:
         result = gc(
             registry,
             vectors,

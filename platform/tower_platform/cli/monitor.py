@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tower_platform.cli import app, current_actor
-from tower_platform.cli.db import open_registry
+from tower_platform.cli.context import current_actor, open_registry, open_vectors
 from tower_platform.cli.output import err_console, format_cell, out_console, print_json, print_table
 from tower_platform.errors import MonitorBreachError, NotFoundError
 from tower_platform.settings import get_settings
@@ -32,7 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.vectors.store import QdrantVectorStore
 
 monitor_app = typer.Typer(no_args_is_help=True, help="Category alignment of model versions and its promotion gates.")
-app.add_typer(monitor_app, name="monitor")
 
 SEGMENT_COLUMNS = ["segment", "items", "train share", "distance", "mean norm", "centroid", "queries", "recall@K",
                    "Δ recall", "ndcg@K", "coverage", "Δ coverage"]
@@ -173,7 +171,6 @@ def alignment_command(
     from tower_platform.monitor.plot import plot_report
     from tower_platform.monitor.thresholds import find_breaches
     from tower_platform.monitor.version_report import build_alignment_report
-    from tower_platform.vectors.store import open_vector_store
 
     settings = get_settings()
     thresholds = load_cli_thresholds(settings=settings, dataset_config=config)
@@ -188,7 +185,7 @@ def alignment_command(
             candidate = registry.get_version(model, number)
             inputs = (MonitorInputs.read_training_set(training_set) if training_set is not None
                       else MonitorInputs.read(artifact_folder(candidate)))
-            with open_vector_store(settings) as vectors:
+            with open_vectors(settings) as vectors:
                 report = build_alignment_report(
                     registry, vectors, model=model, version=number, inputs=inputs, thresholds=thresholds,
                     actor=actor or current_actor(), against=against, echo=_echo,

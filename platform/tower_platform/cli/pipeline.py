@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from tower_platform.cli import app, current_actor
+from tower_platform.cli.context import current_actor, open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
 from tower_platform.cli.train import config_path, parse_overrides, print_metrics
 from tower_platform.settings import get_settings
@@ -22,7 +22,7 @@ def _show(step: str, value: Any) -> None:
     if step == "ingest":
         print_mapping("ingested", value.to_dict() if hasattr(value, "to_dict") else vars(value))
     elif step == "training_set":
-        from tower_platform.cli.data import print_audit
+        from tower_platform.cli.features import print_audit
 
         print_audit(value)
     elif step == "metrics":
@@ -54,9 +54,7 @@ def run_main_job(
     config: Path, *, source: Path | None, overrides: dict[str, Any], refit: bool, promote: bool, force: bool = False,
     actor: str | None, reason: str | None, as_json: bool,
 ) -> None:
-    from tower_platform.cli.db import open_registry
-    from tower_platform.pipeline.job import run_pipeline
-    from tower_platform.vectors.store import open_vector_store
+    from tower_platform.pipeline.run import run_pipeline
 
     settings = get_settings()
     settings.export_environment()
@@ -67,7 +65,7 @@ def run_main_job(
         repo_dir=settings.feature_repo_dir,
         artifacts_dir=settings.artifacts_dir,
         open_registry=lambda: open_registry(write=True, settings=settings),
-        open_vectors=lambda: open_vector_store(settings),
+        open_vectors=lambda: open_vectors(settings),
         source=source,
         training_overrides=overrides,
         refit=refit,
@@ -104,7 +102,6 @@ def run_main_job(
         })
 
 
-@app.command("run")
 def run_command(
     config: Path = typer.Option(..., "--config", help="Dataset config YAML."),
     source: Path | None = typer.Option(None, "--source", help="Raw dataset folder (overrides the config's source)."),
@@ -122,7 +119,6 @@ def run_command(
                  force=force, actor=actor, reason=reason, as_json=as_json)
 
 
-@app.command("quickstart")
 def quickstart_command(
     overrides: list[str] = typer.Option([], "--set", help="Override a training setting: --set epochs=3 (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tower_platform.cli import app
+from tower_platform.cli import context
+from tower_platform.cli.context import open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_table
 from tower_platform.errors import UsageError
 from tower_platform.settings import get_settings
@@ -19,13 +20,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.settings import Settings
 
 def query_source(settings: Settings, *, service_name: str, user_key: str) -> Any:
-    """The online query features of the deployment: the Feast repository (imported here: it is slow to import)."""
-    from tower_platform.features.store import FeastFeatureStore
+    """The online query features of the deployment: the Feast repository (imported when used: it is slow to import)."""
     from tower_platform.serving.retriever import OnlineQueryFeatures
 
-    settings.export_environment()
-    store = FeastFeatureStore(settings.feature_repo_dir, home_dir=settings.home_dir)
-    return OnlineQueryFeatures(store, service_name=service_name, user_key=user_key)
+    return OnlineQueryFeatures(context.feature_store(settings), service_name=service_name, user_key=user_key)
 
 
 def _only_model(registry: Any) -> str:
@@ -37,7 +35,6 @@ def _only_model(registry: Any) -> str:
     return names[0]
 
 
-@app.command("recommend")
 def recommend_command(
     user_id: str = typer.Argument(..., help="The user to recommend for."),
     k: int = typer.Option(10, "-k", "--k", min=1, max=1000, help="How many items."),
@@ -46,12 +43,10 @@ def recommend_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Top-k items for USER_ID from the production version (recent items excluded)."""
-    from tower_platform.cli.embeddings import open_registry
-    from tower_platform.pipeline.job import recommend
-    from tower_platform.vectors.store import open_vector_store
+    from tower_platform.pipeline.recommend import recommend
 
     settings = get_settings()
-    with open_registry(settings) as registry, open_vector_store(settings) as vectors:
+    with open_registry(write=True, settings=settings) as registry, open_vectors(settings) as vectors:
         name = model or _only_model(registry)
         result = recommend(
             registry,

@@ -9,7 +9,8 @@ from typing import Any
 
 import typer
 
-from tower_platform.cli import app
+from tower_platform.cli import context
+from tower_platform.cli.context import open_registry
 from tower_platform.cli.output import err_console, print_json, print_table
 from tower_platform.settings import get_settings
 
@@ -23,17 +24,9 @@ def config_path(config: Path | None) -> Path:
     return Path(config) if config is not None else bundled_config()
 
 
-def open_store(settings: Any) -> Any:
-    """The applied and materialised feature store of $TOWER_HOME (see `towerctl features apply|materialize`)."""
-    from tower_platform.features.materialization import open_feature_store
-
-    settings.export_environment()
-    return open_feature_store(repo_dir=settings.feature_repo_dir, home_dir=settings.home_dir)
-
-
 def print_metrics(title: str, reports: dict[str, Any], *, as_json: bool) -> None:
     """Headline figures with one column per model and one row per metric (narrow enough for any terminal)."""
-    from tower_platform.pipeline.job import metrics_rows
+    from tower_platform.pipeline.train import metrics_rows
 
     if as_json:
         print_json({name: report.to_dict() for name, report in reports.items()})
@@ -58,7 +51,6 @@ def parse_overrides(values: list[str]) -> dict[str, Any]:
     return overrides
 
 
-@app.command("train")
 def train_command(
     config: Path | None = _CONFIG,
     overrides: list[str] = typer.Option([], "--set", help="Override a training setting: --set epochs=3 (repeatable)."),
@@ -67,19 +59,20 @@ def train_command(
 ) -> None:
     """Build the training set, train (early stopping on validation Recall@100), evaluate, export to artifacts/."""
     from tower_platform.datasets.config import load_dataset_config
-    from tower_platform.pipeline.job import export_version, next_version, tower_config_from, train_and_evaluate
-    from tower_platform.cli.db import open_registry
+    from tower_platform.pipeline.config import tower_config_from
+    from tower_platform.pipeline.export import export_version
+    from tower_platform.pipeline.train import train_and_evaluate
     from tower_platform.features.training_set import build_training_set
 
     settings = get_settings()
     dataset = load_dataset_config(config_path(config))
     tower_config = tower_config_from(dataset, overrides=parse_overrides(overrides))
-    store = open_store(settings)
+    store = context.feature_store(settings)
     training_set = build_training_set(store, dataset)
     trained = train_and_evaluate(training_set, store, config=tower_config, refit=refit,
                                  echo=lambda m: err_console.print(m, highlight=False))
     with open_registry(write=True, settings=settings) as registry:
-        version = next_version(registry, dataset.model)
+        version = registry.next_version(dataset.model)
     run = datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")
     exported = export_version(trained, training_set, store.item_corpus(datetime.now(UTC)), model=dataset.model,
                               version=version, artifacts_dir=settings.artifacts_dir, folder_name=run)
@@ -93,7 +86,6 @@ def train_command(
                       f"register it with `towerctl models register {exported.folder}`", highlight=False)
 
 
-@app.command("evaluate")
 def evaluate_command(
     config: Path | None = _CONFIG,
     artifact_dir: Path | None = typer.Option(None, "--artifacts", help="An export folder to evaluate (towers.pt)."),
@@ -105,7 +97,7 @@ def evaluate_command(
     """Next-item evaluation (full corpus) of an exported model and/or the classical baselines, in one harness."""
     from tower_platform.datasets.config import load_dataset_config
     from tower_platform.errors import UsageError
-    from tower_platform.pipeline.job import split_times
+    from tower_platform.pipeline.train import split_times
     from tower_platform.features.training_set import build_training_set
     from towers.api import TrainedTowers
     from towers.baselines import EASE, ItemKNN, MostPopular
@@ -117,7 +109,7 @@ def evaluate_command(
         raise UsageError("Nothing to evaluate: pass --artifacts FOLDER and/or --baselines.")
     settings = get_settings()
     dataset = load_dataset_config(config_path(config))
-    store = open_store(settings)
+    store = context.feature_store(settings)
     training_set = build_training_set(store, dataset)
     validation_time, test_time = split_times(training_set)
     fit = ("train", "validation") if stage == "test" else ("train",)
@@ -129,7 +121,7 @@ def evaluate_command(
             reports[name] = data.evaluate_baseline(model, fit_periods=fit, eval_period=stage)
     if artifact_dir is not None:
         from tower_platform.errors import NotFoundError
-        from tower_platform.pipeline.job import CHECKPOINT_FILE
+        from tower_platform.pipeline.export import CHECKPOINT_FILE
 
         checkpoint = Path(artifact_dir) / CHECKPOINT_FILE
         if not checkpoint.is_file():

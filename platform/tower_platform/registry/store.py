@@ -235,6 +235,14 @@ class SqlRegistryStore:
         with self._model(model, write=False, lock=False) as unit:
             return unit.versions()
 
+    def next_version(self, model: str) -> int:
+        """The number the next registered version of ``model`` gets (1 for a model not registered yet)."""
+        try:
+            with self._model(model, write=False, lock=False) as unit:
+                return unit.next_version()
+        except NotFoundError:
+            return 1
+
     def production_version(self, model: str) -> ModelVersion | None:
         with self._model(model, write=False, lock=False) as unit:
             return unit.production()

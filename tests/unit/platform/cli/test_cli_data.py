@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from tower_platform.cli import app
+from tower_platform.cli.main import app
 from tower_platform.settings import get_settings
 
 runner = CliRunner()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from typer.testing import CliRunner
 
-from tower_platform.cli import EdgeGroup
+from tower_platform.cli.main import EdgeGroup
 from tower_platform.errors import ConflictError, NotFoundError, TowerError, UnavailableError
 
 runner = CliRunner()
@@ -55,7 +55,7 @@ def test_exit_codes_are_distinct_per_family():
 
 
 def test_towerctl_help_lists_the_nouns():
-    from tower_platform.cli import app
+    from tower_platform.cli.main import app
 
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from tower_platform.cli import app
+from tower_platform.cli.main import app
 from tower_platform.settings import Settings, get_settings
 
 runner = CliRunner()

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from monitor_world import add_version
-from tower_platform.cli import app
+from tower_platform.cli.main import app
 from tower_platform.cli.output import format_cell, out_console
 from tower_platform.settings import Settings, get_settings
 

@@ -190,7 +190,7 @@ def promoted(tmp_path, monkeypatch):
 def _invoke(*args):
     from typer.testing import CliRunner
 
-    from tower_platform.cli import app
+    from tower_platform.cli.main import app
 
     return CliRunner().invoke(app, list(args))
 

@@ -1,0 +1,78 @@
+"""The clients a command needs, each built in exactly one place from the settings.
+
+    settings()          the cached :class:`~tower_platform.settings.Settings` (TOWER_HOME exported for Feast)
+    open_registry()     the SQL registry (a writing command may first create an empty default SQLite schema)
+    feature_store()     the Feast repository of $TOWER_HOME (feast is imported only when it is used)
+    open_vectors()      Qdrant: a server when ``TOWER_QDRANT__URL`` is set, else local storage under $TOWER_HOME
+    current_actor()     the default actor of the audit log
+
+Only the CLI reads settings; everything below it receives these clients as parameters.
+"""
+
+from __future__ import annotations
+
+import getpass
+from typing import TYPE_CHECKING
+
+from tower_platform.cli.output import err_console
+from tower_platform.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # pragma: no cover - heavy imports stay inside the functions
+    from tower_platform.features.store import FeastFeatureStore
+    from tower_platform.registry.store import SqlRegistryStore
+    from tower_platform.vectors.store import QdrantVectorStore
+
+
+def settings() -> Settings:
+    """The settings of this process, with ``TOWER_HOME`` exported (Feast expands it in feature_store.yaml)."""
+    current = get_settings()
+    current.export_environment()
+    return current
+
+
+def current_actor() -> str:
+    """The default actor of the audit log: the OS user."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "unknown"
+
+
+def open_registry(*, write: bool = False, settings: Settings | None = None) -> SqlRegistryStore:
+    """The registry of these settings; ``write`` may first create the schema of an empty default SQLite file."""
+    from tower_platform.registry.store import SqlRegistryStore
+
+    settings = settings or get_settings()
+    url = settings.registry_url
+    if write and settings.database_url is None:
+        _create_default_schema_if_empty(url)
+    return SqlRegistryStore(url)
+
+
+def _create_default_schema_if_empty(url: str) -> None:
+    from tower_platform.registry.database import sqlite_file
+    from tower_platform.registry.migration import current_state, upgrade_schema
+
+    file = sqlite_file(url)
+    if file is None:
+        return
+    if file.is_file() and not current_state(url).empty:
+        return  # an existing schema: SqlRegistryStore checks it is at head
+    file.parent.mkdir(parents=True, exist_ok=True)
+    state = upgrade_schema(url)
+    err_console.print(f"created the registry schema (revision {state.head}) in {file}", markup=False, highlight=False)
+
+
+def feature_store(settings: Settings) -> FeastFeatureStore:
+    """The Feast repository of the deployment (feast itself is imported when the store is first used)."""
+    from tower_platform.features.materialization import open_feature_store
+
+    settings.export_environment()
+    return open_feature_store(repo_dir=settings.feature_repo_dir, home_dir=settings.home_dir)
+
+
+def open_vectors(settings: Settings) -> QdrantVectorStore:
+    """The vector store of the deployment (use it as a context manager: local storage holds a lock)."""
+    from tower_platform.vectors.store import open_vector_store
+
+    return open_vector_store(settings)

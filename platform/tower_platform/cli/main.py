@@ -1,0 +1,71 @@
+"""``towerctl``: the root app of the admin CLI.
+
+One sub-app per noun (``data``, ``features``, ``models``, ``embeddings``, ``db``, ``monitor``) plus the top-level
+verbs (``train``, ``evaluate``, ``recommend``, ``run``, ``quickstart``). Errors from :mod:`tower_platform.errors`
+are converted once, here at the edge: message to stderr, exit code from the hierarchy, traceback only with
+``--verbose``. Heavy imports (feast, torch, qdrant_client) happen inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import typer
+from typer.core import TyperGroup
+
+from tower_platform.cli import data, db, embeddings, features, models, monitor, pipeline, recommend, train
+from tower_platform.cli.output import err_console
+from tower_platform.errors import TowerError
+
+_state = {"verbose": False}
+
+
+class EdgeGroup(TyperGroup):
+    """Root group: the one place where a TowerError becomes a message and an exit code."""
+
+    def invoke(self, ctx):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except TowerError as exc:
+            if _state["verbose"]:
+                err_console.print(traceback.format_exc(), markup=False, highlight=False)
+            err_console.print(f"error: {exc.message}", markup=False, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=EdgeGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    help="Tower Platform admin CLI: features, training, model versions, embeddings, promotion and monitoring.",
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks for errors."),
+) -> None:
+    _state["verbose"] = verbose
+
+
+app.add_typer(data.data_app, name="data")
+app.add_typer(features.features_app, name="features")
+app.command("train")(train.train_command)
+app.command("evaluate")(train.evaluate_command)
+app.add_typer(models.models_app, name="models")
+app.add_typer(embeddings.embeddings_app, name="embeddings")
+app.command("recommend")(recommend.recommend_command)
+app.add_typer(db.db_app, name="db")
+app.add_typer(monitor.monitor_app, name="monitor")
+app.command("run")(pipeline.run_command)
+app.command("quickstart")(pipeline.quickstart_command)
+
+
+def main() -> None:
+    app(prog_name="towerctl")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
