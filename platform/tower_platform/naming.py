@@ -1,6 +1,9 @@
-"""Names that live outside the code, built in exactly one place: Qdrant collections and the production alias."""
+"""Names that live outside the code, built in exactly one place: Qdrant collections, the production alias and the
+vector distances the registry and the vector store accept."""
 
 from __future__ import annotations
+
+DISTANCES = ("cosine", "dot", "euclid")
 
 
 def collection_name(model: str, version: int) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tower_platform.cli.output import err_console, print_json, print_mapping
+from tower_platform.cli.output import print_json, print_mapping
 from tower_platform.errors import UsageError
 from tower_platform.settings import get_settings
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from tower_platform.datasets.ingest import IngestReport, ingest
 from tower_platform.features.store import ApplyReport, FeastFeatureStore
+from tower_platform.timestamp import as_utc as _utc
 
 __all__ = ["IngestReport", "MaterializeReport", "apply_and_materialize", "ingest", "materialize", "open_feature_store"]
 
@@ -50,7 +51,3 @@ def apply_and_materialize(
     store = open_feature_store(repo_dir=repo_dir, home_dir=home_dir)
     applied = store.apply()
     return store, applied, materialize(store, start=start, end=end)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)

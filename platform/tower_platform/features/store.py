@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from towers.schema import FeatureSchema, FeatureSpec
 from tower_platform._feature_repo import tower_layout as layout
 from tower_platform.errors import ConfigError, NotFoundError, TowerError, UnavailableError
+from tower_platform.timestamp import as_utc as _utc
 
 ROW_ID = "row_id"
 GENRE_VOCAB = "genre"  # shared vocabulary of genre-valued features (user top genres, item genres and category)
@@ -242,10 +243,6 @@ def _kind_of(dtype: Any, *, name: str, service: str) -> str:
         f"Feature '{name}' of feature service '{service}' has Feast type {dtype}, which the towers cannot take; "
         "declare it as String, Array(String), Int64 or Float64."
     )
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 @contextmanager

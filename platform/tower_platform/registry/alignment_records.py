@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tower_platform.registry.conversion import as_utc
 from tower_platform.registry.entities import AlignmentReport, AlignmentSegment
+from tower_platform.timestamp import as_utc
 from tower_platform.registry.schema import (
     SEGMENT_KINDS,
     AlignmentReportRow,

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from tower_platform.registry.entities import Artifact, AuditEvent, Collection, Model, ModelVersion
 from tower_platform.registry.schema import AuditEventRow, CollectionRow, ModelRow, ModelVersionRow
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes: everything the store writes is UTC, so read it back as UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+from tower_platform.timestamp import as_utc  # SQLite returns naive datetimes: the store writes UTC
 
 
 def to_collection(row: CollectionRow | None) -> Collection | None:

@@ -1,4 +1,4 @@
-"""Promotion, rollback and garbage collection: a registry transaction paired with one Qdrant alias move.
+"""Promotion and rollback: a registry transaction paired with one Qdrant alias move.
 
 Rules (the registry is the source of truth, the Qdrant alias ``<model>`` follows it):
 
@@ -8,10 +8,9 @@ Rules (the registry is the source of truth, the Qdrant alias ``<model>`` follows
   audit event is written; then the Qdrant alias is swapped in one ``update_collection_aliases`` call. A failed swap
   rolls the transaction back; a failed commit after the swap swaps the alias back.
 - ``rollback``: production returns to the previous production version, replayed from the audit log (see
-  :func:`production_stack`); the version rolled back from becomes ``rolled_back`` and is never a rollback target
+  :func:`tower_platform.registry.production_history.production_stack`); the version rolled back from becomes ``rolled_back`` and is never a rollback target
   again (``towerctl embeddings verify`` can make it ``indexed`` once more).
-- ``gc``: retires versions beyond the newest ``keep``: their collections and artifact folders are deleted; the
-  production version and the rollback target are never touched.
+- ``gc`` (:mod:`tower_platform.registry.retention`): retires versions beyond the newest ``keep``.
 
 Re-running is safe: promoting the production version again changes nothing and writes no audit event, unless the
 Qdrant alias drifted from the registry (a failed swap-back, a hand edit): then it moves the alias back to the
@@ -26,11 +25,7 @@ checked beyond servability.
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from tower_platform.errors import (
@@ -44,6 +39,11 @@ from tower_platform.errors import (
 from tower_platform.naming import production_alias
 from tower_platform.registry.artifact import verify_artifacts
 from tower_platform.registry.entities import AuditEvent, ModelVersion
+from tower_platform.registry.production_history import (
+    production_stack,
+    rollback_target,
+    rollback_target_version,
+)
 from tower_platform.registry.store import SqlRegistryStore
 from tower_platform.registry.unit_of_work import ModelUnitOfWork
 
@@ -101,22 +101,6 @@ class PromotionResult:
     event: AuditEvent | None = None
     verdict: GateVerdict | None = None
     forced: bool = False
-
-
-@dataclass(frozen=True)
-class RetiredVersion:
-    version: int
-    status: str  # before gc
-    collection: str | None  # deleted (or, with dry_run, to delete); None when there was none left
-    artifact_dir: str | None  # deleted folder (None: outside the artifacts root or already gone)
-
-
-@dataclass(frozen=True)
-class GcResult:
-    model: str
-    dry_run: bool
-    kept: tuple[int, ...]
-    retired: tuple[RetiredVersion, ...]
 
 
 # -- promotion ----------------------------------------------------------------------------------------------------
@@ -241,7 +225,7 @@ def rollback(
     alias = production_alias(model)
     with _AliasMove(vectors, alias=alias) as move, store.locked_model(model) as unit:
         current = unit.production()
-        target = _rollback_target(unit, current)
+        target = rollback_target(unit, current)
         _require_servable(target, vectors, check_artifacts=check_artifacts)
         assert current is not None  # _rollback_target raised otherwise
         if dry_run:
@@ -297,106 +281,6 @@ def _realign(
     return PromotionResult(current.model, current.version, None, collection, alias, changed=True, event=event)
 
 
-def production_stack(events: Sequence[AuditEvent]) -> list[int]:
-    """The versions that were production, oldest first, as promote and rollback events leave them.
-
-    A promote pushes its version; a rollback removes the version rolled back from (everywhere: a rolled-back
-    version is never a rollback target again) and unwinds the stack down to the version it returned to.
-
-    Worked example: promote 1, promote 2, promote 3 -> [1, 2, 3]; rollback 3->2 -> [1, 2]; promote 4 -> [1, 2, 4].
-    """
-    stack: list[int] = []
-    for event in events:
-        if event.action == "promote" and event.to_version is not None:
-            stack.append(event.to_version)
-        elif event.action == "rollback" and event.to_version is not None:
-            stack = [v for v in stack if v != event.from_version]
-            while stack and stack[-1] != event.to_version:
-                stack.pop()
-            if not stack:
-                stack.append(event.to_version)
-    return stack
-
-
-def rollback_target_version(
-    events: Sequence[AuditEvent], *, statuses: Mapping[int, str], production: int | None
-) -> int | None:
-    """The nearest earlier production version that is still ``indexed`` (None: nothing to roll back to)."""
-    if production is None:
-        return None
-    for version in reversed(production_stack(events)):
-        if version != production and statuses.get(version) == "indexed":
-            return version
-    return None
-
-
-# -- garbage collection ---------------------------------------------------------------------------------------------
-def gc(
-    store: SqlRegistryStore,
-    vectors: VectorAliasStore,
-    model: str,
-    *,
-    keep: int,
-    artifacts_root: str | Path,
-    dry_run: bool,
-    actor: str = "system",
-    reason: str | None = None,
-) -> GcResult:
-    """Retire every version but the newest ``keep``, production and the rollback target.
-
-    Retiring deletes the version's Qdrant collection and its artifact folder (only a folder inside
-    ``artifacts_root``, and only one that no kept version uses). Re-running finishes a gc that failed half-way.
-    """
-    if keep < 0:
-        raise UsageError(f"--keep {keep} for model '{model}' is negative; pass 0 or more versions to keep.")
-    root = Path(artifacts_root).expanduser().resolve()
-    alias = production_alias(model)
-    with store.locked_model(model) as unit:
-        versions = unit.versions()
-        production = unit.production()
-        target = _rollback_target_or_none(unit, production)
-        newest = {v.version for v in sorted(versions, key=lambda v: v.version, reverse=True)[:keep]}
-        kept = newest | {v.version for v in (production, target) if v is not None}
-        live_dirs = {_artifact_dir(v, root) for v in versions if v.version in kept} - {None}
-        alias_target = vectors.alias_target(alias)
-        retired: list[RetiredVersion] = []
-        for version in versions:
-            if version.version in kept:
-                continue
-            collection = _deletable_collection(version, vectors)
-            if collection is not None and collection == alias_target:
-                raise ConflictError(
-                    f"Qdrant alias '{alias}' points to '{collection}' of version {version.version}, not to the "
-                    f"registry's production version; promote the production version again before `towerctl models gc`."
-                )
-            folder = _artifact_dir(version, root)
-            folder = folder if folder is not None and folder not in live_dirs and folder.exists() else None
-            if version.status == "retired" and collection is None and folder is None:
-                continue  # nothing left to do
-            retired.append(RetiredVersion(version.version, version.status, collection, str(folder) if folder else None))
-            if dry_run:
-                continue
-            if version.status != "retired":
-                unit.set_status(version.version, "retired")
-            unit.mark_collection_deleted(version.version)
-            unit.audit(
-                "retire",
-                version=version.version,
-                actor=actor,
-                reason=reason,
-                from_status=version.status,
-                to_status="retired",
-                details={"collection": collection, "artifact_dir": str(folder) if folder else None, "keep": keep},
-            )
-        if not dry_run:  # external deletions last: a failure here rolls the registry changes back
-            for item in retired:
-                if item.collection is not None:
-                    vectors.delete_collection(item.collection)
-                if item.artifact_dir is not None:
-                    _remove_folder(Path(item.artifact_dir))
-    return GcResult(model=model, dry_run=dry_run, kept=tuple(sorted(kept)), retired=tuple(retired))
-
-
 # -- checks ---------------------------------------------------------------------------------------------------------
 def _collection_of(version: ModelVersion) -> str:
     assert version.collection is not None
@@ -440,55 +324,11 @@ def _require_servable(version: ModelVersion, vectors: VectorAliasStore, *, check
         verify_artifacts(version.artifacts, model=version.model, version=version.version)
 
 
-def _rollback_target_or_none(unit: ModelUnitOfWork, production: ModelVersion | None) -> ModelVersion | None:
-    statuses = {v.version: v.status for v in unit.versions()}
-    number = rollback_target_version(
-        unit.audit_events(), statuses=statuses, production=production.version if production else None
-    )
-    return unit.version(number) if number is not None else None
-
-
-def _rollback_target(unit: ModelUnitOfWork, production: ModelVersion | None) -> ModelVersion:
-    target = _rollback_target_or_none(unit, production)
-    if target is None:
-        raise ConflictError(
-            f"Model '{unit.model}' has no previous production version to roll back to; "
-            f"promote a version with `towerctl models promote {unit.model} VERSION`."
-        )
-    return target
-
-
 def _swap_details(
     alias: str, alias_before: str | None, collection: str, previous: ModelVersion | None
 ) -> dict[str, Any]:
     expected = previous.collection.name if previous is not None and previous.collection is not None else None
     return {"alias": alias, "alias_before": alias_before, "collection": collection, "alias_drift": alias_before != expected}
-
-
-def _deletable_collection(version: ModelVersion, vectors: VectorAliasStore) -> str | None:
-    if version.collection is None:
-        return None
-    name = version.collection.name
-    return name if vectors.collection_exists(name) else None
-
-
-def _artifact_dir(version: ModelVersion, root: Path) -> Path | None:
-    """The one folder holding all of a version's artifacts, when it lies strictly inside ``root``."""
-    parents = {Path(a.path).parent for a in version.artifacts}
-    if len(parents) != 1:
-        return None
-    folder = parents.pop().resolve()
-    return folder if folder != root and folder.is_relative_to(root) else None
-
-
-def _remove_folder(folder: Path) -> None:
-    """Rename first (one atomic step: the folder is gone for every reader), then delete the renamed copy."""
-    doomed = folder.with_name(f".{folder.name}.deleting")
-    if doomed.exists():
-        shutil.rmtree(doomed)
-    if folder.exists():
-        os.replace(folder, doomed)
-        shutil.rmtree(doomed)
 
 
 class _AliasMove:
@@ -528,3 +368,11 @@ class _AliasMove:
                 f"moving it back to {previous!r} failed too; run `towerctl models promote {self._alias} VERSION` "
                 "with the production version shown by `towerctl models list` to realign them."
             ) from restore_error
+
+
+from tower_platform.registry.retention import GcResult, RetiredVersion, gc  # noqa: E402  (re-exported)
+
+__all__ = [
+    "GateVerdict", "GcResult", "PromotionGate", "PromotionResult", "RetiredVersion", "VectorAliasStore", "gc",
+    "production_stack", "promote", "rollback", "rollback_target_version",
+]

@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tower_platform.errors import ConflictError, NotFoundError, SchemaOutOfDateError, UsageError
+from tower_platform.naming import DISTANCES
 from tower_platform.registry.artifact import verify_artifacts
 from tower_platform.registry.database import (
     create_registry_engine,
@@ -46,9 +47,9 @@ from tower_platform.registry.entities import (
 from tower_platform.registry.migration import UPGRADE_COMMAND, require_head, schema_state
 from tower_platform.registry.schema import ModelRow, utc_now
 from tower_platform.registry.unit_of_work import ModelUnitOfWork
+from tower_platform.timestamp import as_utc
 
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?$")
-DISTANCES = ("cosine", "dot", "euclid")
 
 
 def check_model_name(name: str) -> str:
@@ -202,8 +203,8 @@ class SqlRegistryStore:
                 features=_json_value(features),
                 training_config=_json_value(dict(training_config)),
                 fingerprint=str(fingerprint),
-                window_start=_utc(start),
-                window_end=_utc(end),
+                window_start=as_utc(start),
+                window_end=as_utc(end),
                 estimator_path=None if estimator_path is None else str(estimator_path),
                 metrics=_json_value(dict(metrics)),
                 created_at=utc_now(),
@@ -353,12 +354,6 @@ def _artifacts(artifacts: Mapping[str, tuple[str, str]], *, model: str) -> list[
             raise UsageError(f"The sha256 of artifact {name} of model '{model}' is not 64 hex digits: {sha256!r}.")
         recorded.append(Artifact(name, str(Path(path).expanduser().resolve()), str(sha256).lower()))
     return recorded
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _json_default(value: Any) -> Any:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from tower_platform.errors import ConflictError, NotFoundError, TowerError, UnavailableError
+from tower_platform.naming import DISTANCES
 
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.settings import Settings
@@ -37,7 +38,6 @@ POINT_ID_NAMESPACE = uuid.UUID("6f1c2a4e-3b8d-5e7f-9a0b-1c2d3e4f5a6b")
 LOCK_FILE_NAME = ".tower.lock"
 CATEGORY_FIELD = "category"
 ITEM_ID_FIELD = "item_id"
-DISTANCES = ("cosine", "dot", "euclid")
 _DEFERRED_INDEXING_THRESHOLD = 0  # no HNSW build while bulk loading
 _DEFAULT_INDEXING_THRESHOLD = 10_000  # Qdrant's default (KB of vectors), restored after the bulk load
 
