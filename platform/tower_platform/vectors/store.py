@@ -16,9 +16,6 @@ across processes by an exclusive ``fcntl.flock`` on ``<path>/.tower.lock``, held
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +25,7 @@ import numpy as np
 
 from tower_platform.errors import ConflictError, NotFoundError, TowerError, UnavailableError
 from tower_platform.naming import DISTANCES
+from tower_platform.vectors.lock import StorageLock
 
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.settings import Settings
@@ -35,7 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover
 POINT_ID_NAMESPACE = uuid.UUID("6f1c2a4e-3b8d-5e7f-9a0b-1c2d3e4f5a6b")
 """Fixed namespace of the point ids: never change it, or every collection written so far gets new ids."""
 
-LOCK_FILE_NAME = ".tower.lock"
 CATEGORY_FIELD = "category"
 ITEM_ID_FIELD = "item_id"
 _DEFERRED_INDEXING_THRESHOLD = 0  # no HNSW build while bulk loading
@@ -63,40 +60,6 @@ class SearchHit(NamedTuple):
     item_id: str
     score: float
     payload: dict[str, Any]
-
-
-class StorageLock:
-    """An exclusive advisory lock on ``<folder>/.tower.lock`` shared by every process of this platform."""
-
-    def __init__(self, folder: Path, *, timeout_s: float = 30.0, poll_s: float = 0.05) -> None:
-        self.path = Path(folder) / LOCK_FILE_NAME
-        self.timeout_s = timeout_s
-        self.poll_s = poll_s
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise UnavailableError(
-                        f"Qdrant local storage {self.path.parent} is held by another process for more than "
-                        f"{self.timeout_s:.0f} s; wait for it to finish or use a Qdrant server (TOWER_QDRANT__URL)."
-                    ) from None
-                time.sleep(self.poll_s)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
 
 
 def _is_client_error(exc: BaseException) -> bool:
