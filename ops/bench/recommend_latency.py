@@ -13,15 +13,19 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from tower_platform.vectors.writer import QdrantEmbeddingWriter
-from tower_platform.serving.onnx_tower import OnnxTower, ReferenceFeature, build_reference_tower
+from tower_platform.serving.onnx_tower import OnnxTower
 from tower_platform.serving.retriever import Retriever
 from tower_platform.vectors.store import QdrantVectorStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the reference tower of the tests
+from reference_tower import ReferenceFeature, build_reference_tower  # noqa: E402
 
 HISTORY_LEN = 20
 

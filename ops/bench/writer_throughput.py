@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -20,8 +21,11 @@ import numpy as np
 import pyarrow as pa
 
 from tower_platform.vectors.writer import QdrantEmbeddingWriter
-from tower_platform.serving.onnx_tower import OnnxTower, ReferenceFeature, build_reference_tower
+from tower_platform.serving.onnx_tower import OnnxTower
 from tower_platform.vectors.store import QdrantVectorStore, point_id
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the reference tower of the tests
+from reference_tower import ReferenceFeature, build_reference_tower  # noqa: E402
 
 GENRES = tuple(f"genre_{k}" for k in range(20))
 MAX_GENRES = 6

@@ -26,7 +26,8 @@ import pytest
 
 from tower_platform.vectors.writer import QdrantEmbeddingWriter, verify_collection
 from tower_platform.errors import ConflictError
-from tower_platform.serving.onnx_tower import ReferenceFeature, build_reference_tower, file_sha256
+from tower_platform.registry.artifact import file_sha256
+from reference_tower import ReferenceFeature, build_reference_tower
 from tower_platform.vectors.store import QdrantVectorStore
 
 N_ITEMS = 200

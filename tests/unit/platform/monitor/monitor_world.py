@@ -19,7 +19,7 @@ import pyarrow as pa
 from tower_platform.monitor.inputs import MonitorInputs
 from tower_platform.monitor.thresholds import MonitorThresholds
 from tower_platform.naming import collection_name
-from tower_platform.serving.onnx_tower import ReferenceFeature, build_reference_tower
+from reference_tower import ReferenceFeature, build_reference_tower
 
 DIMENSION = 4
 N_USERS = 24

@@ -8,7 +8,8 @@ import pytest
 
 from tower_platform.vectors.writer import QdrantEmbeddingWriter
 from tower_platform.errors import ConflictError, IntegrityError
-from tower_platform.serving.onnx_tower import ReferenceFeature, build_reference_tower, file_sha256
+from tower_platform.registry.artifact import file_sha256
+from reference_tower import ReferenceFeature, build_reference_tower
 from tower_platform.serving.retriever import Retriever
 from tower_platform.vectors.store import QdrantVectorStore
 from registry_support import migrated_home, register_placeholder_version

@@ -13,7 +13,9 @@ from tower_platform.vectors.writer import (
     verify_collection,
 )
 from tower_platform.errors import ConflictError, IntegrityError, NotFoundError
-from tower_platform.serving.onnx_tower import OnnxTower, ReferenceFeature, build_reference_tower, file_sha256
+from tower_platform.registry.artifact import file_sha256
+from tower_platform.serving.onnx_tower import OnnxTower
+from reference_tower import ReferenceFeature, build_reference_tower
 from tower_platform.vectors.store import QdrantVectorStore, point_id
 from registry_support import migrated_home, register_placeholder_version
 
