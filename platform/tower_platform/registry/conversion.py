@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from tower_platform.registry.entities import Artifact, AuditEvent, Collection, Model, ModelVersion
-from tower_platform.registry.schema import AuditEventRow, CollectionRow, ModelRow, ModelVersionRow
+from tower_platform.registry.schema import PRODUCTION_STATUS, AuditEventRow, CollectionRow, ModelRow, ModelVersionRow
 from tower_platform.timestamp import as_utc  # SQLite returns naive datetimes: the store writes UTC
 
 
@@ -23,11 +23,14 @@ def to_collection(row: CollectionRow | None) -> Collection | None:
     )
 
 
-def to_model_version(row: ModelVersionRow, *, model: str, collection: CollectionRow | None) -> ModelVersion:
+def to_model_version(
+    row: ModelVersionRow, *, model: str, collection: CollectionRow | None, production: bool = False
+) -> ModelVersion:
+    """``production``: the production alias row names this version (its status is shown as ``production``)."""
     return ModelVersion(
         model=model,
         version=row.version,
-        status=row.status,
+        status=PRODUCTION_STATUS if production else row.status,
         artifacts=(
             Artifact("query.onnx", row.query_onnx_path, row.query_onnx_sha256),
             Artifact("item.onnx", row.item_onnx_path, row.item_onnx_sha256),

@@ -157,10 +157,7 @@ def promote(
             _require_servable(current, vectors, check_artifacts=check_artifacts)
         _require_promotable(current)
         previous = unit.production()
-        if previous is not None:
-            unit.set_status(previous.version, "indexed")
-        unit.set_status(version, "production")
-        unit.set_production(version)
+        unit.set_production(version)  # the one record of production; both versions keep their stored ``indexed``
         alias_before = vectors.alias_target(alias)
         details = _swap_details(alias, alias_before, _collection_of(current), previous)
         if verdict is not None:
@@ -233,7 +230,6 @@ def rollback(
                 model, target.version, current.version, _collection_of(target), alias, changed=True, dry_run=True
             )
         unit.set_status(current.version, "rolled_back")
-        unit.set_status(target.version, "production")
         unit.set_production(target.version)
         alias_before = vectors.alias_target(alias)
         event = unit.audit(

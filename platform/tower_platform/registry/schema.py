@@ -8,7 +8,12 @@
 
 (PK (model_id, alias) -> version in ``aliases``; "production" is the one alias in use.)
 
-Lifecycle of a version (``model_versions.status``)::
+Production is recorded once, as the ``production`` alias row. ``model_versions.status`` stores the other states; the
+version the alias names is shown as ``production`` (:func:`tower_platform.registry.conversion.to_model_version`), and
+its stored status stays ``indexed``. Migration 0003 turned the stored ``production`` statuses of older registries into
+``indexed``; the CHECK constraint still admits the old value so that a downgrade can write it back.
+
+Lifecycle of a version (the status a caller sees)::
 
     registered ──mark_indexed──▶ indexed ──promote──▶ production ──promote another──▶ indexed
                                     ▲                     │
@@ -49,7 +54,9 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-STATUSES: tuple[str, ...] = ("registered", "indexed", "production", "rolled_back", "retired")
+STATUSES: tuple[str, ...] = ("registered", "indexed", "production", "rolled_back", "retired")  # what callers see
+PRODUCTION_STATUS = "production"  # shown for the version the production alias row names; never stored (0003)
+STORED_STATUSES: tuple[str, ...] = tuple(s for s in STATUSES if s != PRODUCTION_STATUS)
 PRODUCTION_ALIAS = "production"  # the registry alias row that mirrors the Qdrant alias <model>
 
 

@@ -19,7 +19,7 @@ from tower_platform.registry import alignment_records
 from tower_platform.registry.entities import AlignmentReport, AuditEvent, Model, ModelVersion
 from tower_platform.registry.schema import (
     PRODUCTION_ALIAS,
-    STATUSES,
+    STORED_STATUSES,
     AliasRow,
     AuditEventRow,
     CollectionRow,
@@ -59,7 +59,8 @@ class ModelUnitOfWork:
 
     def version(self, version: int) -> ModelVersion:
         row = self._version_row(version)
-        return to_model_version(row, model=self.model, collection=self._collection_row(row.id))
+        return to_model_version(row, model=self.model, collection=self._collection_row(row.id),
+                                production=row.id == self._production_row_id())
 
     def versions(self) -> list[ModelVersion]:
         rows = self._session.scalars(
@@ -71,15 +72,22 @@ class ModelUnitOfWork:
                 select(CollectionRow).where(CollectionRow.model_version_id.in_([r.id for r in rows]))
             ).all()
         }
-        return [to_model_version(r, model=self.model, collection=collections.get(r.id)) for r in rows]
+        production = self._production_row_id()
+        return [to_model_version(r, model=self.model, collection=collections.get(r.id), production=r.id == production)
+                for r in rows]
 
     def production(self) -> ModelVersion | None:
-        alias = self._session.get(AliasRow, (self._model.id, PRODUCTION_ALIAS))
-        if alias is None:
+        """The version the production alias row names: the one record of which version is production."""
+        row_id = self._production_row_id()
+        if row_id is None:
             return None
-        row = self._session.get(ModelVersionRow, alias.model_version_id)
+        row = self._session.get(ModelVersionRow, row_id)
         assert row is not None  # foreign key
-        return to_model_version(row, model=self.model, collection=self._collection_row(row.id))
+        return to_model_version(row, model=self.model, collection=self._collection_row(row.id), production=True)
+
+    def _production_row_id(self) -> int | None:
+        alias = self._session.get(AliasRow, (self._model.id, PRODUCTION_ALIAS))
+        return None if alias is None else alias.model_version_id
 
     def next_version(self) -> int:
         latest = self._session.scalar(
@@ -103,8 +111,8 @@ class ModelUnitOfWork:
         return to_model_version(row, model=self.model, collection=None)
 
     def set_status(self, version: int, status: str) -> None:
-        if status not in STATUSES:
-            raise ValueError(f"status {status!r} is not one of {STATUSES}")
+        if status not in STORED_STATUSES:  # production is the alias row (set_production), never a stored status
+            raise ValueError(f"status {status!r} is not one of {STORED_STATUSES}")
         self._version_row(version).status = status
         self._session.flush()
 
@@ -139,7 +147,8 @@ class ModelUnitOfWork:
         collection.verified_at = now if verified else None
         collection.deleted_at = None
         self._session.flush()
-        return to_model_version(row, model=self.model, collection=collection)
+        return to_model_version(row, model=self.model, collection=collection,
+                                production=row.id == self._production_row_id())
 
     def mark_collection_deleted(self, version: int, *, at: datetime | None = None) -> None:
         collection = self._collection_row(self._version_row(version).id)
