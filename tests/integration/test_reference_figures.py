@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from towers.baselines import EASE, ItemKNN, MostPopular, fit_on_periods, next_item_scorer
+from towers.evaluation.baseline import EASE, ItemKNN, MostPopular, fit_on_periods, next_item_scorer
 from towers.evaluation import EvaluationReport, InteractionHistory, InteractionLog, evaluate_next_item
 
 REPO = Path(__file__).resolve().parents[2]

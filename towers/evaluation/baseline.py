@@ -2,8 +2,8 @@
 
 Each model has ``fit(user_codes, *, item_codes, n_users, n_items)`` on the fit interactions (every interaction is an
 implicit positive) and ``score_histories(batch) -> float32 [B, n_items]`` for a ``HistoryBatch`` of distinct history
-items. ``next_item_scorer`` / ``cutoff_scorer`` turn a fitted model into the callbacks of ``towers.evaluation``, and
-``tune`` picks a hyper-parameter on the validation period (model fit on train), as EVALUATION.md prescribes.
+items. ``next_item_scorer`` / ``cutoff_scorer`` turn a fitted model into the callbacks of ``towers/evaluation/next_item.py``, and
+``tune`` picks a hyper-parameter on the validation period (model fit on train), as ``docs/evaluation.md`` prescribes.
 
     MostPopular  score_j = fit count of j (the same list for every query)
     ItemKNN      S = cosine similarity of item columns of the binary user x item matrix X, zero diagonal, each item
@@ -22,14 +22,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from towers.evaluation import (
-    HistoryBatch,
-    InteractionHistory,
-    PrefixIncrements,
-    InteractionLog,
-    Scorer,
-    evaluate_next_item,
-)
+from towers.errors import TowersInputError
+from towers.evaluation.history import HistoryBatch, InteractionHistory, PrefixIncrements
+from towers.evaluation.next_item import evaluate_next_item
+from towers.evaluation.ranking import Scorer
+from towers.evaluation.split import InteractionLog
 
 EASE_LAMBDAS: tuple[float, ...] = (50.0, 200.0, 500.0, 1000.0)
 
@@ -50,11 +47,11 @@ def _check_codes(user_codes: Any, item_codes: Any, *, n_users: int, n_items: int
     users = np.asarray(user_codes, dtype=np.int64)
     items = np.asarray(item_codes, dtype=np.int64)
     if users.ndim != 1 or users.shape != items.shape or users.size == 0:
-        raise ValueError(
+        raise TowersInputError(
             f"fit needs non-empty 1-D user_codes and item_codes of one length, got {users.shape} and {items.shape}"
         )
     if users.min() < 0 or users.max() >= n_users or items.min() < 0 or items.max() >= n_items:
-        raise ValueError(f"fit codes must lie in [0, n_users={n_users}) and [0, n_items={n_items}); re-encode them")
+        raise TowersInputError(f"fit codes must lie in [0, n_users={n_users}) and [0, n_items={n_items}); re-encode them")
     return users, items
 
 
@@ -113,7 +110,7 @@ class MostPopular:
 
     def score_histories(self, batch: HistoryBatch) -> np.ndarray:
         if self.counts is None:
-            raise ValueError("MostPopular is not fitted; call fit() first")
+            raise TowersInputError("MostPopular is not fitted; call fit() first")
         return np.broadcast_to(self.counts, (batch.n_rows, self.counts.size)).copy()  # (B, n_items)
 
     def score_increments(self, increments: PrefixIncrements) -> np.ndarray:
@@ -129,7 +126,7 @@ class _LinearItemModel:
 
     def score_histories(self, batch: HistoryBatch) -> np.ndarray:
         if self.space is None or self.weights is None:
-            raise ValueError(f"{type(self).__name__} is not fitted; call fit() first")
+            raise TowersInputError(f"{type(self).__name__} is not fitted; call fit() first")
         history = self.space.history_matrix(batch)  # sparse (B, F)
         return self.space.scatter(torch.sparse.mm(history, self.weights))  # (B, n_items)
 
@@ -140,7 +137,7 @@ class _LinearItemModel:
         before the user's first query), in float64 so that the subtraction loses nothing at float32 precision.
         """
         if self.space is None or self.weights is None:
-            raise ValueError(f"{type(self).__name__} is not fitted; call fit() first")
+            raise TowersInputError(f"{type(self).__name__} is not fitted; call fit() first")
         partial = torch.sparse.mm(self.space.history_matrix(increments.increments), self.weights)  # (B, F)
         running = torch.cumsum(partial.to(torch.float64), dim=0)  # (B, F)
         first = torch.as_tensor(increments.segment_start)  # (B,)
@@ -157,7 +154,7 @@ class ItemKNN(_LinearItemModel):
     def __init__(self, *, neighbours: int = 100) -> None:
         super().__init__()
         if neighbours < 1:
-            raise ValueError(f"ItemKNN needs neighbours >= 1, got {neighbours}")
+            raise TowersInputError(f"ItemKNN needs neighbours >= 1, got {neighbours}")
         self.neighbours = int(neighbours)
 
     def fit(self, user_codes: Any, *, item_codes: Any, n_users: int, n_items: int) -> ItemKNN:
@@ -201,7 +198,7 @@ class EASE(_LinearItemModel):
     def __init__(self, *, l2: float = 500.0) -> None:
         super().__init__()
         if l2 <= 0:
-            raise ValueError(f"EASE needs l2 (lambda) > 0, got {l2}")
+            raise TowersInputError(f"EASE needs l2 (lambda) > 0, got {l2}")
         self.l2 = float(l2)
 
     def fit(self, user_codes: Any, *, item_codes: Any, n_users: int, n_items: int) -> EASE:
@@ -294,10 +291,10 @@ def tune(
         )
         headline = report.headline()
         if metric not in headline:
-            raise ValueError(f"tune: metric {metric!r} is not a headline figure; choose one of {sorted(headline)}")
+            raise TowersInputError(f"tune: metric {metric!r} is not a headline figure; choose one of {sorted(headline)}")
         figures[value] = headline[metric]
     if not figures:
-        raise ValueError("tune needs a non-empty grid")
+        raise TowersInputError("tune needs a non-empty grid")
     best = max(figures, key=lambda value: figures[value])
     return TuningResult(best=best, metric=metric, figures=figures)
 

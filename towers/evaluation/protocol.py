@@ -9,7 +9,8 @@ users' histories, the item codes of the corpus and each item's category. Then
     report = data.evaluate_baseline(EASE(l2=200), fit_periods=("train", "validation"), eval_period="test")
 
 Two-tower queries are embedded from each query row's own point-in-time features (the next-item protocol serves every
-query as production would); item vectors come from the corpus table (item features as of the cutoff).
+query as production would); item vectors come from the corpus table (item features as of the cutoff). The protocol
+is written out in ``docs/evaluation.md``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from towers.baselines import HistoryModel, fit_on_periods, next_item_scorer
-from towers.evaluation import EvaluationReport, InteractionHistory, InteractionLog, Scorer, evaluate_next_item
-from towers.schema import FeatureSchema
+from towers.errors import MissingColumnError, TowersInputError
+from towers.evaluation.baseline import HistoryModel, fit_on_periods, next_item_scorer
+from towers.evaluation.history import InteractionHistory
+from towers.evaluation.next_item import evaluate_next_item
+from towers.evaluation.ranking import Scorer
+from towers.evaluation.report import EvaluationReport
+from towers.evaluation.split import InteractionLog
+from towers.features.schema import FeatureSchema
 
 SPLIT_COLUMN = "split"
 TIMESTAMP_COLUMN = "event_timestamp"
@@ -41,7 +47,7 @@ def _codes(values: pa.ChunkedArray | pa.Array, *, vocabulary: pa.Array, what: st
     index = pc.index_in(pc.cast(values, pa.string()), value_set=vocabulary)
     missing = int(pc.sum(pc.is_null(index)).as_py() or 0)
     if missing:
-        raise ValueError(f"{missing} {what} ids of the training set are not in the corpus; rebuild the corpus table")
+        raise TowersInputError(f"{missing} {what} ids of the training set are not in the corpus; rebuild the corpus table")
     return index.to_numpy(zero_copy_only=False).astype(np.int64)  # (N,)
 
 
@@ -60,7 +66,7 @@ def _category_list(value: Any) -> list[str]:
 
 @dataclass(frozen=True, eq=False)
 class EvaluationData:
-    """A training set in index space, ready for :func:`towers.evaluation.evaluate_next_item`."""
+    """A training set in index space, ready for :func:`towers.evaluation.next_item.evaluate_next_item`."""
 
     table: pa.Table  # the training set, one row per interaction (row i of the log = row i of the table)
     corpus: pa.Table  # one row per item code, in code order
@@ -72,12 +78,12 @@ class EvaluationData:
     def build(cls, table: pa.Table, *, corpus: pa.Table, schema: FeatureSchema) -> EvaluationData:
         for name in (schema.user_id, schema.item_id, TIMESTAMP_COLUMN, SPLIT_COLUMN):
             if name not in table.column_names:
-                raise ValueError(f"the training set lacks column {name!r}; build it with the training-set builder")
+                raise MissingColumnError(f"the training set lacks column {name!r}; build it with the training-set builder")
         if schema.item_id not in corpus.column_names:
-            raise ValueError(f"the corpus table lacks column {schema.item_id!r}")
+            raise MissingColumnError(f"the corpus table lacks column {schema.item_id!r}; pass the item corpus with the schema's item id column")
         item_ids = pc.cast(corpus.column(schema.item_id), pa.string()).combine_chunks()
         if pc.count_distinct(item_ids).as_py() != len(item_ids):
-            raise ValueError("the corpus table repeats item ids; give one row per item")
+            raise TowersInputError("the corpus table repeats item ids; give one row per item")
         user_ids = pc.unique(pc.cast(table.column(schema.user_id), pa.string()).combine_chunks())
         log = InteractionLog(
             _codes(table.column(schema.user_id), vocabulary=user_ids, what="user"),

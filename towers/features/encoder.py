@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from towers.config import TowerConfig
-from towers.schema import FeatureSchema, FeatureSpec
+from towers.errors import MissingColumnError, TowersArtifactError
+from towers.features.schema import FeatureSchema, FeatureSpec
 
 MISSING_ID = 0
 ITEM_ID_GROUP = "item_id"
@@ -37,16 +38,16 @@ def group_of(spec: FeatureSpec) -> str:
 
 def _column(table: pa.Table, name: str) -> pa.Array:
     if name not in table.column_names:
-        raise KeyError(f"column {name!r} is missing from the table (columns: {table.column_names})")
+        raise MissingColumnError(f"column {name!r} is missing from the table (columns: {table.column_names})")
     column = table.column(name)
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
-def _as_strings(values: pa.Array) -> pa.Array:
+def as_strings(values: pa.Array) -> pa.Array:
     if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
         return values
     if pa.types.is_dictionary(values.type):
-        return _as_strings(values.dictionary_decode())
+        return as_strings(values.dictionary_decode())
     return pc.cast(values, pa.string())
 
 
@@ -61,7 +62,7 @@ def _rotl32(x: np.ndarray, r: int) -> np.ndarray:
 
 def murmurhash3_32(values: pa.Array, *, seed: int = 0) -> np.ndarray:
     """MurmurHash3_x86_32 of each string's UTF-8 bytes, as uint32 [N]; vectorised over rows (loops over 4-byte blocks)."""
-    values = pc.fill_null(_as_strings(values), "")
+    values = pc.fill_null(as_strings(values), "")
     values = pc.cast(values, pa.large_binary())
     n = len(values)
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset : values.offset + n + 1]
@@ -111,7 +112,7 @@ class Vocabulary:
         cls, values: pa.Array, *, group: str, min_count: int = 1, max_size: int | None = None, oov_buckets: int = 1
     ) -> Vocabulary:
         """Tokens seen at least ``min_count`` times in ``values`` (a flat string array), most frequent first."""
-        values = _as_strings(values)
+        values = as_strings(values)
         values = values.filter(pc.and_(pc.is_valid(values), pc.not_equal(values, "")))
         counts = pc.value_counts(values)  # struct<values, counts>
         tokens = counts.field("values").to_numpy(zero_copy_only=False).astype(object)
@@ -141,7 +142,7 @@ class Vocabulary:
 
     def lookup(self, values: pa.Array) -> np.ndarray:
         """ids int64 [N] for a flat string array: missing -> 0, unknown -> OOV, known -> its id."""
-        values = _as_strings(values)
+        values = as_strings(values)
         index = pc.index_in(values, value_set=self.token_array)
         index = pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)  # [N]
         if self.oov_buckets > 1:
@@ -204,9 +205,9 @@ def input_specs(schema: FeatureSchema, config: TowerConfig) -> dict[str, tuple[F
     """The inputs of each tower: the schema's features plus the id columns the config asks for (DAT needs both ids:
     their augmented vectors are looked up inside the towers)."""
     query, item = list(schema.query), list(schema.item)
-    if (config.use_user_id or config.dat) and schema.user_id not in {f.name for f in query}:
+    if (config.encoders.use_user_id or config.dat.enabled) and schema.user_id not in {f.name for f in query}:
         query.insert(0, FeatureSpec(name=schema.user_id, side="query", kind="categorical", vocab_group=USER_ID_GROUP))
-    if (config.use_item_id or config.dat) and schema.item_id not in {f.name for f in item}:
+    if (config.encoders.use_item_id or config.dat.enabled) and schema.item_id not in {f.name for f in item}:
         item.insert(0, FeatureSpec(name=schema.item_id, side="item", kind="categorical", vocab_group=ITEM_ID_GROUP))
     return {"query": tuple(query), "item": tuple(item)}
 
@@ -230,16 +231,16 @@ class FeatureEncoders:
             if spec.kind == "numeric":
                 numeric[spec.name] = NumericStats.fit(numeric_values(column))
             elif spec.kind == "categorical":
-                by_group.setdefault(group_of(spec), []).append(_as_strings(column))
+                by_group.setdefault(group_of(spec), []).append(as_strings(column))
             else:
-                by_group.setdefault(group_of(spec), []).append(_as_strings(pc.list_flatten(column)))
+                by_group.setdefault(group_of(spec), []).append(as_strings(pc.list_flatten(column)))
         vocabularies = {
             group: Vocabulary.fit(
                 pa.concat_arrays(arrays),
                 group=group,
-                min_count=config.min_count,
-                max_size=config.max_vocab_size,
-                oov_buckets=config.oov_buckets,
+                min_count=config.encoders.min_count,
+                max_size=config.encoders.max_vocab_size,
+                oov_buckets=config.encoders.oov_buckets,
             )
             for group, arrays in by_group.items()
         }
@@ -277,7 +278,7 @@ class FeatureEncoders:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureEncoders:
         if data.get("format") != ENCODERS_FORMAT:
-            raise ValueError(f"encoders format {data.get('format')!r} is not {ENCODERS_FORMAT}; retrain the model")
+            raise TowersArtifactError(f"encoders format {data.get('format')!r} is not {ENCODERS_FORMAT}; retrain the model")
         return cls(
             schema=FeatureSchema.from_dict(data["schema"]),
             specs={side: tuple(FeatureSpec(**s) for s in specs) for side, specs in data["specs"].items()},

@@ -20,6 +20,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from towers.errors import TowersInputError
+
+ITEM_KEY = "__item_key__"  # int64 [N] batch tensor: the item's index in the item-key space (hits, frequency estimate)
+WEIGHT = "__weight__"  # float32 [N] batch tensor: the reward weight r_i of an example
+
 Kind = Literal["categorical", "multi_categorical", "numeric"]
 Side = Literal["query", "item"]
 
@@ -45,11 +50,11 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"feature {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+            raise TowersInputError(f"feature {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
         if self.side not in SIDES:
-            raise ValueError(f"feature {self.name!r}: side {self.side!r} is not one of {SIDES}")
+            raise TowersInputError(f"feature {self.name!r}: side {self.side!r} is not one of {SIDES}")
         if self.kind == "multi_categorical" and (self.max_len is None or self.max_len < 1):
-            raise ValueError(f"feature {self.name!r}: a multi_categorical feature needs max_len >= 1")
+            raise TowersInputError(f"feature {self.name!r}: a multi_categorical feature needs max_len >= 1")
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,9 @@ class FeatureSchema:
         names = [f.name for f in self.query] + [f.name for f in self.item]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"feature names must be unique across both towers; repeated: {dupes}")
+            raise TowersInputError(f"feature names must be unique across both towers; repeated: {dupes}")
         if any(f.side != "query" for f in self.query) or any(f.side != "item" for f in self.item):
-            raise ValueError("query features must have side='query' and item features side='item'")
+            raise TowersInputError("query features must have side='query' and item features side='item'")
 
     @property
     def features(self) -> tuple[FeatureSpec, ...]:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from towers.losses import in_batch_softmax_loss
+from towers.errors import TowersConfigError
+from towers.losses.softmax import in_batch_softmax_loss
 
 
 def discretised_numeric(values: np.ndarray, *, bins: int) -> np.ndarray:
@@ -130,14 +131,14 @@ class FeatureMaskingTask(nn.Module):
     ) -> None:
         super().__init__()
         if masking not in ("random", "correlated"):
-            raise ValueError(f"masking {masking!r} must be 'random' or 'correlated'")
+            raise TowersConfigError(f"masking {masking!r} must be 'random' or 'correlated'")
         if fields < 2:
-            raise ValueError(f"feature masking needs at least two item fields, got {fields}")
+            raise TowersConfigError(f"feature masking needs at least two item fields, got {fields}")
         self.fields, self.masking, self.temperature, self.dropout = fields, masking, temperature, dropout
         self.multi_valued = list(multi_valued)
         matrix = np.zeros((fields, fields), np.float32) if information is None else np.asarray(information, np.float32)
         if matrix.shape != (fields, fields):
-            raise ValueError(f"the mutual-information matrix has shape {matrix.shape}, expected {(fields, fields)}")
+            raise TowersConfigError(f"the mutual-information matrix has shape {matrix.shape}, expected {(fields, fields)}")
         self.register_buffer("information", torch.from_numpy(matrix.copy()), persistent=False)  # [F, F]
 
     def masks(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:

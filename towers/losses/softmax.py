@@ -1,4 +1,4 @@
-"""Retrieval losses as small pure tensor functions, composed by ``TwoTowerModel.loss``.
+"""Retrieval losses as small pure tensor functions, composed by the retrieval task (``towers/tasks/retrieval.py``).
 
 Notation: B queries, N candidates (the B in-batch items, then B' items sampled uniformly from the corpus), D dims.
 The positive of query i is candidate i. With mixed negatives the candidates' log sampling probabilities are
@@ -11,7 +11,7 @@ The positive of query i is candidate i. With mixed negatives the candidates' log
 and the corrected logit is s^c(x_i, y_j) = <q_i, v_j> / tau - log q_j (Yi et al., RecSys 2019; the positive is
 corrected too). Accidental hits (candidate j != i carrying the same item as the positive of i) get logit -inf.
 The loss is L = -(1/B) * sum_i r_i * log softmax_j(s^c(x_i, .))_i with reward weights r_i. Queued item embeddings
-(``towers/queue.py``) are further candidates after the uniform ones, with log q_j = log(min(1, p_j * Q / B)); a
+(``towers/sampling/queue.py``) are further candidates after the uniform ones, with log q_j = log(min(1, p_j * Q / B)); a
 candidate ``excluded`` for row i (a queued copy of its positive) gets logit -inf there too. ``sampled_binary_cross_
 entropy`` is the alternative main loss: a logistic loss on the positive and on S random negatives.
 """

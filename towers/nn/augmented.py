@@ -1,30 +1,16 @@
-"""The Dual Augmented Two-tower model's pieces (Yu et al., DLP-KDD 2021).
+"""DAT augmented vectors (Yu et al., DLP-KDD 2021): a_u per query id and a_v per item id, concatenated to the inputs
+of their own towers, so each tower sees a summary of what the other tower said about its id. The adaptive-mimic and
+category-alignment losses that train them live in ``towers/losses/dat.py``.
 
-Augmented vectors: a_u per query id and a_v per item id, concatenated to the inputs of their own towers, so each
-tower sees a summary of what the other tower said about its id. The adaptive-mimic mechanism pulls them toward the
-other side's output on positive pairs, with stop-gradient on that output:
-
-    loss_u = (1/B) * sum_i ||a_{u_i} - sg(p_{v_i})||^2        (lambda1)
-    loss_v = (1/B) * sum_i ||a_{v_i} - sg(p_{u_i})||^2        (lambda2)
-
-so the mimic losses move a_u and a_v only, never the towers. An id that is missing or out of vocabulary (id layout of
-``towers/encoders.py``: 0 missing, 1..oov_buckets OOV) gets zeros or a learned default vector, inside the ONNX graph.
-During training a share of rows is given that default too (id dropout): without it the towers only ever see known ids
-and serve unseen ones (most queries of a time split come from new users) with an input they never trained on.
-
-Category Alignment Loss (lambda3): with C(S_k) the covariance of the item embeddings of category k in the batch and
-"major" the category with most rows,
-
-    L_CA = sum_{k != major} ||C(S_major) - C(S_k)||_F^2
-
-over the categories with at least ``min_items`` rows (others are left out); it transfers the embedding geometry of
-the head category to the rest.
+An id that is missing or out of vocabulary (id layout of ``towers/features/encoder.py``: 0 missing, 1..oov_buckets
+OOV) gets zeros or a learned default vector, inside the ONNX graph. During training a share of rows is given that
+default too (id dropout): without it the towers only ever see known ids and serve unseen ones (most queries of a time
+split come from new users) with an input they never trained on.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -46,34 +32,3 @@ class AugmentedVectors(nn.Module):
             unknown = unknown | use_default
         default = self.default if self.default is not None else torch.zeros_like(vectors[0])  # [D]
         return torch.where(unknown.unsqueeze(1), default.to(vectors.dtype).unsqueeze(0), vectors)  # [B, D]
-
-
-def mimic_loss(augmented: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """augmented [B, D], target [B, D] (the other tower's output; its gradient is stopped) -> mean squared distance."""
-    return (augmented.float() - target.detach().float()).pow(2).sum(dim=1).mean()
-
-
-def category_covariances(
-    embeddings: torch.Tensor, categories: torch.Tensor, *, min_items: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """embeddings [B, D], categories int64 [B] (0 = missing, left out) -> (covariances [K, D, D], rows [K]) of the K
-    categories with at least ``min_items`` rows, unbiased (divided by rows - 1)."""
-    values, inverse, counts = torch.unique(categories, return_inverse=True, return_counts=True)  # [U], [B], [U]
-    keep = (counts >= min_items) & (values != 0)  # [U]
-    onehot = F.one_hot(inverse, num_classes=values.shape[0]).to(embeddings.dtype)[:, keep]  # [B, K]
-    rows = counts[keep].to(embeddings.dtype)  # [K]
-    means = onehot.transpose(0, 1) @ embeddings / rows.clamp(min=1).unsqueeze(1)  # [K, D]
-    centred = embeddings.unsqueeze(0) - means.unsqueeze(1)  # [K, B, D]
-    centred = centred * onehot.transpose(0, 1).unsqueeze(2)  # [K, B, D], zero outside the category
-    covariances = centred.transpose(1, 2) @ centred / (rows - 1).clamp(min=1).view(-1, 1, 1)  # [K, D, D]
-    return covariances, rows
-
-
-def category_alignment_loss(embeddings: torch.Tensor, categories: torch.Tensor, *, min_items: int = 2) -> torch.Tensor:
-    """embeddings [B, D] (item tower outputs), categories int64 [B] -> sum_k ||C(major) - C(k)||_F^2 (a scalar;
-    zero when fewer than two categories have ``min_items`` rows)."""
-    covariances, rows = category_covariances(embeddings.float(), categories, min_items=min_items)  # [K, D, D], [K]
-    if rows.shape[0] < 2:
-        return embeddings.float().sum() * 0.0
-    major = covariances[int(rows.argmax())]  # [D, D]
-    return (covariances - major.unsqueeze(0)).pow(2).sum()

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from towers.errors import TowersConfigError
+
 _PRIME = 2_147_483_647  # 2^31 - 1: universal hashing ((a * x + b) mod P) mod H
 
 
@@ -33,7 +35,7 @@ class StreamingFrequencyEstimator(nn.Module):
     def __init__(self, *, buckets: int = 1 << 16, hashes: int = 1, alpha: float = 0.01, seed: int = 0) -> None:
         super().__init__()
         if buckets < 1 or hashes < 1 or not 0.0 < alpha <= 1.0:
-            raise ValueError("StreamingFrequencyEstimator needs buckets >= 1, hashes >= 1 and 0 < alpha <= 1")
+            raise TowersConfigError("StreamingFrequencyEstimator needs buckets >= 1, hashes >= 1 and 0 < alpha <= 1")
         self.buckets, self.hashes, self.alpha = int(buckets), int(hashes), float(alpha)
         generator = torch.Generator().manual_seed(seed)
         self.register_buffer("hash_a", torch.randint(1, _PRIME, (hashes,), generator=generator))  # [m]

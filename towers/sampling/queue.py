@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from towers.errors import TowersConfigError
+
 
 class ItemEmbeddingQueue(nn.Module):
     embeddings: torch.Tensor
@@ -27,7 +29,7 @@ class ItemEmbeddingQueue(nn.Module):
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
         if size < 1:
-            raise ValueError(f"the item queue needs size >= 1, got {size}")
+            raise TowersConfigError(f"the item queue needs size >= 1, got {size}")
         self.size = int(size)
         self.register_buffer("embeddings", torch.zeros(size, dim), persistent=False)  # [Q, D]
         self.register_buffer("keys", torch.full((size,), -1, dtype=torch.int64), persistent=False)  # [Q], -1 = empty

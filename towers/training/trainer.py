@@ -22,24 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from towers.config import TrainerConfig
+from towers.errors import TowersArtifactError, TowersConfigError, TowersInputError
+
 CHECKPOINT_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    epochs: int = 6
-    batch_size: int = 1024
-    learning_rate: float = 3e-3
-    optimizer: str = "adamw"  # "adamw" or "adagrad"
-    weight_decay: float = 1e-5
-    grad_clip: float | None = 1.0
-    seed: int = 0
-    device: str = "auto"
-    patience: int = 2
-    max_steps: int | None = None
-    progress: bool = True
-    autocast_bf16: bool = True  # bf16 autocast when training on CUDA
-    log_every: int = 10  # steps between progress-bar refreshes (each refresh syncs the device)
 
 
 @dataclass
@@ -71,7 +57,7 @@ def build_optimizer(model: nn.Module, config: TrainerConfig) -> torch.optim.Opti
         return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     if config.optimizer == "adagrad":
         return torch.optim.Adagrad(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer {config.optimizer!r} is not 'adamw' or 'adagrad'")
+    raise TowersConfigError(f"optimizer {config.optimizer!r} is not 'adamw' or 'adagrad'")
 
 
 class _Progress:
@@ -125,7 +111,7 @@ class Trainer:
     ) -> None:
         lengths = {int(t.shape[0]) for t in tensors.values()}
         if len(lengths) != 1:
-            raise ValueError(f"all training tensors need the same number of rows; got lengths {sorted(lengths)}")
+            raise TowersInputError(f"all training tensors need the same number of rows; got lengths {sorted(lengths)}")
         loss_fn = getattr(model, "loss", None)
         if not callable(loss_fn):
             raise TypeError(f"{type(model).__name__} has no loss(batch) -> (loss, logs) method; the Trainer needs one")
@@ -279,7 +265,7 @@ class Trainer:
         """Resume: weights, optimizer, step, epoch, early-stopping state and the CPU random state."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint {path} has format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+            raise TowersArtifactError(f"checkpoint {path} has format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from towers.schema import FeatureSchema, FeatureSpec
+from towers.features.schema import FeatureSchema, FeatureSpec
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Sci-Fi"]
 RECENT = "user_history__recent_items"

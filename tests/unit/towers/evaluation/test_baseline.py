@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from towers.baselines import (
+from towers.evaluation.baseline import (
     EASE,
     ItemKNN,
     MostPopular,

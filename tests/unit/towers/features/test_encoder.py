@@ -11,7 +11,7 @@ from synthetic_interactions import ITEM_GENRES, ITEM_YEAR, N_RATINGS, RECENT, TO
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
 from towers.config import TowerConfig
-from towers.encoders import FeatureEncoders, NumericStats, Vocabulary, input_specs, murmurhash3_32
+from towers.features.encoder import FeatureEncoders, NumericStats, Vocabulary, input_specs, murmurhash3_32
 
 
 def test_vocabulary_min_count_order_and_id_layout() -> None:

@@ -10,8 +10,8 @@ import torch
 from synthetic_interactions import ITEM_GENRES, corpus_table, feature_schema, training_table
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
-from towers.api import item_key_space, item_keys, with_item_features
-from towers.augmentation import (
+from towers.training import item_key_space, item_keys, with_item_features
+from towers.losses.masking import (
     correlated_feature_masks,
     discretised_numeric,
     drop_multi_values,
@@ -21,8 +21,9 @@ from towers.augmentation import (
     random_feature_masks,
 )
 from towers.config import TowerConfig
-from towers.encoders import FeatureEncoders
-from towers.model import ITEM_KEY, TwoTowerModel
+from towers.features.encoder import FeatureEncoders
+from towers.features.schema import ITEM_KEY
+from towers.nn.model import TwoTowerModel
 
 TINY = TowerConfig(embedding_dim=8, hidden_dims=(16,), output_dim=8, batch_size=64, ssl_weight=1.0, ssl_batch_size=32)
 

@@ -12,13 +12,15 @@ import torch
 from synthetic_interactions import corpus_table, feature_schema, training_table
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
-from towers.api import fit_two_tower, item_key_space, item_keys, with_item_features
+from towers.training import fit_two_tower, item_key_space, item_keys, with_item_features
 from towers.config import TowerConfig
-from towers.dat import AugmentedVectors, category_alignment_loss
-from towers.encoders import FeatureEncoders
-from towers.export import load_onnx_tower, table_to_onnx_inputs
+from towers.losses.dat import category_alignment_loss
+from towers.nn.augmented import AugmentedVectors
+from towers.features.encoder import FeatureEncoders
+from towers.onnx import load_onnx_tower, table_to_onnx_inputs
 from towers.losses import sampled_binary_cross_entropy
-from towers.model import ITEM_KEY, TwoTowerModel
+from towers.features.schema import ITEM_KEY
+from towers.nn.model import TwoTowerModel
 
 DAT = TowerConfig(embedding_dim=8, hidden_dims=(16,), output_dim=8, batch_size=64, dat=True,
                   dat_category_weight=1.0, dat_min_category_items=2)

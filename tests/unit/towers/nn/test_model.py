@@ -12,15 +12,18 @@ import torch
 from synthetic_interactions import corpus_table, feature_schema, training_table
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
-from towers.api import TrainedTowers, fit_two_tower, with_item_features
+from towers.training import TrainedTowers, fit_two_tower, with_item_features
 from towers.config import TowerConfig
-from towers.encoders import FeatureEncoders
-from towers.export import unusual_rows
-from towers.model import ITEM_KEY, TwoTowerModel
-from towers.schema import FeatureSchema
-from towers.trainer import Trainer, TrainerConfig
+from towers.features.encoder import FeatureEncoders
+from towers.onnx import unusual_rows
+from towers.features.schema import ITEM_KEY
+from towers.nn.model import TwoTowerModel
+from towers.errors import MissingColumnError, TowersConfigError
+from towers.training import TrainableTowers
+from towers.features.schema import FeatureSchema
+from towers.training.trainer import Trainer, TrainerConfig
 
-TINY = TowerConfig(embedding_dim=8, hidden_dims=(16,), output_dim=8, epochs=2, batch_size=128)
+TINY = TowerConfig().with_overrides({"embedding_dim": 8, "hidden_dims": [16], "output_dim": 8, "epochs": 2, "batch_size": 128})
 
 
 def _model(config: TowerConfig = TINY) -> tuple[TwoTowerModel, FeatureEncoders, pa.Table]:
@@ -56,17 +59,17 @@ def test_unusual_values_give_finite_unit_vectors(side: str) -> None:
 
 def test_tiny_model_overfits_a_tiny_dataset() -> None:
     # 32 users, each with one distinct item: with user ids as input the towers can memorise every pair.
-    config = TowerConfig(
-        embedding_dim=16, hidden_dims=(32,), output_dim=16, use_user_id=True, temperature=0.1,
-        sampling_bias_correction=False, learning_rate=1e-2,
-    )
+    config = TowerConfig().with_overrides({
+        "embedding_dim": 16, "hidden_dims": [32], "output_dim": 16, "use_user_id": True, "loss.temperature": 0.1,
+        "sampling_bias_correction": False, "learning_rate": 1e-2,
+    })
     users = pa.array([f"u{i}" for i in range(32)])
     items = pa.array([f"i{i}" for i in range(32)])
     train = pa.table({"user_id": users, "item_id": items})
     schema = FeatureSchema(query=(), item=())
     encoders = FeatureEncoders.fit(train, schema=schema, config=config)
     torch.manual_seed(0)
-    model = TwoTowerModel(config, encoders)
+    model = TrainableTowers.build(config, encoders)
     tensors = {**_tensors(encoders, train, "query"), **_tensors(encoders, train, "item")}
     tensors[ITEM_KEY] = torch.arange(32)
     first, _ = model.loss(tensors)
@@ -81,8 +84,8 @@ def test_fit_embed_save_and_load(tmp_path) -> None:
     schema = feature_schema()
     corpus = corpus_table()
     train = training_table(n_users=60, per_user=10)
-    config = TowerConfig(
-        embedding_dim=8, hidden_dims=(16,), output_dim=8, epochs=2, batch_size=128, uniform_negatives=16
+    config = TowerConfig().with_overrides(
+        {"embedding_dim": 8, "hidden_dims": [16], "output_dim": 8, "epochs": 2, "batch_size": 128, "uniform_negatives": 16}
     )
     seen: list[int] = []
 
@@ -101,11 +104,11 @@ def test_fit_embed_save_and_load(tmp_path) -> None:
     assert np.allclose(restored.embed_queries(train), q, atol=1e-6)
     assert np.allclose(restored.embed_items(corpus), v, atol=1e-6)
     state = towers.estimator_state()
-    assert int(state["step"]) > 0 and state["interval"].shape == (config.estimator_hashes, config.estimator_buckets)
+    assert int(state["step"]) > 0 and state["interval"].shape == (config.loss.estimator_hashes, config.loss.estimator_buckets)
 
 
 def test_missing_query_column_is_named() -> None:
-    with pytest.raises(KeyError, match="user_history__recent_items"):
+    with pytest.raises(MissingColumnError, match="user_history__recent_items"):
         fit_two_tower(
             training_table(n_users=5).drop_columns(["user_history__recent_items"]),
             corpus=corpus_table(), schema=feature_schema(), config=TINY, progress=False,
@@ -113,17 +116,18 @@ def test_missing_query_column_is_named() -> None:
 
 
 def test_config_round_trip() -> None:
-    config = TowerConfig(hidden_dims=(32, 16), uniform_negatives=8)
+    config = TowerConfig().with_overrides({"hidden_dims": [32, 16], "uniform_negatives": 8})
+    assert config.towers.hidden_dims == (32, 16) and config.loss.uniform_negatives == 8
     assert TowerConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match="no fields"):
+    with pytest.raises(TowersConfigError, match="no section 'not_a_field'"):
         TowerConfig.from_dict({"not_a_field": 1})
-    with pytest.raises(ValueError, match="optimizer"):
-        TowerConfig(optimizer="sgd")  # type: ignore[arg-type]
+    with pytest.raises(TowersConfigError, match="optimizer"):
+        TowerConfig.from_dict({"training": {"optimizer": "sgd"}})
 
 
 def test_towers_import_no_platform_packages() -> None:
     code = (
-        "import sys, towers.api, towers.export, towers.trainer\n"
+        "import sys, towers.training, towers.onnx, towers.evaluation\n"
         "bad = [m for m in ('feast', 'qdrant_client', 'sqlalchemy', 'typer', 'tower_platform') if m in sys.modules]\n"
         "print(','.join(bad))"
     )

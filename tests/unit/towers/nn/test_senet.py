@@ -6,7 +6,7 @@ import torch
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
 from towers.config import TowerConfig
-from towers.senet import FieldGate
+from towers.nn.senet import FieldGate
 
 
 def test_gates_are_per_field_and_scale_each_field() -> None:

@@ -13,10 +13,11 @@ from synthetic_interactions import ITEM_GENRES, ITEM_YEAR, N_RATINGS, RECENT, TO
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 from synthetic_interactions import training_table
 
-import towers.export as export_module
-from towers.api import ExportResult, TrainedTowers, fit_two_tower
+import towers.onnx.parity as export_module
+from towers.onnx import ExportResult
+from towers.training import TrainedTowers, fit_two_tower
 from towers.config import TowerConfig
-from towers.export import (
+from towers.onnx import (
     ExportParityError,
     OnnxInputError,
     load_onnx_tower,

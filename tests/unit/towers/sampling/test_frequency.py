@@ -8,7 +8,7 @@ import torch
 
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
-from towers.frequency import StreamingFrequencyEstimator
+from towers.sampling.frequency import StreamingFrequencyEstimator
 
 CLASSES = np.array([0.5, 0.2, 0.1, 0.05])  # per-step occurrence probabilities
 PER_CLASS = 25

@@ -9,7 +9,7 @@ import torch
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
 from towers.losses import in_batch_softmax_loss
-from towers.queue import ItemEmbeddingQueue
+from towers.sampling.queue import ItemEmbeddingQueue
 
 
 def test_queue_is_first_in_first_out() -> None:

@@ -9,7 +9,7 @@ from torch import nn
 
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
-from towers.trainer import Trainer, TrainerConfig
+from towers.training.trainer import Trainer, TrainerConfig
 
 
 class LinearRegression(nn.Module):
