@@ -21,11 +21,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import movielens_schema, movielens_tables  # noqa: E402
 
-from towers.api import with_item_features  # noqa: E402
+from towers.training import with_item_features  # noqa: E402
 from towers.config import TowerConfig  # noqa: E402
-from towers.encoders import FeatureEncoders  # noqa: E402
-from towers.export import export_tower, load_onnx_tower, table_to_onnx_inputs  # noqa: E402
-from towers.model import TwoTowerModel  # noqa: E402
+from towers.features.encoder import FeatureEncoders  # noqa: E402
+from towers.onnx import export_tower, load_onnx_tower, table_to_onnx_inputs  # noqa: E402
+from towers.nn.model import TwoTowerModel  # noqa: E402
 
 
 def _percentiles(seconds: list[float]) -> tuple[float, float]:

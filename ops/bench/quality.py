@@ -49,8 +49,8 @@ def prepare(config: Path, source: Path | None, home: Path):
 
 def baseline_rows(training_set, store) -> dict[str, dict[str, float]]:
     from tower_platform.jobs import split_times
-    from towers.baselines import EASE, ItemKNN, MostPopular
-    from towers.protocol import EvaluationData
+    from towers.evaluation.baseline import EASE, ItemKNN, MostPopular
+    from towers.evaluation.protocol import EvaluationData
 
     validation_time, test_time = split_times(training_set)
     validation = EvaluationData.build(training_set.table, corpus=store.item_corpus(validation_time),

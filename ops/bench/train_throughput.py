@@ -20,12 +20,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import torch
 
-from towers.api import item_key_space, item_keys, with_item_features
+from towers.training import item_key_space, item_keys, with_item_features
 from towers.config import TowerConfig
-from towers.encoders import FeatureEncoders
-from towers.model import ITEM_KEY, TwoTowerModel
-from towers.schema import FeatureSchema, FeatureSpec
-from towers.trainer import Trainer, TrainerConfig, build_optimizer, resolve_device
+from towers.features.encoder import FeatureEncoders
+from towers.features.schema import ITEM_KEY
+from towers.nn.model import TwoTowerModel
+from towers.features.schema import FeatureSchema, FeatureSpec
+from towers.training.trainer import Trainer, TrainerConfig, build_optimizer, resolve_device
 
 BUNDLED = Path(__file__).resolve().parents[2] / "platform/tower_platform/bundled/movielens-latest-small"
 RECENT, N_RATINGS = "user_history__recent_items", "user_history__n_ratings"

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover - heavy imports stay inside the functions
     from tower_platform.registry.store import SqlRegistryStore
     from tower_platform.training_set import TrainingSet
     from tower_platform.vectors import QdrantVectorStore
-    from towers.api import TrainedTowers
+    from towers.training import TrainedTowers
     from towers.config import TowerConfig
     from towers.evaluation import EvaluationReport
 
@@ -110,8 +110,8 @@ def train_and_evaluate(
 ) -> TrainedVersion:
     """Train on the train period with early stopping on validation Recall@100, then (``refit``) train again on train +
     validation for the best number of epochs; evaluate with the next-item protocol on validation and test."""
-    from towers.api import fit_two_tower
-    from towers.protocol import EvaluationData
+    from towers.training import fit_two_tower
+    from towers.evaluation.protocol import EvaluationData
 
     table, schema = training_set.table, training_set.schema
     validation_time, test_time = split_times(training_set)
@@ -188,7 +188,7 @@ def export_version(
     item corpus the version will serve (its first rows are the item side of the parity check)."""
     import numpy as np
 
-    from towers.export import ExportParityError
+    from towers.onnx import ExportParityError
 
     final = Path(artifacts_dir) / model / (folder_name or f"v{version}")
     if final.exists():

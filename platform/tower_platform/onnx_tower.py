@@ -113,7 +113,7 @@ class OnnxTower:
 
         Columns are first read as the types the contract names (string, list<string>, float64); the conversion to
         tensors is the towers' own (``towers.export.table_to_onnx_inputs``), so serving and export cannot drift."""
-        from towers.export import OnnxInputError, table_to_onnx_inputs
+        from towers.onnx import OnnxInputError, table_to_onnx_inputs
 
         table = _as_table(rows, self.metadata.inputs)
         columns = {}
@@ -213,7 +213,7 @@ def _cast(array: Any, target: Any, name: str) -> Any:
 
 
 def _feature_specs(inputs: Sequence[TowerInput]) -> tuple[Any, ...]:
-    from towers.schema import FeatureSpec
+    from towers.features.schema import FeatureSpec
 
     return tuple(
         FeatureSpec(name=i.name, side="query", kind=i.kind,  # side is a label only; conversion depends on the kind

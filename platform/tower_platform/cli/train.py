@@ -107,9 +107,9 @@ def evaluate_command(
     from tower_platform.errors import UsageError
     from tower_platform.jobs import split_times
     from tower_platform.training_set import build_training_set
-    from towers.api import TrainedTowers
-    from towers.baselines import EASE, ItemKNN, MostPopular
-    from towers.protocol import EvaluationData
+    from towers.training import TrainedTowers
+    from towers.evaluation.baseline import EASE, ItemKNN, MostPopular
+    from towers.evaluation.protocol import EvaluationData
 
     if stage not in ("test", "validation"):
         raise UsageError(f"--stage {stage!r} must be 'test' or 'validation'.")

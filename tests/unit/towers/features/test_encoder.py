@@ -11,6 +11,7 @@ from synthetic_interactions import ITEM_GENRES, ITEM_YEAR, N_RATINGS, RECENT, TO
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
 from towers.config import TowerConfig
+from towers.errors import MissingColumnError, TowersArtifactError
 from towers.features.encoder import FeatureEncoders, NumericStats, Vocabulary, input_specs, murmurhash3_32
 
 
@@ -100,13 +101,13 @@ def test_serialisation_round_trip() -> None:
         assert a.keys() == b.keys()
         for name in a:
             assert np.array_equal(a[name], b[name], equal_nan=a[name].dtype.kind == "f")
-    with pytest.raises(ValueError, match="format"):
+    with pytest.raises(TowersArtifactError, match="format"):
         FeatureEncoders.from_dict({**data, "format": 99})
 
 
 def test_missing_column_is_named() -> None:
     table, encoders = _tables()
-    with pytest.raises(KeyError, match=RECENT):
+    with pytest.raises(MissingColumnError, match=RECENT):
         encoders.encode(table.drop_columns([RECENT]), "query")
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from synthetic_interactions import ITEM_GENRES, corpus_table, feature_schema, training_table
+from synthetic_interactions import ITEM_GENRES, trainable_towers
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
 from towers.training import item_key_space, item_keys, with_item_features
@@ -23,24 +22,25 @@ from towers.losses.masking import (
 from towers.config import TowerConfig
 from towers.features.encoder import FeatureEncoders
 from towers.features.schema import ITEM_KEY
-from towers.nn.model import TwoTowerModel
+from towers.errors import TowersConfigError
+from towers.tasks import SelfSupervisedLoss
+from towers.training import TrainableTowers
 
-TINY = TowerConfig(embedding_dim=8, hidden_dims=(16,), output_dim=8, batch_size=64, ssl_weight=1.0, ssl_batch_size=32)
+TINY = TowerConfig().with_overrides({"embedding_dim": 8, "hidden_dims": [16], "output_dim": 8, "batch_size": 64,
+                                     "ssl.weight": 1.0, "ssl.sample_size": 32})
 
 
-def _model(config: TowerConfig) -> tuple[TwoTowerModel, dict[str, torch.Tensor]]:
-    schema, corpus = feature_schema(), corpus_table()
-    train = with_item_features(training_table(n_users=20, per_user=5), corpus, schema=schema, config=config)
-    encoders = FeatureEncoders.fit(train, schema=schema, config=config)
-    torch.manual_seed(0)
-    model = TwoTowerModel(config, encoders)
-    space = item_key_space(train, corpus, item_id="item_id")
-    features = {n: torch.from_numpy(a) for n, a in encoders.encode(corpus, "item").items()}
-    model.attach_corpus(features, torch.from_numpy(item_keys(corpus, space, item_id="item_id")))
-    arrays = {**encoders.encode(train, "query"), **encoders.encode(train, "item")}
-    batch = {n: torch.from_numpy(a) for n, a in arrays.items()}
-    batch[ITEM_KEY] = torch.from_numpy(item_keys(train, space, item_id="item_id"))
-    return model, batch
+_model = trainable_towers
+
+
+def _ssl(trainable: TrainableTowers) -> SelfSupervisedLoss:
+    (ssl,) = [a for a in trainable.task.auxiliaries if isinstance(a, SelfSupervisedLoss)]
+    return ssl
+
+
+def _ssl_loss(trainable: TrainableTowers, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    terms = _ssl(trainable).terms(trainable.model, batch, queries=None, items=None, corpus=trainable.task.corpus)
+    return terms["ssl"][1]
 
 
 def test_mutual_information_of_correlated_pair_exceeds_independent_pair() -> None:
@@ -89,12 +89,13 @@ def test_views_are_complementary_and_differ(masking: str) -> None:
         assert (first.sum(dim=1) == 2).all()  # floor(5 / 2) per row in view 1
         assert len({tuple(r.tolist()) for r in first}) > 1  # a split of its own per item
     else:
-        model, _ = _model(replace(TINY, ssl_masking="correlated"))
-        assert model.ssl_task is not None and model.ssl_task.information.abs().sum() > 0
-        first, second = model.ssl_task.masks(50)
+        masking = _ssl(_model(TINY.with_overrides({"ssl.masking": "correlated"}))[0]).masking
+        assert masking.information.abs().sum() > 0
+        first, second = masking.masks(50)
     assert not (first & second).any()  # never the same field masked in both views
     assert (first | second).all()  # every field masked in one view
     model, batch = _model(TINY)
+    model = model.model
     features = {n: batch[n] for n in model.item_names}
     fields = len(model.item_tower.field_names)
     one, two = random_feature_masks(batch[ITEM_KEY].shape[0], fields, generator=torch.Generator().manual_seed(3))
@@ -113,10 +114,11 @@ def test_value_dropout_only_removes_values() -> None:
 
 
 def test_ssl_loss_trains_the_shared_tables_and_mask_defaults() -> None:
-    model, batch = _model(TINY)
-    loss = model.ssl_loss(batch)
+    trainable, batch = _model(TINY)
+    loss = _ssl_loss(trainable, batch)
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
+    model = trainable.model
     genre = model.item_tower.tables["genre"]
     assert genre is model.query_tower.tables["genre"]  # one table for both views, both towers and the main task
     assert genre.weight.grad is not None and genre.weight.grad.abs().sum() > 0
@@ -135,21 +137,21 @@ def test_ssl_batch_comes_from_the_corpus_or_the_training_batch() -> None:
         drawn.append(keys)
         return torch.zeros(())
 
-    model.ssl_task.loss = record  # type: ignore[method-assign]
-    model.ssl_loss(batch)
+    _ssl(model).masking.loss = record  # type: ignore[method-assign]
+    _ssl_loss(model, batch)
     corpus_keys = drawn[-1]
     assert corpus_keys.shape == (32,) and not set(corpus_keys.tolist()) <= set(batch[ITEM_KEY].tolist())
-    training = replace(TINY, ssl_sampling="training")
+    training = TINY.with_overrides({"ssl.sampling": "training"})
     model, batch = _model(training)
-    model.ssl_task.loss = record  # type: ignore[method-assign]
-    model.ssl_loss(batch)
+    _ssl(model).masking.loss = record  # type: ignore[method-assign]
+    _ssl_loss(model, batch)
     assert torch.equal(drawn[-1], batch[ITEM_KEY][:32])
-    assert ITEM_GENRES in model.ssl_task.multi_valued
+    assert ITEM_GENRES in _ssl(model).masking.multi_valued
 
 
 def test_ssl_is_off_by_default() -> None:
     config = TowerConfig()
-    assert not config.ssl_enabled and not config.dat and config.queue_size == 0 and not config.senet
-    assert config.main_loss == "softmax"
-    with pytest.raises(ValueError, match="ssl_masking"):
-        TowerConfig(ssl_masking="semantic")  # type: ignore[arg-type]
+    assert not config.ssl.enabled and not config.dat.enabled and config.loss.queue_size == 0 and not config.towers.senet
+    assert config.loss.function == "softmax"
+    with pytest.raises(TowersConfigError, match="ssl.masking"):
+        TowerConfig.from_dict({"ssl": {"masking": "semantic"}})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +19,20 @@ from towers.features.encoder import FeatureEncoders
 from towers.onnx import load_onnx_tower, table_to_onnx_inputs
 from towers.losses import sampled_binary_cross_entropy
 from towers.features.schema import ITEM_KEY
-from towers.nn.model import TwoTowerModel
+from towers.errors import TowersConfigError
+from towers.tasks import CategoryAlignmentLoss, MimicLoss
+from towers.training import TrainableTowers
 
-DAT = TowerConfig(embedding_dim=8, hidden_dims=(16,), output_dim=8, batch_size=64, dat=True,
-                  dat_category_weight=1.0, dat_min_category_items=2)
+DAT = TowerConfig().with_overrides({"embedding_dim": 8, "hidden_dims": [16], "output_dim": 8, "batch_size": 64,
+                                    "dat.enabled": True, "category_weight": 1.0, "min_category_items": 2})
 
 
-def _model(config: TowerConfig = DAT) -> tuple[TwoTowerModel, dict[str, torch.Tensor]]:
+def _model(config: TowerConfig = DAT) -> tuple[TrainableTowers, dict[str, torch.Tensor]]:
     schema, corpus = feature_schema(), corpus_table()
     train = with_item_features(training_table(n_users=20, per_user=5), corpus, schema=schema, config=config)
     encoders = FeatureEncoders.fit(train, schema=schema, config=config)
     torch.manual_seed(0)
-    model = TwoTowerModel(config, encoders)
+    model = TrainableTowers.build(config, encoders)
     arrays = {**encoders.encode(train, "query"), **encoders.encode(train, "item")}
     batch = {n: torch.from_numpy(a) for n, a in arrays.items()}
     space = item_key_space(train, corpus, item_id="item_id")
@@ -40,16 +41,17 @@ def _model(config: TowerConfig = DAT) -> tuple[TwoTowerModel, dict[str, torch.Te
 
 
 def test_user_id_feeds_only_the_augmented_vector_when_not_asked_for() -> None:
-    model, _ = _model()
+    model = _model()[0].model
     assert "user_id" in model.query_names and "user_id" not in model.query_tower.field_names
     assert "item_id" in model.item_tower.field_names  # use_item_id=True: embedded and augmented
 
 
 def test_mimic_loss_moves_augmented_vectors_and_not_the_towers() -> None:
-    model, batch = _model()
+    trainable, batch = _model()
+    model = trainable.model
     queries, items = model.embed_queries(batch), model.embed_items(batch)
-    losses = model.dat_losses(batch, queries, items)
-    (losses["mimic_query"] + losses["mimic_item"]).backward()
+    terms = MimicLoss(DAT).terms(model, batch, queries=queries, items=items, corpus=None)
+    (terms["mimic_query"][1] + terms["mimic_item"][1]).backward()
     augmented = [model.query_tower.augmented, model.item_tower.augmented]
     assert all(a is not None and a.table.weight.grad is not None and a.table.weight.grad.abs().sum() > 0
                for a in augmented)
@@ -88,9 +90,14 @@ def test_category_alignment_is_zero_for_equal_covariances_and_positive_otherwise
 
 
 def test_category_alignment_gradient_reaches_the_item_tower() -> None:
-    model, batch = _model()
+    trainable, batch = _model()
+    model = trainable.model
     items = model.embed_items(batch)
-    loss = model.dat_losses(batch, model.embed_queries(batch), items)["category_alignment"]
+    alignment = CategoryAlignmentLoss(DAT, model)
+    weight, loss = alignment.terms(model, batch, queries=model.embed_queries(batch), items=items, corpus=None)[
+        "category_alignment"
+    ]
+    assert weight == 1.0
     assert loss > 0
     loss.backward()
     first_layer = model.item_tower.mlp[0].weight
@@ -109,25 +116,26 @@ def test_bce_leaves_out_the_rows_own_positive() -> None:
 
 
 def test_bce_main_loss_trains_with_dat() -> None:
-    config = replace(DAT, main_loss="bce", bce_negatives=4)
+    config = DAT.with_overrides({"loss.function": "bce", "bce_negatives": 4})
     model, batch = _model(config)
-    model.attach_corpus({n: batch[n] for n in model.item_names}, batch[ITEM_KEY])  # the batch's items as corpus
+    model.attach_corpus({n: batch[n] for n in model.model.item_names}, batch[ITEM_KEY])  # the batch's items as corpus
     total, logs = model.loss(batch)
     assert torch.isfinite(total) and set(logs) >= {"main", "mimic_query", "mimic_item", "category_alignment"}
-    with pytest.raises(ValueError, match="queue_size"):
-        TowerConfig(main_loss="bce", queue_size=8)
+    with pytest.raises(TowersConfigError, match="queue_size"):
+        TowerConfig.from_dict({"loss": {"function": "bce", "queue_size": 8}})
 
 
 def test_dat_with_senet_exports_with_parity_and_unseen_users_get_the_default(tmp_path: Path) -> None:
-    config = TowerConfig(embedding_dim=8, hidden_dims=(16,), output_dim=8, epochs=1, batch_size=128, dat=True,
-                         dat_category_weight=1.0, senet=True)
+    config = TowerConfig().with_overrides({"embedding_dim": 8, "hidden_dims": [16], "output_dim": 8, "epochs": 1,
+                                           "batch_size": 128, "dat.enabled": True, "category_weight": 1.0,
+                                           "senet": True})
     train, corpus = training_table(n_users=40, per_user=10), corpus_table()
     towers = fit_two_tower(train, corpus=corpus, schema=feature_schema(), config=config, progress=False)
     result = towers.export(tmp_path, model_name="m", model_version=1, feature_service="fs", sample=train.slice(0, 40),
                            item_sample=corpus.slice(0, 40))
     assert result.max_abs_diff <= 1e-5
     query = load_onnx_tower(result.query_path)
-    assert "user_id" in {i["name"] for i in query.inputs}
+    assert "user_id" in {i.name for i in query.info.inputs}
     rows = train.slice(0, 3)
     unseen = rows.set_column(rows.column_names.index("user_id"), "user_id", pa.array(["never-seen", "", "other"]))
     feeds = table_to_onnx_inputs(unseen, towers.encoders.specs["query"])

@@ -18,7 +18,7 @@ from towers.features.encoder import FeatureEncoders
 from towers.onnx import unusual_rows
 from towers.features.schema import ITEM_KEY
 from towers.nn.model import TwoTowerModel
-from towers.errors import MissingColumnError, TowersConfigError
+from towers.errors import MissingColumnError, TowersArtifactError, TowersConfigError
 from towers.training import TrainableTowers
 from towers.features.schema import FeatureSchema
 from towers.training.trainer import Trainer, TrainerConfig
@@ -133,3 +133,29 @@ def test_towers_import_no_platform_packages() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_loading_an_old_missing_or_damaged_file_names_it(tmp_path) -> None:
+    towers = fit_two_tower(training_table(n_users=20, per_user=5), corpus=corpus_table(), schema=feature_schema(),
+                           config=TINY.with_overrides({"epochs": 1}), checkpoint_dir=tmp_path / "run", progress=False)
+    state = towers.state()
+    old = tmp_path / "old.pt"
+    torch.save({**state, "format": 1, "config": {"epochs": 1}}, old)  # an export of the flat-config era
+    with pytest.raises(TowersArtifactError, match="old.pt have format 1, expected 2; retrain or re-export"):
+        TrainedTowers.load(old)
+    with pytest.raises(TowersArtifactError, match="nothing.pt do not exist"):
+        TrainedTowers.load(tmp_path / "nothing.pt")
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"not a torch file")
+    with pytest.raises(TowersArtifactError, match="damaged.pt cannot be read"):
+        TrainedTowers.load(damaged)
+    invalid = tmp_path / "invalid.pt"
+    torch.save({**state, "config": {"training": {"epochs": 0}}}, invalid)
+    with pytest.raises(TowersArtifactError, match="invalid.pt do not rebuild the model .*training.epochs"):
+        TrainedTowers.load(invalid)
+    # a training checkpoint carries the config and encoders that rebuild the model, and the estimator's state
+    restored = TrainedTowers.load(tmp_path / "run" / "checkpoint.pt")
+    assert restored.config == towers.config
+    rows = training_table(n_users=3, per_user=2)
+    assert np.allclose(restored.embed_queries(rows), towers.embed_queries(rows), atol=1e-6)
+    assert int(restored.estimator_state()["step"]) == int(towers.estimator_state()["step"]) > 0

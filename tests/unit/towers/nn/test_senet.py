@@ -20,9 +20,11 @@ def test_gates_are_per_field_and_scale_each_field() -> None:
 
 
 def test_a_closed_gate_silences_its_field_in_the_tower() -> None:
-    from test_ssl import _model
+    from synthetic_interactions import trainable_towers
 
-    model, batch = _model(TowerConfig(embedding_dim=8, hidden_dims=(16,), output_dim=8, senet=True))
+    config = TowerConfig().with_overrides({"embedding_dim": 8, "hidden_dims": [16], "output_dim": 8, "senet": True})
+    trainable, batch = trainable_towers(config)
+    model = trainable.model
     tower = model.item_tower
     assert tower.gate is not None and model.query_tower.gate is not None
     last = tower.gate.excitation[2]

@@ -17,15 +17,17 @@ import towers.onnx.parity as export_module
 from towers.onnx import ExportResult
 from towers.training import TrainedTowers, fit_two_tower
 from towers.config import TowerConfig
+from towers.errors import TowersArtifactError
 from towers.onnx import (
     ExportParityError,
+    TowerFileMetadata,
     OnnxInputError,
     load_onnx_tower,
     table_to_onnx_inputs,
     unusual_rows,
 )
 
-CONFIG = TowerConfig(embedding_dim=8, hidden_dims=(16,), output_dim=8, epochs=1, batch_size=256)
+CONFIG = TowerConfig().with_overrides({"embedding_dim": 8, "hidden_dims": [16], "output_dim": 8, "epochs": 1, "batch_size": 256})
 
 
 def _fit(config: TowerConfig) -> tuple[TrainedTowers, pa.Table, pa.Table]:
@@ -52,7 +54,7 @@ def test_parity_on_real_rows_and_metadata(exported) -> None:
     query = load_onnx_tower(result.query_path)
     meta = query.metadata
     assert (meta["model_name"], meta["model_version"], meta["feature_service"]) == ("movies", "3", "movies_v1")
-    assert meta["dimension"] == "8" and float(meta["temperature"]) == CONFIG.temperature and meta["format_version"]
+    assert meta["dimension"] == "8" and float(meta["temperature"]) == CONFIG.loss.temperature and meta["format_version"]
     assert json.loads(meta["schema"])["query"][0]["name"] == RECENT
     inputs = {i["name"]: i for i in json.loads(meta["inputs"])}
     assert inputs[RECENT] == {"name": RECENT, "dtype": "string", "shape": ["batch", 8], "kind": "multi_categorical", "max_len": 8}
@@ -60,7 +62,8 @@ def test_parity_on_real_rows_and_metadata(exported) -> None:
     rows = train.slice(100, 200)
     assert np.abs(query.embed_table(rows) - towers.embed_queries(rows)).max() <= 1e-5
     item = load_onnx_tower(result.item_path)
-    assert [i["name"] for i in item.inputs] == ["item_id", ITEM_GENRES, ITEM_YEAR]
+    assert [i.name for i in item.info.inputs] == ["item_id", ITEM_GENRES, ITEM_YEAR]
+    assert item.info.tower == "item" and item.info.dimension == 8 and query.info.temperature == CONFIG.loss.temperature
     assert np.abs(item.embed_table(corpus) - towers.embed_items(corpus)).max() <= 1e-5
 
 
@@ -133,7 +136,7 @@ def test_parity_failure_raises_and_writes_nothing(exported, tmp_path, monkeypatc
 
 
 def test_hashed_oov_buckets_keep_parity(tmp_path) -> None:
-    config = TowerConfig(embedding_dim=8, hidden_dims=(), output_dim=8, epochs=1, batch_size=256, oov_buckets=4, min_count=3)
+    config = CONFIG.with_overrides({"hidden_dims": [], "oov_buckets": 4, "min_count": 3})
     towers, train, corpus = _fit(config)
     assert towers.encoders.vocabularies["item_id"].oov_buckets == 4
     result = towers.export(tmp_path, model_name="m", model_version=1, feature_service="f", sample=train.slice(0, 64), item_sample=corpus)
@@ -143,5 +146,26 @@ def test_hashed_oov_buckets_keep_parity(tmp_path) -> None:
 
 
 def test_loading_a_missing_file_is_named(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="nothing.onnx"):
+    with pytest.raises(TowersArtifactError, match="nothing.onnx"):
         load_onnx_tower(tmp_path / "nothing.onnx")
+
+
+def test_loading_verifies_the_sha256_recorded_at_export(exported, tmp_path) -> None:
+    _, result, _, _ = exported
+    digest = result.sha256s[result.query_path.name]
+    assert load_onnx_tower(result.query_path, sha256=digest).info.tower == "query"
+    altered = tmp_path / "query.onnx"
+    altered.write_bytes(result.query_path.read_bytes() + b"\0")
+    with pytest.raises(TowersArtifactError, match="does not match its recorded sha256"):
+        load_onnx_tower(altered, sha256=digest)
+
+
+def test_metadata_of_an_old_or_damaged_file_is_named() -> None:
+    good = {"format_version": "1", "model_name": "m", "model_version": "2", "dimension": "8", "inputs": "[]"}
+    assert TowerFileMetadata.parse(good, source="q.onnx").dimension == 8
+    with pytest.raises(TowersArtifactError, match="q.onnx has tower format '0'"):
+        TowerFileMetadata.parse({**good, "format_version": "0"}, source="q.onnx")
+    with pytest.raises(TowersArtifactError, match="lacks metadata \\['dimension'\\]"):
+        TowerFileMetadata.parse({k: v for k, v in good.items() if k != "dimension"}, source="q.onnx")
+    with pytest.raises(TowersArtifactError, match="malformed metadata"):
+        TowerFileMetadata.parse({**good, "inputs": "not json"}, source="q.onnx")

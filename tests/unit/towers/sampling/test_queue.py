@@ -59,15 +59,17 @@ def test_queue_sampling_correction() -> None:
 
 
 def test_model_fills_the_queue_only_while_training() -> None:
-    from test_ssl import _model
+    from synthetic_interactions import trainable_towers
 
     from towers.config import TowerConfig
 
-    model, batch = _model(TowerConfig(embedding_dim=8, hidden_dims=(16,), output_dim=8, queue_size=16))
-    assert model.queue is not None and (model.queue.keys == -1).all()
+    config = TowerConfig().with_overrides({"embedding_dim": 8, "hidden_dims": [16], "output_dim": 8, "queue_size": 16})
+    model, batch = trainable_towers(config)
+    queue = model.task.queue
+    assert queue is not None and (queue.keys == -1).all()
     model.loss(batch)
-    assert (model.queue.keys >= 0).all()
+    assert (queue.keys >= 0).all()
     model.eval()
-    before = model.queue.keys.clone()
+    before = queue.keys.clone()
     model.loss(batch)
-    assert torch.equal(before, model.queue.keys)
+    assert torch.equal(before, queue.keys)

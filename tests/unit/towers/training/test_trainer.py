@@ -9,6 +9,7 @@ from torch import nn
 
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
+from towers.errors import TowersInputError
 from towers.training.trainer import Trainer, TrainerConfig
 
 
@@ -92,7 +93,7 @@ def test_optimizers(optimizer: str) -> None:
 def test_max_steps_and_mismatched_tensors() -> None:
     _, trainer = _train(TrainerConfig(**{**BASE.__dict__, "max_steps": 5}))
     assert trainer.step == 5
-    with pytest.raises(ValueError, match="same number of rows"):
+    with pytest.raises(TowersInputError, match="same number of rows"):
         Trainer(LinearRegression(), {"x": torch.zeros(4, 3), "y": torch.zeros(5)}, BASE)
 
 
