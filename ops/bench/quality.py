@@ -27,9 +27,9 @@ RESULTS = ROOT / "ops" / "bench" / "results"
 COLUMNS = ["recall@50", "recall@100", "ndcg@50", "recall@100_tail", "recall@100_per_user"]
 
 TWO_TOWER_ROWS = {
-    "two-tower, plain softmax": {"sampling_bias_correction": False},
-    "two-tower, corrected softmax": {"sampling_bias_correction": True},
-    "two-tower, corrected + mixed negatives": {"sampling_bias_correction": True, "uniform_negatives": 1024},
+    "two-tower, plain softmax": {"loss.sampling_bias_correction": False},
+    "two-tower, corrected softmax": {"loss.sampling_bias_correction": True},
+    "two-tower, corrected + mixed negatives": {"loss.sampling_bias_correction": True, "loss.uniform_negatives": 1024},
 }
 
 
@@ -49,8 +49,7 @@ def prepare(config: Path, source: Path | None, home: Path):
 
 def baseline_rows(training_set, store) -> dict[str, dict[str, float]]:
     from tower_platform.jobs import split_times
-    from towers.evaluation.baseline import EASE, ItemKNN, MostPopular
-    from towers.evaluation.protocol import EvaluationData
+    from towers.evaluation import EASE, EvaluationData, ItemKNN, MostPopular
 
     validation_time, test_time = split_times(training_set)
     validation = EvaluationData.build(training_set.table, corpus=store.item_corpus(validation_time),
@@ -77,7 +76,7 @@ def two_tower_rows(dataset, training_set, store, *, seeds: int, overrides: dict)
     for name, settings in TWO_TOWER_ROWS.items():
         runs = []
         for seed in range(seeds):
-            config = tower_config_from(dataset, overrides={**settings, **overrides, "seed": seed})
+            config = tower_config_from(dataset, overrides={**settings, **overrides, "training.seed": seed})
             started = time.perf_counter()
             trained = train_and_evaluate(training_set, store, config=config, progress=False)
             runs.append({"validation": trained.validation.headline(), "test": trained.test.headline(),

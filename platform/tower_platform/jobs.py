@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,14 +52,15 @@ def tower_config_from(dataset: DatasetConfig, *, overrides: dict[str, Any] | Non
     """The ``training`` section of a dataset config (plus overrides) as the towers' config dataclass."""
     from towers.config import TowerConfig
 
+    from towers.errors import TowersConfigError
+
     section = dataset.extra.get(TRAINING_SECTION) or {}
     if not isinstance(section, dict):
         raise ConfigError(f"Dataset config {dataset.path}: section '{TRAINING_SECTION}' must be a mapping.")
-    raw = {**section, **(overrides or {})}
     try:
-        return TowerConfig.from_dict(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"Dataset config {dataset.path}: section '{TRAINING_SECTION}' is invalid ({exc}).") from exc
+        return TowerConfig.from_dict(section).with_overrides(overrides or {})
+    except TowersConfigError as exc:
+        raise ConfigError(f"Dataset config {dataset.path}: section '{TRAINING_SECTION}' is invalid: {exc}") from exc
 
 
 # --- training and evaluation -----------------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ def train_and_evaluate(
     """Train on the train period with early stopping on validation Recall@100, then (``refit``) train again on train +
     validation for the best number of epochs; evaluate with the next-item protocol on validation and test."""
     from towers.training import fit_two_tower
-    from towers.evaluation.protocol import EvaluationData
+    from towers.evaluation import EvaluationData
 
     table, schema = training_set.table, training_set.schema
     validation_time, test_time = split_times(training_set)
@@ -134,11 +135,11 @@ def train_and_evaluate(
     test_corpus = store.item_corpus(test_time)
     epochs_refit = None
     if refit:
-        epochs_refit = best_epoch or config.epochs
+        epochs_refit = best_epoch or config.training.epochs
         fit_rows = _rows(table, ("train", "validation"))
         echo(f"refitting on train + validation ({fit_rows.num_rows:,} interactions, {epochs_refit} epochs)")
         towers = fit_two_tower(fit_rows, corpus=test_corpus, schema=schema,
-                               config=replace(config, epochs=epochs_refit), progress=progress)
+                               config=config.with_overrides({"training.epochs": epochs_refit}), progress=progress)
     test_data = EvaluationData.build(table, corpus=test_corpus, schema=schema)
     test = test_data.evaluate_towers(towers, fit_periods=("train", "validation"), eval_period="test")
     return TrainedVersion(towers=towers, validation=validation, test=test, best_epoch=best_epoch,

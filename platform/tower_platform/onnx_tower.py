@@ -213,7 +213,7 @@ def _cast(array: Any, target: Any, name: str) -> Any:
 
 
 def _feature_specs(inputs: Sequence[TowerInput]) -> tuple[Any, ...]:
-    from towers.features.schema import FeatureSpec
+    from towers.features import FeatureSpec
 
     return tuple(
         FeatureSpec(name=i.name, side="query", kind=i.kind,  # side is a label only; conversion depends on the kind

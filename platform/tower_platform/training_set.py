@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from towers.features.schema import FeatureSchema
+from towers.features import FeatureSchema
 from tower_platform._feature_repo import tower_layout as layout
 from tower_platform.datasets.config import DatasetConfig, SplitConfig
 from tower_platform.errors import ConfigError, InputError

@@ -108,8 +108,8 @@ def evaluate_command(
     from tower_platform.jobs import split_times
     from tower_platform.training_set import build_training_set
     from towers.training import TrainedTowers
-    from towers.evaluation.baseline import EASE, ItemKNN, MostPopular
-    from towers.evaluation.protocol import EvaluationData
+    from towers.evaluation import EASE, ItemKNN, MostPopular
+    from towers.evaluation import EvaluationData
 
     if stage not in ("test", "validation"):
         raise UsageError(f"--stage {stage!r} must be 'test' or 'validation'.")
