@@ -2,7 +2,7 @@
 
 Rows: MostPopular, ItemKNN, EASE (lambda tuned on validation), and the two-tower model as plain in-batch softmax,
 with the sampling-bias correction, and corrected + mixed negatives (mean +- std over seeds). Every model is selected
-on validation (fit on train) and reported on test (fit on train + validation), exactly as EVALUATION.md says.
+on validation (fit on train) and reported on test (fit on train + validation), exactly as docs/evaluation.md says.
 
     python ops/bench/quality.py                         # bundled MovieLens latest-small, 3 seeds
     python ops/bench/quality.py --config platform/tower_platform/bundled/configs/movielens-100k.yaml \

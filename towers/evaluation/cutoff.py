@@ -1,7 +1,8 @@
 """The cutoff protocol (secondary): one query per user with the history as of a cutoff, set-based metrics.
 
-The protocol is written out in ``docs/evaluation.md``. The targets are the distinct fit items a user interacts with in the evaluation period (minus that
-history); set-based Recall@K = hits / |targets| and NDCG@K = DCG / ideal DCG, averaged over users.
+The protocol is written out in ``docs/evaluation.md``. The targets are the distinct fit items a user interacts with in
+the evaluation period (minus that history); set-based Recall@K = hits / |targets| and NDCG@K = DCG / ideal DCG,
+averaged over users.
 """
 
 from __future__ import annotations

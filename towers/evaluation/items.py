@@ -1,7 +1,8 @@
 """The items of the fit data (ranked columns, popularity order for ties, head / torso / tail) and item categories.
 
-The protocol is written out in ``docs/evaluation.md``. The popularity buckets are defined here once: head = the most popular HEAD_SHARE of fit items (by fit
-count, ties by lower item code), tail = fit items with at most TAIL_MAX_COUNT fit interactions, torso = the rest.
+The protocol is written out in ``docs/evaluation.md``. The popularity buckets are defined here once: head = the most
+popular HEAD_SHARE of fit items (by fit count, ties by lower item code), tail = fit items with at most TAIL_MAX_COUNT
+fit interactions, torso = the rest.
 """
 
 from __future__ import annotations

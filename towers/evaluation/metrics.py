@@ -1,6 +1,7 @@
 """Per-query metrics of target ranks and the standard error clustered by user.
 
-The protocol is written out in ``docs/evaluation.md``. R@K = HR@K = 1[rank <= K]; NDCG@K = 1/log2(rank + 1) within K; MRR = 1/rank up to MRR_DEPTH, 0 beyond.
+The protocol is written out in ``docs/evaluation.md``. R@K = HR@K = 1[rank <= K]; NDCG@K = 1/log2(rank + 1) within K;
+MRR = 1/rank up to MRR_DEPTH, 0 beyond.
 """
 
 from __future__ import annotations

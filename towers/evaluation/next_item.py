@@ -1,9 +1,10 @@
 """The next-item protocol (primary): every interaction of the evaluation period is one query ranked over all fit items.
 
-The protocol is written out in ``docs/evaluation.md``. Queries whose target is not a fit item, or is already in the history (a repeat), are skipped and
-counted; queries with an empty history are kept. Items are ranked over all fit items minus the history items; ties
-are broken by fit popularity (more popular first, then the lower item code). Breakdowns: by target popularity (head /
-torso / tail) and by category (a query counts in every category of its target); standard errors clustered by user.
+The protocol is written out in ``docs/evaluation.md``. Queries whose target is not a fit item, or is already in the
+history (a repeat), are skipped and counted; queries with an empty history are kept. Items are ranked over all fit
+items minus the history items; ties are broken by fit popularity (more popular first, then the lower item code).
+Breakdowns: by target popularity (head / torso / tail) and by category (a query counts in every category of its
+target); standard errors clustered by user.
 """
 
 from __future__ import annotations

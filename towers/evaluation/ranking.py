@@ -1,8 +1,9 @@
 """Exact ranks of targets over score matrices, with history columns excluded and ties broken by fit popularity.
 
-The protocol is written out in ``docs/evaluation.md``. A model enters through a scorer callback ``score(query_rows) -> float32 [B, F]`` (or ``[B, n_items]``,
-columns then being item codes); the harness scores queries in chunks and counts, per query, the ranked items that
-beat the target, which is the exact rank with memory bounded by chunk x items.
+The protocol is written out in ``docs/evaluation.md``. A model enters through a scorer callback ``score(query_rows) ->
+float32 [B, F]`` (or ``[B, n_items]``, columns then being item codes); the harness scores queries in chunks and
+counts, per query, the ranked items that beat the target, which is the exact rank with memory bounded by chunk x
+items.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Interactions in index space and the global time split (train / validation / test).
 
-The protocol is written out in ``docs/evaluation.md``. Timestamps are int64
-(epoch values, or epoch nanoseconds for datetime64 input); cutoff_validation = ts_sorted[floor(0.8 N)] and
-cutoff_test = ts_sorted[floor(0.9 N)].
+The protocol is written out in ``docs/evaluation.md``. Timestamps are int64 (epoch values, or epoch nanoseconds for
+datetime64 input); cutoff_validation = ts_sorted[floor(0.8 N)] and cutoff_test = ts_sorted[floor(0.9 N)].
 """
 
 from __future__ import annotations
