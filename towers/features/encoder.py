@@ -1,6 +1,6 @@
 """Feature encoders derived from the FeatureSchema: Arrow columns in, int64 ids and float32 values out.
 
-Id layout of every vocabulary (shared by the ONNX preprocessing graph, see ``towers/export.py``):
+Id layout of every vocabulary (shared by the ONNX preprocessing graph, see ``towers/onnx/graph.py``):
 
     0                              missing: None or "" (and the padding of multi_categorical lists)
     1 .. oov_buckets               out of vocabulary (one id, or MurmurHash3(token) % oov_buckets + 1 when hashed)

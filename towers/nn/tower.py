@@ -78,7 +78,8 @@ class Tower(nn.Module):
         self.mask_defaults = (
             nn.ParameterList([nn.Parameter(torch.zeros(w)) for w in self.field_widths]) if maskable else None
         )
-        self.gate = FieldGate(len(self.field_names), reduction=config.towers.senet_reduction) if config.towers.senet else None
+        gated = config.towers.senet
+        self.gate = FieldGate(len(self.field_names), reduction=config.towers.senet_reduction) if gated else None
         layers: list[nn.Module] = []
         for hidden in config.towers.hidden_dims:
             layers += [nn.Linear(width, hidden), nn.ReLU()]
