@@ -27,7 +27,6 @@ import math
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +39,26 @@ DATASETS = ("movielens-latest-small", "movielens-100k")
 MIN_CATEGORY_QUERIES = 20  # categories with fewer test queries are left out of the per-category spread
 
 # The common budget: at most 4 epochs with early stopping (patience 1) on validation Recall@100.
-BUDGET: dict[str, Any] = {"epochs": 4, "patience": 1}
+BUDGET: dict[str, Any] = {"training.epochs": 4, "training.patience": 1}
 REFERENCE = "+ correction"
 CONFIGS: dict[str, dict[str, Any]] = {
-    "plain softmax": {"sampling_bias_correction": False},
+    "plain softmax": {"loss.sampling_bias_correction": False},
     REFERENCE: {},
-    "+ mixed negatives": {"uniform_negatives": 256},
-    "+ SSL(RFM)": {"ssl_weight": 1.0, "ssl_masking": "random"},
-    "+ SSL(CFM)": {"ssl_weight": 1.0, "ssl_masking": "correlated"},
-    "+ DAT(AMM)": {"dat": True, "dat_default_rate": 0.5},
-    "+ DAT(AMM + CAL)": {"dat": True, "dat_default_rate": 0.5, "dat_category_weight": 100.0},
-    "+ queue": {"queue_size": 4096},
-    "+ SENet": {"senet": True},
+    "+ mixed negatives": {"loss.uniform_negatives": 256},
+    "+ SSL(RFM)": {"ssl.weight": 1.0, "ssl.masking": "random"},
+    "+ SSL(CFM)": {"ssl.weight": 1.0, "ssl.masking": "correlated"},
+    "+ DAT(AMM)": {"dat.enabled": True, "dat.default_rate": 0.5},
+    "+ DAT(AMM + CAL)": {"dat.enabled": True, "dat.default_rate": 0.5, "dat.category_weight": 100.0},
+    "+ queue": {"loss.queue_size": 4096},
+    "+ SENet": {"towers.senet": True},
 }
 # Settings tried before the ablation (seed 0, validation Recall@100 of the model fit on train, no refit); the
 # setting with the best mean over both datasets is the one in CONFIGS.
 TUNING: dict[str, list[dict[str, Any]]] = {
-    "DAT id dropout": [{"dat": True, "dat_default_rate": rate} for rate in (0.0, 0.5, 0.9)]
-    + [{"dat": True, "dat_unseen": "learned", "dat_default_rate": 0.5}],
-    "CAL weight": [{"dat": True, "dat_default_rate": 0.5, "dat_category_weight": w} for w in (1.0, 10.0, 100.0)],
-    "SSL weight": [{"ssl_weight": w, "ssl_masking": "random"} for w in (0.1, 0.5, 1.0)],
+    "DAT id dropout": [{"dat.enabled": True, "dat.default_rate": rate} for rate in (0.0, 0.5, 0.9)]
+    + [{"dat.enabled": True, "dat.unseen": "learned", "dat.default_rate": 0.5}],
+    "CAL weight": [{"dat.enabled": True, "dat.default_rate": 0.5, "dat.category_weight": w} for w in (1.0, 10.0, 100.0)],
+    "SSL weight": [{"ssl.weight": w, "ssl.masking": "random"} for w in (0.1, 0.5, 1.0)],
 }
 COMPONENTS = [name for name in CONFIGS if name not in ("plain softmax", REFERENCE)]
 
@@ -106,7 +105,7 @@ def run_one(
     from tower_platform.pipeline.train import train_and_evaluate
     from towers.config import TowerConfig
 
-    config = replace(TowerConfig(), **BUDGET, **overrides, seed=seed)
+    config = TowerConfig().with_overrides({**BUDGET, **overrides, "training.seed": seed})
     started = time.perf_counter()
     trained = train_and_evaluate(training_set, store, config=config, refit=True, progress=False)
     test, validation = trained.test, trained.validation
@@ -154,7 +153,7 @@ def tune(datasets: list[str]) -> None:
             for overrides in settings:
                 if (group, json.dumps(overrides, sort_keys=True)) in done:
                     continue
-                config = replace(TowerConfig(), **BUDGET, **overrides, seed=0)
+                config = TowerConfig().with_overrides({**BUDGET, **overrides, "training.seed": 0})
                 trained = train_and_evaluate(training_set, store, config=config, refit=False, progress=False)
                 record = {"dataset": dataset, "group": group, "overrides": overrides,
                           "validation_recall@100": trained.validation.metrics["recall@100"],

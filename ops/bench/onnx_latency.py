@@ -21,11 +21,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import movielens_schema, movielens_tables  # noqa: E402
 
-from towers.api import with_item_features  # noqa: E402
 from towers.config import TowerConfig  # noqa: E402
-from towers.encoders import FeatureEncoders  # noqa: E402
-from towers.export import export_tower, load_onnx_tower, table_to_onnx_inputs  # noqa: E402
-from towers.model import TwoTowerModel  # noqa: E402
+from towers.features import FeatureEncoders  # noqa: E402
+from towers.nn import TwoTowerModel  # noqa: E402
+from towers.onnx import FORMAT_VERSION, export_tower, load_onnx_tower, table_to_onnx_inputs  # noqa: E402
+from towers.training import with_item_features  # noqa: E402
 
 
 def _percentiles(seconds: list[float]) -> tuple[float, float]:
@@ -52,9 +52,9 @@ def main() -> None:
     rows = train.take(np.random.default_rng(0).choice(train.num_rows, args.large_batch, replace=False))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "query.onnx"
-        _, diff = export_tower(
-            model.query_tower, specs=specs, encoders=encoders, path=path, metadata={"format_version": "1"}, sample=rows
-        )
+        metadata = {"format_version": FORMAT_VERSION, "model_name": "bench", "model_version": "1", "tower": "query",
+                    "dimension": str(config.towers.output_dim)}
+        _, diff = export_tower(model.query_tower, specs=specs, encoders=encoders, path=path, metadata=metadata, sample=rows)
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.inter_op_num_threads = 1
@@ -91,7 +91,7 @@ def main() -> None:
         results[name] = {"p50": p50, "p99": p99, "rate": rate}
 
     print(
-        f"query tower: {len(specs)} inputs ({', '.join(s.name for s in specs)}), D={config.output_dim}, "
+        f"query tower: {len(specs)} inputs ({', '.join(s.name for s in specs)}), D={config.towers.output_dim}, "
         f"threads {args.threads}, parity max abs diff {diff:.2e}"
     )
     for name, r in results.items():

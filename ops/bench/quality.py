@@ -2,7 +2,7 @@
 
 Rows: MostPopular, ItemKNN, EASE (lambda tuned on validation), and the two-tower model as plain in-batch softmax,
 with the sampling-bias correction, and corrected + mixed negatives (mean +- std over seeds). Every model is selected
-on validation (fit on train) and reported on test (fit on train + validation), exactly as EVALUATION.md says.
+on validation (fit on train) and reported on test (fit on train + validation), exactly as docs/evaluation.md says.
 
     python ops/bench/quality.py                         # bundled MovieLens latest-small, 3 seeds
     python ops/bench/quality.py --config platform/tower_platform/bundled/configs/movielens-100k.yaml \
@@ -27,9 +27,9 @@ RESULTS = ROOT / "ops" / "bench" / "results"
 COLUMNS = ["recall@50", "recall@100", "ndcg@50", "recall@100_tail", "recall@100_per_user"]
 
 TWO_TOWER_ROWS = {
-    "two-tower, plain softmax": {"sampling_bias_correction": False},
-    "two-tower, corrected softmax": {"sampling_bias_correction": True},
-    "two-tower, corrected + mixed negatives": {"sampling_bias_correction": True, "uniform_negatives": 1024},
+    "two-tower, plain softmax": {"loss.sampling_bias_correction": False},
+    "two-tower, corrected softmax": {"loss.sampling_bias_correction": True},
+    "two-tower, corrected + mixed negatives": {"loss.sampling_bias_correction": True, "loss.uniform_negatives": 1024},
 }
 
 
@@ -49,8 +49,7 @@ def prepare(config: Path, source: Path | None, home: Path):
 
 def baseline_rows(training_set, store) -> dict[str, dict[str, float]]:
     from tower_platform.pipeline.train import split_times
-    from towers.baselines import EASE, ItemKNN, MostPopular
-    from towers.protocol import EvaluationData
+    from towers.evaluation import EASE, EvaluationData, ItemKNN, MostPopular
 
     validation_time, test_time = split_times(training_set)
     validation = EvaluationData.build(training_set.table, corpus=store.item_corpus(validation_time),
@@ -78,7 +77,7 @@ def two_tower_rows(dataset, training_set, store, *, seeds: int, overrides: dict)
     for name, settings in TWO_TOWER_ROWS.items():
         runs = []
         for seed in range(seeds):
-            config = tower_config_from(dataset, overrides={**settings, **overrides, "seed": seed})
+            config = tower_config_from(dataset, overrides={**settings, **overrides, "training.seed": seed})
             started = time.perf_counter()
             trained = train_and_evaluate(training_set, store, config=config, progress=False)
             runs.append({"validation": trained.validation.headline(), "test": trained.test.headline(),

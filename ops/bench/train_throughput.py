@@ -20,12 +20,17 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import torch
 
-from towers.api import item_key_space, item_keys, with_item_features
-from towers.config import TowerConfig
-from towers.encoders import FeatureEncoders
-from towers.model import ITEM_KEY, TwoTowerModel
-from towers.schema import FeatureSchema, FeatureSpec
-from towers.trainer import Trainer, TrainerConfig, build_optimizer, resolve_device
+from towers.config import TowerConfig, TrainerConfig
+from towers.features import ITEM_KEY, FeatureEncoders, FeatureSchema, FeatureSpec
+from towers.training import (
+    TrainableTowers,
+    Trainer,
+    build_optimizer,
+    item_key_space,
+    item_keys,
+    resolve_device,
+    with_item_features,
+)
 
 BUNDLED = Path(__file__).resolve().parents[2] / "platform/tower_platform/bundled/movielens-latest-small"
 RECENT, N_RATINGS = "user_history__recent_items", "user_history__n_ratings"
@@ -81,7 +86,7 @@ def movielens_tables(*, recent_len: int = 20, root: Path = BUNDLED) -> tuple[pa.
     return train, corpus
 
 
-def prepare(config: TowerConfig, *, recent_len: int = 20) -> tuple[TwoTowerModel, dict[str, torch.Tensor]]:
+def prepare(config: TowerConfig, *, recent_len: int = 20) -> tuple[TrainableTowers, dict[str, torch.Tensor]]:
     train, corpus = movielens_tables(recent_len=recent_len)
     schema = movielens_schema(recent_len=recent_len)
     train = with_item_features(train, corpus, schema=schema, config=config)
@@ -89,8 +94,8 @@ def prepare(config: TowerConfig, *, recent_len: int = 20) -> tuple[TwoTowerModel
     keys = item_key_space(train, corpus, item_id="item_id")
     arrays = {**encoders.encode(train, "query"), **encoders.encode(train, "item")}
     arrays[ITEM_KEY] = item_keys(train, keys, item_id="item_id")
-    model = TwoTowerModel(config, encoders)
-    if config.uniform_negatives > 0:
+    model = TrainableTowers.build(config, encoders)
+    if config.loss.uniform_negatives > 0:
         corpus_arrays = encoders.encode(corpus, "item")
         model.attach_corpus(
             {n: torch.from_numpy(a) for n, a in corpus_arrays.items()},
@@ -104,7 +109,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def reference_loop(model: TwoTowerModel, tensors: dict[str, torch.Tensor], config: TrainerConfig, *, steps: int) -> float:
+def reference_loop(model: TrainableTowers, tensors: dict[str, torch.Tensor], config: TrainerConfig, *, steps: int) -> float:
     """The minimal loop: shuffled index slices, forward, backward, clip, step. Returns examples/s."""
     device = resolve_device(config.device)
     model.to(device).train()
@@ -131,7 +136,7 @@ def reference_loop(model: TwoTowerModel, tensors: dict[str, torch.Tensor], confi
     return steps * config.batch_size / (time.perf_counter() - started)
 
 
-def trainer_run(model: TwoTowerModel, tensors: dict[str, torch.Tensor], config: TrainerConfig, *, steps: int) -> float:
+def trainer_run(model: TrainableTowers, tensors: dict[str, torch.Tensor], config: TrainerConfig, *, steps: int) -> float:
     device = resolve_device(config.device)
     trainer = Trainer(model, tensors, TrainerConfig(**{**config.__dict__, "max_steps": steps, "epochs": 10_000}))
     _sync(device)
@@ -153,10 +158,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    tower_config = TowerConfig(batch_size=args.batch_size, uniform_negatives=args.uniform_negatives, device=args.device)
+    tower_config = TowerConfig().with_overrides(
+        {"batch_size": args.batch_size, "uniform_negatives": args.uniform_negatives, "device": args.device}
+    )
     model, tensors = prepare(tower_config)
     config = TrainerConfig(
-        batch_size=args.batch_size, device=args.device, progress=args.progress, learning_rate=tower_config.learning_rate
+        batch_size=args.batch_size, device=args.device, progress=args.progress, learning_rate=tower_config.training.learning_rate
     )
     device = resolve_device(args.device)
     print(

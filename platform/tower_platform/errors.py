@@ -88,3 +88,30 @@ EXIT_CODES: dict[str, int] = {
         MonitorBreachError,
     )
 }
+
+
+# --- towers' errors, mapped once at the platform edge (like httpx's ``map_httpcore_exceptions``) -----------------------
+
+# Most specific first; names of the classes of ``towers/errors.py`` (matched along the exception's MRO, so this module
+# never imports towers).
+TOWERS_ERROR_MAP: tuple[tuple[str, type[TowerError]], ...] = (
+    ("OnnxInputError", InputError),  # rows that do not match an ONNX tower's declared inputs
+    ("MissingColumnError", InputError),  # a table lacks a column the feature schema names
+    ("TowersInputError", InputError),  # any other unusable table, column or argument
+    ("TowersConfigError", ConfigError),  # an unknown, ambiguous or out-of-range training setting
+    ("TowersArtifactError", ConfigError),  # a saved model, checkpoint or ONNX file of an old format, missing or invalid
+    ("ExportParityError", ConfigError),  # the exported ONNX tower does not reproduce the torch tower
+    ("TowersError", TowerError),
+)
+
+
+def map_towers_error(exc: BaseException) -> TowerError | None:
+    """The platform error for an error raised by ``towers`` (its message kept, the original as ``__cause__``), or
+    None when ``exc`` is not one of towers' errors."""
+    names = {cls.__name__ for cls in type(exc).__mro__ if cls.__module__ == "towers.errors"}
+    for name, platform_cls in TOWERS_ERROR_MAP:
+        if name in names:
+            mapped = platform_cls(str(exc))
+            mapped.__cause__ = exc
+            return mapped
+    return None

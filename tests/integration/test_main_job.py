@@ -69,7 +69,7 @@ def test_run_promote_registers_indexes_promotes_and_recommends(home: Path, first
     assert first_run["audit"]["rows_in"] == first_run["audit"]["rows_out"] == 100_836
     test_metrics = first_run["metrics"]["test"]
     assert 0.0 <= test_metrics["recall@10"] <= test_metrics["recall@50"] <= test_metrics["recall@100"] <= 1.0
-    assert test_metrics["n_queries"] == 8593  # the protocol's query count on this dataset (EVALUATION.md)
+    assert test_metrics["n_queries"] == 8593  # the protocol's query count on this dataset (docs/evaluation.md)
     folder = Path(first_run["artifacts"])
     assert {"query.onnx", "item.onnx", "spec.json", "frequency_estimator.npz", "towers.pt"} <= {
         p.name for p in folder.iterdir()

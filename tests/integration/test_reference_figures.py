@@ -1,4 +1,4 @@
-"""The harness's classical baselines against the reference figures of EVALUATION.md (test stage).
+"""The harness's classical baselines against the reference figures of docs/evaluation.md (test stage).
 
 Each dataset is split at its global 80% / 90% time cutoffs; MostPopular, ItemKNN (100 neighbours) and EASE (the
 reference's lambda: 200 on latest-small, 500 on MovieLens-100K) are fit on train + validation and evaluated on test
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from towers.baselines import EASE, ItemKNN, MostPopular, fit_on_periods, next_item_scorer
+from towers.evaluation.baseline import EASE, ItemKNN, MostPopular, fit_on_periods, next_item_scorer
 from towers.evaluation import EvaluationReport, InteractionHistory, InteractionLog, evaluate_next_item
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ TOLERANCE = 0.005
 FIGURES = ("recall@10", "recall@50", "recall@100", "ndcg@10", "mrr", "recall@100_per_user",
            "recall@100_head", "recall@100_torso", "recall@100_tail")  # fmt: skip
 
-# EVALUATION.md, "Reference figures (test stage)": R@10, R@50, R@100, NDCG@10, MRR, R@100 per user, head/torso/tail.
+# docs/evaluation.md, "Reference figures (test stage)": R@10, R@50, R@100, NDCG@10, MRR, R@100 per user, head/torso/tail.
 REFERENCE: dict[str, dict[str, tuple[float, ...]]] = {
     "latest-small": {
         "MostPopular": (0.033, 0.109, 0.175, 0.018, 0.017, 0.254, 0.255, 0.000, 0.000),

@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from tower_platform.cli import data, db, embeddings, features, models, monitor, pipeline, recommend, train
 from tower_platform.cli.output import err_console
-from tower_platform.errors import TowerError
+from tower_platform.errors import TowerError, map_towers_error
 
 _state = {"verbose": False}
 
@@ -27,7 +27,10 @@ class EdgeGroup(TyperGroup):
     def invoke(self, ctx):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except TowerError as exc:
+        except Exception as caught:  # the platform's errors, and towers' mapped once (errors.map_towers_error)
+            exc = caught if isinstance(caught, TowerError) else map_towers_error(caught)
+            if exc is None:
+                raise
             if _state["verbose"]:
                 err_console.print(traceback.format_exc(), markup=False, highlight=False)
             err_console.print(f"error: {exc.message}", markup=False, highlight=False)

@@ -97,11 +97,10 @@ def evaluate_command(
     """Next-item evaluation (full corpus) of an exported model and/or the classical baselines, in one harness."""
     from tower_platform.datasets.config import load_dataset_config
     from tower_platform.errors import UsageError
-    from tower_platform.pipeline.train import split_times
     from tower_platform.features.training_set import build_training_set
-    from towers.api import TrainedTowers
-    from towers.baselines import EASE, ItemKNN, MostPopular
-    from towers.protocol import EvaluationData
+    from tower_platform.pipeline.train import split_times
+    from towers.evaluation import EASE, EvaluationData, ItemKNN, MostPopular
+    from towers.training import TrainedTowers
 
     if stage not in ("test", "validation"):
         raise UsageError(f"--stage {stage!r} must be 'test' or 'validation'.")

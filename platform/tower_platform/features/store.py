@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from towers.schema import FeatureSchema, FeatureSpec
+from towers.features import FeatureSchema, FeatureSpec
 from tower_platform._feature_repo import tower_layout as layout
 from tower_platform.errors import ConfigError, NotFoundError, TowerError, UnavailableError
 from tower_platform.timestamp import as_utc as _utc

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from towers.schema import FeatureSchema
+from towers.features import FeatureSchema
 from tower_platform._feature_repo import tower_layout as layout
 from tower_platform.datasets.config import DatasetConfig, SplitConfig
 from tower_platform.errors import ConfigError, InputError
@@ -188,7 +188,7 @@ def audit_training_set(
 def assign_split(interactions: pa.Table, config: SplitConfig) -> tuple[pa.Array, SplitInfo]:
     """train / validation / test per row.
 
-    global_time (EVALUATION.md): ts sorted, cutoff_val = ts[floor(q_val N)], cutoff_test = ts[floor(q_test N)];
+    global_time (docs/evaluation.md): ts sorted, cutoff_val = ts[floor(q_val N)], cutoff_test = ts[floor(q_test N)];
     train ts < cutoff_val <= validation < cutoff_test <= test.
     leave_last_out: per user with >= 3 interactions, the last one (by time, then row) is test and the one before
     validation; everything else (and users with fewer interactions) is train.

@@ -16,12 +16,12 @@ TRAINING_SECTION = "training"
 def tower_config_from(dataset: DatasetConfig, *, overrides: dict[str, Any] | None = None) -> TowerConfig:
     """The ``training`` section of a dataset config (plus overrides) as the towers' config dataclass."""
     from towers.config import TowerConfig
+    from towers.errors import TowersConfigError
 
     section = dataset.extra.get(TRAINING_SECTION) or {}
     if not isinstance(section, dict):
         raise ConfigError(f"Dataset config {dataset.path}: section '{TRAINING_SECTION}' must be a mapping.")
-    raw = {**section, **(overrides or {})}
     try:
-        return TowerConfig.from_dict(raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"Dataset config {dataset.path}: section '{TRAINING_SECTION}' is invalid ({exc}).") from exc
+        return TowerConfig.from_dict(section).with_overrides(overrides or {})
+    except TowersConfigError as exc:
+        raise ConfigError(f"Dataset config {dataset.path}: section '{TRAINING_SECTION}' is invalid: {exc}") from exc

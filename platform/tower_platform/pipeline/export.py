@@ -53,7 +53,7 @@ def export_version(
     item corpus the version will serve (its first rows are the item side of the parity check)."""
     import numpy as np
 
-    from towers.export import ExportParityError
+    from towers.onnx import ExportParityError
 
     final = Path(artifacts_dir) / model / (folder_name or f"v{version}")
     if final.exists():

@@ -4,7 +4,7 @@ with the next-item protocol on the full corpus."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ from tower_platform.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover - heavy imports stay inside the functions
     from tower_platform.features.store import FeastFeatureStore
     from tower_platform.features.training_set import TrainingSet
-    from towers.api import TrainedTowers
+    from towers.training import TrainedTowers
     from towers.config import TowerConfig
     from towers.evaluation import EvaluationReport
 
@@ -75,8 +75,8 @@ def train_and_evaluate(
 ) -> TrainedVersion:
     """Train on the train period with early stopping on validation Recall@100, then (``refit``) train again on train +
     validation for the best number of epochs; evaluate with the next-item protocol on validation and test."""
-    from towers.api import fit_two_tower
-    from towers.protocol import EvaluationData
+    from towers.evaluation import EvaluationData
+    from towers.training import fit_two_tower
 
     table, schema = training_set.table, training_set.schema
     validation_time, test_time = split_times(training_set)
@@ -99,11 +99,11 @@ def train_and_evaluate(
     test_corpus = store.item_corpus(test_time)
     epochs_refit = None
     if refit:
-        epochs_refit = best_epoch or config.epochs
+        epochs_refit = best_epoch or config.training.epochs
         fit_rows = period_rows(table, ("train", "validation"))
         echo(f"refitting on train + validation ({fit_rows.num_rows:,} interactions, {epochs_refit} epochs)")
         towers = fit_two_tower(fit_rows, corpus=test_corpus, schema=schema,
-                               config=replace(config, epochs=epochs_refit), progress=progress)
+                               config=config.with_overrides({"training.epochs": epochs_refit}), progress=progress)
     test_data = EvaluationData.build(table, corpus=test_corpus, schema=schema)
     test = test_data.evaluate_towers(towers, fit_periods=("train", "validation"), eval_period="test")
     return TrainedVersion(towers=towers, validation=validation, test=test, best_epoch=best_epoch,

@@ -102,8 +102,8 @@ class OnnxTower:
         """The input dict for onnxruntime from an Arrow table or a mapping column -> values (one list per column).
 
         Columns are first read as the types the contract names (string, list<string>, float64); the conversion to
-        tensors is the towers' own (``towers.export.table_to_onnx_inputs``), so serving and export cannot drift."""
-        from towers.export import OnnxInputError, table_to_onnx_inputs
+        tensors is the towers' own (``towers.onnx.table_to_onnx_inputs``), so serving and export cannot drift."""
+        from towers.onnx import OnnxInputError, table_to_onnx_inputs
 
         table = _as_table(rows, self.metadata.inputs)
         columns = {}
@@ -203,7 +203,7 @@ def _cast(array: Any, target: Any, name: str) -> Any:
 
 
 def _feature_specs(inputs: Sequence[TowerInput]) -> tuple[Any, ...]:
-    from towers.schema import FeatureSpec
+    from towers.features import FeatureSpec
 
     return tuple(
         FeatureSpec(name=i.name, side="query", kind=i.kind,  # side is a label only; conversion depends on the kind

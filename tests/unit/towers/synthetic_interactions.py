@@ -9,7 +9,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from towers.schema import FeatureSchema, FeatureSpec
+from towers.config import TowerConfig
+from towers.features.encoder import FeatureEncoders
+from towers.features.schema import ITEM_KEY, FeatureSchema, FeatureSpec
+from towers.training import TrainableTowers, item_key_space, item_keys, with_item_features
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Sci-Fi"]
 RECENT = "user_history__recent_items"
@@ -110,3 +113,19 @@ def training_table(
             TOP_GENRE: pa.array(top, type=pa.string()),
         }
     )
+
+
+def trainable_towers(config: TowerConfig) -> tuple[TrainableTowers, dict[str, torch.Tensor]]:
+    """Towers and task of ``config`` over a small synthetic log, with the corpus attached, and one batch of it."""
+    schema, corpus = feature_schema(), corpus_table()
+    train = with_item_features(training_table(n_users=20, per_user=5), corpus, schema=schema, config=config)
+    encoders = FeatureEncoders.fit(train, schema=schema, config=config)
+    torch.manual_seed(0)
+    model = TrainableTowers.build(config, encoders)
+    space = item_key_space(train, corpus, item_id="item_id")
+    features = {n: torch.from_numpy(a) for n, a in encoders.encode(corpus, "item").items()}
+    model.attach_corpus(features, torch.from_numpy(item_keys(corpus, space, item_id="item_id")))
+    arrays = {**encoders.encode(train, "query"), **encoders.encode(train, "item")}
+    batch = {n: torch.from_numpy(a) for n, a in arrays.items()}
+    batch[ITEM_KEY] = torch.from_numpy(item_keys(train, space, item_id="item_id"))
+    return model, batch

@@ -38,6 +38,27 @@ def test_tower_error_becomes_exit_code_and_one_line_on_stderr():
         assert result.stdout == ""
 
 
+def test_towers_errors_are_mapped_once_at_the_edge():
+    from towers.errors import ExportParityError, MissingColumnError, OnnxInputError, TowersArtifactError, TowersConfigError
+
+    from tower_platform.errors import ConfigError, InputError, map_towers_error
+
+    for exc, platform_cls, code in [
+        (MissingColumnError("The training table lacks columns ['user_id']; add them."), InputError, 2),
+        (OnnxInputError("ONNX tower query.onnx needs input 'genre' (string ['batch']); it is missing"), InputError, 2),
+        (TowersConfigError("Training setting 'epoch' does not exist; the valid keys are training.epochs."), ConfigError, 6),
+        (TowersArtifactError("Saved towers v1/towers.pt have format 1, expected 2; retrain or re-export it."), ConfigError, 6),
+        (ExportParityError("ONNX tower query.onnx differs from the torch tower by 0.1 (> 1e-05)"), ConfigError, 6),
+    ]:
+        mapped = map_towers_error(exc)
+        assert type(mapped) is platform_cls and mapped.message == str(exc) and mapped.__cause__ is exc
+        result = runner.invoke(_app_raising(exc), ["boom"])
+        assert result.exit_code == code
+        assert result.stderr.strip() == f"error: {exc}"
+        assert "Traceback" not in result.stderr
+    assert map_towers_error(ValueError("not a towers error")) is None
+
+
 def test_other_exceptions_are_not_swallowed():
     result = runner.invoke(_app_raising(RuntimeError("bug")), ["boom"])
     assert result.exit_code == 1

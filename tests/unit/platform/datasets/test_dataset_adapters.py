@@ -11,7 +11,7 @@ import pytest
 from tower_platform.datasets import ADAPTERS, get_adapter, ingest, load_dataset_config
 from tower_platform.errors import ConfigError, InputError, UsageError
 
-ML100K = Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets" / "movielens-100k"
+ML100K = Path(__file__).resolve().parents[4].parent / "shared" / "datasets" / "movielens-100k"
 
 MOVIES = "movieId,title,genres\n10,Alpha (1995),Comedy|Drama\n20,Beta,(no genres listed)\n30,\"Gamma, The (2001)\",Action\n"
 RATINGS = "userId,movieId,rating,timestamp\n1,10,4.0,1000\n1,20,3.5,2000\n2,10,5.0,1500\n2,30,2.0,90000\n"

@@ -1,0 +1,43 @@
+"""A dataset config's `training:` section mirrors TowerConfig's sections; `--set` takes dotted or unambiguous keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tower_platform.datasets import load_dataset_config
+from tower_platform.errors import ConfigError
+from tower_platform.pipeline.config import tower_config_from
+from tower_platform.paths import bundled_config
+
+
+def test_bundled_training_sections_parse_into_tower_config():
+    small = tower_config_from(load_dataset_config(bundled_config()))
+    assert (small.training.epochs, small.training.patience) == (4, 1)
+    assert small.dat.enabled and small.dat.category_weight == 100.0 and small.ssl.weight == 1.0
+    assert small.towers.senet and small.loss.uniform_negatives == 256
+    ml100k = tower_config_from(load_dataset_config(bundled_config("movielens-100k")))
+    assert ml100k.dat.enabled and not ml100k.towers.senet and ml100k.loss.uniform_negatives == 0
+
+
+def test_overrides_take_dotted_keys_and_unambiguous_names():
+    dataset = load_dataset_config(bundled_config())
+    config = tower_config_from(dataset, overrides={"training.epochs": 1, "max_steps": 15, "hidden_dims": [32]})
+    assert (config.training.epochs, config.training.max_steps, config.towers.hidden_dims) == (1, 15, (32,))
+    assert config.dat.enabled  # the file's own settings stay
+    with pytest.raises(ConfigError, match="'temperature' is ambiguous; use one of loss.temperature, ssl.temperature"):
+        tower_config_from(dataset, overrides={"temperature": 0.1})
+    with pytest.raises(ConfigError, match="'epoch' does not exist; the valid keys are .*training.epochs"):
+        tower_config_from(dataset, overrides={"epoch": 1})
+
+
+def test_a_flat_or_mistyped_training_section_is_named_with_its_file(tmp_path: Path):
+    path = tmp_path / "dataset.yaml"
+    path.write_text("name: d\nadapter: movielens-latest\nmodel: m\nsource: data\ntraining: {epochs: 3}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"{path}: section 'training' is invalid: TowerConfig has no section 'epochs'"):
+        tower_config_from(load_dataset_config(path))
+    path.write_text("name: d\nadapter: movielens-latest\nmodel: m\nsource: data\ntraining: {loss: {temperature: -1}}\n",
+                    encoding="utf-8")
+    with pytest.raises(ConfigError, match="loss.temperature must be > 0"):
+        tower_config_from(load_dataset_config(path))

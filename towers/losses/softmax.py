@@ -1,0 +1,126 @@
+"""Retrieval losses as small pure tensor functions, composed by the retrieval task (``towers/tasks/retrieval.py``).
+
+Notation: B queries, N candidates (the B in-batch items, then B' items sampled uniformly from the corpus), D dims.
+The positive of query i is candidate i. With mixed negatives the candidates' log sampling probabilities are
+
+    log q_j = log p_j              for an in-batch candidate j < B (p_j: the streaming estimate of the probability
+                                   that item j appears in a training batch)
+    log q_j = log(B' / |corpus|)   for a uniformly sampled candidate j >= B (the probability that a given corpus item
+                                   is among the B' uniform draws of a step, B' << |corpus|)
+
+and the corrected logit is s^c(x_i, y_j) = <q_i, v_j> / tau - log q_j (Yi et al., RecSys 2019; the positive is
+corrected too). Accidental hits (candidate j != i carrying the same item as the positive of i) get logit -inf.
+The loss is L = -(1/B) * sum_i r_i * log softmax_j(s^c(x_i, .))_i with reward weights r_i. Queued item embeddings
+(``towers/sampling/queue.py``) are further candidates after the uniform ones, with log q_j = log(min(1, p_j * Q / B)); a
+candidate ``excluded`` for row i (a queued copy of its positive) gets logit -inf there too. ``sampled_binary_cross_
+entropy`` is the alternative main loss: a logistic loss on the positive and on S random negatives.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def similarity_logits(queries: torch.Tensor, candidates: torch.Tensor, *, temperature: float) -> torch.Tensor:
+    """queries [B, D], candidates [N, D] -> logits [B, N] = <q_i, v_j> / temperature."""
+    return queries @ candidates.transpose(0, 1) / temperature  # [B, N]
+
+
+def correct_sampling_bias(logits: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """logits [B, N], log_q [N] (log sampling probability of each candidate) -> logits - log_q [B, N]."""
+    return logits - log_q.unsqueeze(0)  # [B, N]
+
+
+def uniform_log_q(num_sampled: int, corpus_size: int, *, device: torch.device | None = None) -> torch.Tensor:
+    """log q [B'] of B' candidates drawn uniformly (with replacement) from a corpus: log(B' / |corpus|) each."""
+    value = math.log(min(num_sampled / corpus_size, 1.0))
+    return torch.full((num_sampled,), value, dtype=torch.float32, device=device)  # [B']
+
+
+def mixed_negative_log_q(in_batch_log_p: torch.Tensor, *, num_uniform: int, corpus_size: int) -> torch.Tensor:
+    """in_batch_log_p [B] -> log q [B + B']: the in-batch estimates, then log(B' / |corpus|) for the uniform ones."""
+    if num_uniform == 0:
+        return in_batch_log_p
+    uniform = uniform_log_q(num_uniform, corpus_size, device=in_batch_log_p.device)  # [B']
+    return torch.cat([in_batch_log_p.to(torch.float32), uniform])  # [B + B']
+
+
+def remove_accidental_hits(
+    logits: torch.Tensor, positive_ids: torch.Tensor, candidate_ids: torch.Tensor
+) -> torch.Tensor:
+    """Mask candidates that are the query's own positive item somewhere other than the diagonal.
+
+    logits [B, N] (N >= B, the positive of row i in column i), positive_ids [B], candidate_ids [N] -> logits [B, N]
+    with -inf where candidate_ids[j] == positive_ids[i] and j != i.
+    """
+    same_item = positive_ids.unsqueeze(1) == candidate_ids.unsqueeze(0)  # [B, N]
+    diagonal = torch.zeros_like(same_item)
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    diagonal[rows, rows] = True
+    return logits.masked_fill(same_item & ~diagonal, float("-inf"))  # [B, N]
+
+
+def weighted_softmax_cross_entropy(logits: torch.Tensor, *, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """logits [B, N] with the positive of row i in column i, weights [B] (rewards r_i) -> scalar.
+
+    L = (1/B) * sum_i r_i * (logsumexp_j logits[i, j] - logits[i, i]); r_i = 1 when weights is None.
+    """
+    labels = torch.arange(logits.shape[0], device=logits.device)  # [B]
+    per_example = F.cross_entropy(logits.float(), labels, reduction="none")  # [B]
+    if weights is not None:
+        per_example = per_example * weights.to(per_example.dtype)
+    return per_example.mean()
+
+
+def in_batch_softmax_loss(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    *,
+    temperature: float,
+    log_q: torch.Tensor | None = None,
+    positive_ids: torch.Tensor | None = None,
+    candidate_ids: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    excluded: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The composed loss: queries [B, D], candidates [N, D] (first B are the positives), log_q [N] or None for the
+    plain softmax, positive_ids [B] and candidate_ids [N] to remove accidental hits (both or neither), weights [B],
+    excluded bool [B, N]: candidates that are never negatives of row i (e.g. queued copies of its positive)."""
+    logits = similarity_logits(queries.float(), candidates.float(), temperature=temperature)  # [B, N]
+    if log_q is not None:
+        logits = correct_sampling_bias(logits, log_q)
+    if positive_ids is not None and candidate_ids is not None:
+        logits = remove_accidental_hits(logits, positive_ids, candidate_ids)
+    if excluded is not None:
+        logits = logits.masked_fill(excluded, float("-inf"))  # [B, N]
+    return weighted_softmax_cross_entropy(logits, weights=weights)
+
+
+def sampled_binary_cross_entropy(
+    queries: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    *,
+    temperature: float,
+    positive_ids: torch.Tensor | None = None,
+    negative_ids: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Binary cross-entropy with S random negatives shared by the batch (the loss of the DAT paper).
+
+    queries [B, D], positives [B, D], negatives [S, D] -> scalar
+    L = (1/B) * sum_i r_i * (softplus(-s_ii) + sum_s softplus(s_is)), s = <q, v> / temperature; a negative that is
+    row i's own positive item (positive_ids [B] == negative_ids [S]) is left out of row i.
+    """
+    positive = (queries.float() * positives.float()).sum(dim=1) / temperature  # [B]
+    negative = similarity_logits(queries.float(), negatives.float(), temperature=temperature)  # [B, S]
+    negative_terms = F.softplus(negative)  # [B, S]
+    if positive_ids is not None and negative_ids is not None:
+        negative_terms = negative_terms * (positive_ids.unsqueeze(1) != negative_ids.unsqueeze(0)).to(negative.dtype)
+    per_example = F.softplus(-positive) + negative_terms.sum(dim=1)  # [B]
+    if weights is not None:
+        per_example = per_example * weights.to(per_example.dtype)
+    return per_example.mean()

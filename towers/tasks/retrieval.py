@@ -1,0 +1,157 @@
+"""The retrieval task (like tensorflow/recommenders' ``tasks/retrieval.py``): candidates, log q, hit removal, the loss.
+
+Given the query embeddings [B, D] and the positive items' embeddings [B, D] of a batch, the task
+
+1. assembles the candidates: the B in-batch items, then B' items drawn uniformly from the corpus (mixed negatives),
+   then the Q queued embeddings of earlier batches (``towers/sampling/queue.py``);
+2. assembles log q [N] of every candidate: the streaming frequency estimate for in-batch and queued items
+   (``towers/sampling/frequency.py``), log(B' / |corpus|) for uniform ones (``towers/losses/softmax.py``);
+3. applies the loss: the corrected softmax with accidental hits removed (queued copies of a row's positive are
+   excluded from that row), or the sampled binary cross-entropy (``loss.function="bce"``);
+4. adds the auxiliary objectives it composes (``towers/tasks/auxiliary.py``), each with its weight:
+
+    L = L_main + ssl.weight * L_ssl + lambda1 * L_mimic_u + lambda2 * L_mimic_v + lambda3 * L_CA
+
+and returns ``(loss, logs)`` with every term detached for logging. The towers only embed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from towers.config import TowerConfig
+from towers.errors import TowersConfigError
+from towers.features.schema import ITEM_KEY, WEIGHT
+from towers.losses.softmax import in_batch_softmax_loss, mixed_negative_log_q, sampled_binary_cross_entropy
+from towers.nn.model import TwoTowerModel
+from towers.sampling.corpus import CorpusSampler
+from towers.sampling.frequency import StreamingFrequencyEstimator
+from towers.sampling.queue import ItemEmbeddingQueue
+from towers.tasks.auxiliary import AuxiliaryLoss
+
+
+class Candidates:
+    """What the softmax scores against: embeddings [N, D], keys [N], log q [N] (None: uncorrected), excluded [B, N]."""
+
+    def __init__(
+        self,
+        embeddings: torch.Tensor,
+        keys: torch.Tensor,
+        log_q: torch.Tensor | None,
+        excluded: torch.Tensor | None = None,
+    ) -> None:
+        self.embeddings, self.keys, self.log_q, self.excluded = embeddings, keys, log_q, excluded
+
+
+class RetrievalTask(nn.Module):
+    """Owns the estimator, the corpus sampler, the queue and the auxiliary objectives; applies the loss."""
+
+    def __init__(self, config: TowerConfig, *, auxiliaries: Sequence[AuxiliaryLoss] = ()) -> None:
+        super().__init__()
+        loss = config.loss
+        self.config = config
+        self.estimator = StreamingFrequencyEstimator(
+            buckets=loss.estimator_buckets, hashes=loss.estimator_hashes, alpha=loss.estimator_alpha,
+            seed=config.training.seed,
+        )
+        self.corpus: CorpusSampler | None = None
+        self.queue = ItemEmbeddingQueue(loss.queue_size, config.towers.output_dim) if loss.queue_size > 0 else None
+        self.auxiliaries = nn.ModuleList(auxiliaries)
+
+    def attach_corpus(self, features: dict[str, torch.Tensor], keys: torch.Tensor, *, model: TwoTowerModel) -> None:
+        """Give the task the corpus: uniform and BCE negatives, the SSL batch, CFM's mutual information."""
+        self.corpus = CorpusSampler(features, keys)
+        for auxiliary in self.auxiliaries:
+            auxiliary.attach_corpus(features, model)
+
+    def _corpus(self, what: str) -> CorpusSampler:
+        if self.corpus is None:
+            raise TowersConfigError(f"{what} needs the item corpus; call attach_corpus() before training.")
+        return self.corpus
+
+    # --- candidates and log q ---------------------------------------------------------------------------------------
+
+    def candidates(self, items: torch.Tensor, keys: torch.Tensor, *, model: TwoTowerModel) -> Candidates:
+        """In-batch items [B, D] with keys [B] -> in-batch, then uniform, then queued candidates [N, D]."""
+        loss = self.config.loss
+        embeddings, candidate_keys, log_q = items, keys, None
+        if loss.sampling_bias_correction:
+            if self.training:
+                self.estimator.update(keys)
+            log_q = self.estimator.log_probability(keys)  # [B]
+        if loss.uniform_negatives > 0:
+            corpus = self._corpus("loss.uniform_negatives > 0")
+            sampled, sampled_keys = corpus.sample(loss.uniform_negatives)  # {name: [B', ...]}, [B']
+            embeddings = torch.cat([items, model.item_tower(sampled)])  # [B + B', D]
+            candidate_keys = torch.cat([keys, sampled_keys])  # [B + B']
+            if log_q is not None:
+                log_q = mixed_negative_log_q(log_q, num_uniform=loss.uniform_negatives, corpus_size=corpus.size)
+        excluded = None
+        if self.queue is not None:
+            queued_keys = self.queue.keys  # [Q]
+            embeddings = torch.cat([embeddings, self.queue.embeddings.to(embeddings.dtype)])  # [N + Q, D]
+            candidate_keys = torch.cat([candidate_keys, queued_keys])  # [N + Q]
+            allowed = torch.cat(
+                [torch.ones(keys.shape[0], embeddings.shape[0] - self.queue.size, dtype=torch.bool, device=keys.device),
+                 self.queue.negative_mask(keys)], dim=1,
+            )  # [B, N + Q]
+            excluded = ~allowed  # [B, N + Q]
+            if log_q is not None:
+                queued_log_p = self.estimator.log_probability(queued_keys.clamp(min=0))  # [Q]
+                log_q = torch.cat([log_q, self.queue.log_q(queued_log_p, batch_size=int(keys.shape[0]))])  # [N + Q]
+        return Candidates(embeddings, candidate_keys, log_q, excluded)
+
+    # --- the main loss ----------------------------------------------------------------------------------------------
+
+    def softmax_loss(
+        self, queries: torch.Tensor, items: torch.Tensor, batch: dict[str, torch.Tensor], *, model: TwoTowerModel
+    ) -> torch.Tensor:
+        """The (corrected) softmax over in-batch, uniform and queued candidates."""
+        keys = batch[ITEM_KEY]  # [B]
+        candidates = self.candidates(items, keys, model=model)
+        hits = self.config.loss.remove_accidental_hits
+        return in_batch_softmax_loss(
+            queries,
+            candidates.embeddings,
+            temperature=self.config.loss.temperature,
+            log_q=candidates.log_q,
+            positive_ids=keys if hits else None,
+            candidate_ids=candidates.keys if hits else None,
+            weights=batch.get(WEIGHT),
+            excluded=candidates.excluded,
+        )
+
+    def bce_loss(
+        self, queries: torch.Tensor, items: torch.Tensor, batch: dict[str, torch.Tensor], *, model: TwoTowerModel
+    ) -> torch.Tensor:
+        """Binary cross-entropy: the positive pair against ``loss.bce_negatives`` items drawn uniformly."""
+        sampled, sampled_keys = self._corpus("loss.function='bce'").sample(self.config.loss.bce_negatives)
+        negatives = model.item_tower(sampled)  # [S, D]
+        return sampled_binary_cross_entropy(
+            queries, items, negatives, temperature=self.config.loss.temperature,
+            positive_ids=batch[ITEM_KEY], negative_ids=sampled_keys, weights=batch.get(WEIGHT),
+        )
+
+    def forward(
+        self, model: TwoTowerModel, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A batch of tensors -> (scalar loss, logs of detached tensors: main, each auxiliary term, loss)."""
+        queries = model.embed_queries(batch)  # [B, D]
+        items = model.embed_items(batch)  # [B, D]
+        if self.config.loss.function == "bce":
+            main = self.bce_loss(queries, items, batch, model=model)
+        else:
+            main = self.softmax_loss(queries, items, batch, model=model)
+        total, logs = main, {"main": main.detach()}
+        for auxiliary in self.auxiliaries:
+            terms = auxiliary.terms(model, batch, queries=queries, items=items, corpus=self.corpus)
+            for name, (weight, value) in terms.items():
+                total = total + weight * value
+                logs[name] = value.detach()
+        if self.queue is not None and self.training:
+            self.queue.enqueue(items.detach().float(), batch[ITEM_KEY])
+        logs["loss"] = total.detach()
+        return total, logs
