@@ -3,8 +3,10 @@
 ``import feast`` costs seconds, so it happens inside :class:`FeastFeatureStore` the first time Feast is needed.
 Feast and DuckDB exceptions are translated here into the platform's errors.
 
-Names (views, services, paths) come from ``tower_platform._feature_repo.tower_layout``; the Feast objects from
-``tower_platform._feature_repo.tower_definitions``, which reads the sources' schema.json.
+Names (views, services, paths) come from ``tower_platform.datasets.layout``; the Feast objects from
+``tower_platform.datasets.feast_definitions``, which reads the sources' schema.json. Feature names, list lengths,
+shared vocabularies, the category feature and the elapsed-time features come from schema.json, written by the
+ingestion from the dataset config.
 """
 
 from __future__ import annotations
@@ -24,20 +26,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from towers.schema import FeatureSchema, FeatureSpec
-from tower_platform._feature_repo import tower_layout as layout
+from tower_platform.datasets import layout
 from tower_platform.errors import ConfigError, NotFoundError, TowerError, UnavailableError
 
 ROW_ID = "row_id"
-GENRE_VOCAB = "genre"  # shared vocabulary of genre-valued features (user top genres, item genres and category)
-ITEM_ID_VOCAB = "item_id"
-
-# Feature columns whose values share a vocabulary with another feature's (see FeatureSpec.vocab_group).
-VOCAB_GROUPS: dict[str, str] = {
-    layout.full_name(layout.USER_HISTORY, layout.RECENT_ITEMS): ITEM_ID_VOCAB,
-    layout.full_name(layout.USER_HISTORY, layout.TOP_GENRES): GENRE_VOCAB,
-    layout.full_name(layout.ITEM_PROFILE, "genres"): GENRE_VOCAB,
-    layout.full_name(layout.ITEM_PROFILE, layout.ITEM_CATEGORY): GENRE_VOCAB,
-}
+ITEM_ID_VOCAB = layout.ITEM_ID_VOCAB
 
 
 @dataclass(frozen=True)
@@ -115,7 +108,7 @@ class FeastFeatureStore:
 
     def apply(self) -> ApplyReport:
         """Register the definitions built from the sources' schema.json; removes views that no longer exist."""
-        from tower_platform._feature_repo.tower_definitions import build_definitions
+        from tower_platform.datasets.feast_definitions import build_definitions
 
         self.source_schema()  # refuse to apply before anything was ingested
         definitions = build_definitions(self.home_dir)
@@ -158,7 +151,9 @@ class FeastFeatureStore:
             service = store.get_feature_service(service_name)
             job = store.get_historical_features(entity_df=frame, features=service, full_feature_names=True)
             table = job.to_arrow()
-        return table.take(pc.sort_indices(table, [(ROW_ID, "ascending")]))
+        table = table.take(pc.sort_indices(table, [(ROW_ID, "ascending")]))
+        as_of = pc.cast(pc.cast(table.column(layout.TIMESTAMP_FIELD), pa.timestamp("us", tz="UTC")), pa.int64())
+        return self._elapsed(table, as_of_seconds=as_of.to_numpy().astype("float64") / 1e6)
 
     def online_features(self, service_name: str, entity_rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
         """Latest materialized features of a feature service for each entity row (``{"user_id": "1"}``)."""
@@ -166,7 +161,24 @@ class FeastFeatureStore:
         with _translated(f"read online features of '{service_name}'", self.repo_dir):
             service = store.get_feature_service(service_name)
             response = store.get_online_features(features=service, entity_rows=[dict(r) for r in entity_rows], full_feature_names=True)
-            return response.to_dict()
+            columns = response.to_dict()
+        now = datetime.now(timezone.utc).timestamp()
+        for name, unit in self._elapsed_features().items():
+            if name in columns:
+                columns[name] = [None if v is None else (now - float(v)) / unit for v in columns[name]]
+        return columns
+
+    def _elapsed_features(self) -> dict[str, float]:
+        """Features stored as the epoch seconds of a past interaction, read as the time elapsed since (in units)."""
+        return dict(self.source_schema().get("elapsed", {}))
+
+    def _elapsed(self, table: pa.Table, *, as_of_seconds: Any) -> pa.Table:
+        for name, unit in self._elapsed_features().items():
+            if name in table.column_names:
+                stored = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)  # (n,) NaN = none
+                index = table.column_names.index(name)
+                table = table.set_column(index, name, pa.array((as_of_seconds - stored) / unit, pa.float64(), from_pandas=True))
+        return table
 
     def item_corpus(self, as_of: datetime) -> pa.Table:
         """One row per item of the corpus (item_profile) with all item features as of ``as_of``."""
@@ -181,7 +193,12 @@ class FeastFeatureStore:
         )
         table = self.historical_features(entity, layout.ITEM_SERVICE)
         keep = [layout.ITEM_KEY] + [c for c in table.column_names if "__" in c and not is_snapshot_column(c)]
-        return table.select(keep)
+        table = table.select(keep)
+        if self.source_schema().get("display"):  # shown to people (payload, recommend), never a tower input
+            profile = self.read_source(layout.ITEM_PROFILE).select([layout.ITEM_KEY, layout.DISPLAY_FIELD])
+            rows = pc.index_in(table.column(layout.ITEM_KEY), value_set=profile.column(layout.ITEM_KEY).combine_chunks())
+            table = table.append_column(layout.DISPLAY_FIELD, profile.column(layout.DISPLAY_FIELD).combine_chunks().take(rows))
+        return table
 
     def feature_schema(self) -> FeatureSchema:
         """The towers' feature schema from the applied feature services' Feast types.
@@ -192,6 +209,7 @@ class FeastFeatureStore:
         schema = self.source_schema()
         lengths: dict[str, int] = schema.get("list_lengths", {})
         overrides: dict[str, str] = schema.get("kind_overrides", {})
+        vocab_groups: dict[str, str] = schema.get("vocab_groups", {})
         store = self.feast
         sides: dict[str, list[FeatureSpec]] = {"query": [], "item": []}
         with _translated("read the feature services", self.repo_dir):
@@ -206,9 +224,9 @@ class FeastFeatureStore:
                         max_len = lengths.get(name) if kind == "multi_categorical" else None
                         if kind == "multi_categorical" and max_len is None:
                             raise ConfigError(f"Feature '{name}' is a list but the dataset config gives it no length; add it under features.")
-                        sides[side].append(FeatureSpec(name=name, side=side, kind=kind, vocab_group=VOCAB_GROUPS.get(name), max_len=max_len))  # type: ignore[arg-type]
+                        sides[side].append(FeatureSpec(name=name, side=side, kind=kind, vocab_group=vocab_groups.get(name), max_len=max_len))  # type: ignore[arg-type]
         item_id = FeatureSpec(name=layout.ITEM_KEY, side="item", kind="categorical", vocab_group=ITEM_ID_VOCAB)
-        category = layout.full_name(layout.ITEM_PROFILE, layout.ITEM_CATEGORY)
+        category = schema.get("item_category")
         return FeatureSchema(
             query=tuple(sides["query"]),
             item=(item_id, *sides["item"]),

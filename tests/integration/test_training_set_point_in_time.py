@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tower_platform._feature_repo import tower_layout as layout
+from tower_platform.datasets import layout
 from tower_platform.errors import TrainingSetAuditError
 from tower_platform.training_set import build_training_set
 

@@ -2,7 +2,7 @@
 
 The views are generic: their columns, TTLs and the optional views come from ``$TOWER_HOME/sources/schema.json``,
 which the dataset ingestion writes. ``tower_platform.features.FeastFeatureStore.apply`` calls
-:func:`build_definitions` directly; ``repo.py`` calls it at import time so that the plain ``feast apply`` CLI sees the
+:func:`build_definitions` directly; the feature repository's ``repo.py`` calls it at import time so that the plain ``feast apply`` CLI sees the
 same objects.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float64, Int64, String, UnixTimestamp
 
-from tower_platform._feature_repo import tower_layout as layout
+from tower_platform.datasets import layout
 
 _FEAST_TYPES = {"string": String, "int64": Int64, "float64": Float64, "list<string>": Array(String)}
 
