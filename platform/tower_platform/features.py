@@ -30,6 +30,7 @@ from tower_platform.datasets import layout
 from tower_platform.errors import ConfigError, NotFoundError, TowerError, UnavailableError
 
 ROW_ID = "row_id"
+DEFAULT_LIST_LENGTH = 8  # padded length of an existing repository's list features unless the config gives one
 ITEM_ID_VOCAB = layout.ITEM_ID_VOCAB
 
 
@@ -73,6 +74,20 @@ class FeastFeatureStore:
         except (OSError, pa.ArrowInvalid) as exc:
             raise UnavailableError(f"Source table {path} cannot be read ({exc}); run `towerctl data ingest` again.") from exc
 
+    @property
+    def external(self) -> dict[str, Any] | None:
+        """The existing Feast repository the dataset config named (repo, services, join keys), or None."""
+        path = layout.schema_path(self.home_dir)
+        return self.source_schema().get("external") if path.is_file() else None
+
+    @property
+    def services(self) -> tuple[str, str]:
+        """(query feature service, item feature service)."""
+        external = self.external
+        if external:
+            return external["query_service"], external["item_service"]
+        return layout.QUERY_SERVICE, layout.ITEM_SERVICE
+
     def data_time_range(self) -> tuple[datetime, datetime]:
         """(earliest source row, last event): the default window of a materialization."""
         time_range = self.source_schema()["time_range"]
@@ -92,6 +107,9 @@ class FeastFeatureStore:
         from feast.repo_config import RepoConfig
         from pydantic import ValidationError
 
+        external = self.external
+        if external:  # an existing repository: used as it is, nothing of it is rewritten
+            self.repo_dir = Path(external["repo"])
         yaml_path = self.repo_dir / "feature_store.yaml"
         if not yaml_path.is_file():
             raise ConfigError(f"Feature repository {self.repo_dir} has no feature_store.yaml; set TOWER_FEATURE_REPO to a Feast repository.")
@@ -102,7 +120,8 @@ class FeastFeatureStore:
         except (yaml.YAMLError, ValidationError, TypeError) as exc:
             raise ConfigError(f"{yaml_path} is not a valid Feast configuration ({exc}); fix the file.") from exc
         config.repo_path = self.repo_dir
-        layout.feast_dir(self.home_dir).mkdir(parents=True, exist_ok=True)
+        if not external:
+            layout.feast_dir(self.home_dir).mkdir(parents=True, exist_ok=True)
         with _translated("open the Feast repository", self.repo_dir):
             return FeatureStore(config=config, repo_path=str(self.repo_dir))
 
@@ -111,6 +130,10 @@ class FeastFeatureStore:
         from tower_platform.datasets.feast_definitions import build_definitions
 
         self.source_schema()  # refuse to apply before anything was ingested
+        if self.external:  # the repository's owners apply it; check that the two services exist
+            with _translated("read the feature services", self.repo_dir):
+                views = [p.name for name in self.services for p in self.feast.get_feature_service(name).feature_view_projections]
+            return ApplyReport(entities=(), views=tuple(views), services=self.services, deleted=())
         definitions = build_definitions(self.home_dir)
         store = self.feast
         with _translated("apply the feature definitions", self.repo_dir):
@@ -128,6 +151,8 @@ class FeastFeatureStore:
 
     def materialize(self, start: datetime, end: datetime) -> None:
         """Load the latest row per entity with a timestamp in [start, end] into the online store."""
+        if self.external:  # the repository's owners load its online store
+            return
         start, end = _utc(start), _utc(end)
         if not start < end:
             raise ConfigError(f"Materialization window {start.isoformat()} .. {end.isoformat()} is empty; pass --start before --end.")
@@ -146,22 +171,35 @@ class FeastFeatureStore:
         frame = entity_df.to_pandas() if isinstance(entity_df, pa.Table) else pd.DataFrame(entity_df)
         if ROW_ID not in frame.columns or layout.TIMESTAMP_FIELD not in frame.columns:
             raise ConfigError(f"An entity dataframe for '{service_name}' needs columns '{ROW_ID}' and '{layout.TIMESTAMP_FIELD}'.")
-        store = self.feast
+        store, external = self.feast, self.external
+        if external:
+            from tower_platform.datasets.feast_repository import to_repository_keys
+
+            frame = to_repository_keys(frame, external)
         with _translated(f"read historical features of '{service_name}'", self.repo_dir):
             service = store.get_feature_service(service_name)
             job = store.get_historical_features(entity_df=frame, features=service, full_feature_names=True)
             table = job.to_arrow()
+        if external:
+            from tower_platform.datasets.feast_repository import from_repository_keys
+
+            table = from_repository_keys(table, external)
         table = table.take(pc.sort_indices(table, [(ROW_ID, "ascending")]))
         as_of = pc.cast(pc.cast(table.column(layout.TIMESTAMP_FIELD), pa.timestamp("us", tz="UTC")), pa.int64())
         return self._elapsed(table, as_of_seconds=as_of.to_numpy().astype("float64") / 1e6)
 
     def online_features(self, service_name: str, entity_rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
         """Latest materialized features of a feature service for each entity row (``{"user_id": "1"}``)."""
-        store = self.feast
+        store, external = self.feast, self.external
+        keys = {layout.USER_KEY: external["user_key"], layout.ITEM_KEY: external["item_key"]} if external else {}
+        rows = [{keys.get(k, k): v for k, v in r.items()} for r in entity_rows]
         with _translated(f"read online features of '{service_name}'", self.repo_dir):
             service = store.get_feature_service(service_name)
-            response = store.get_online_features(features=service, entity_rows=[dict(r) for r in entity_rows], full_feature_names=True)
+            response = store.get_online_features(features=service, entity_rows=rows, full_feature_names=True)
             columns = response.to_dict()
+        for canonical, key in keys.items():
+            if key in columns and key != canonical:
+                columns[canonical] = columns.pop(key)
         now = datetime.now(timezone.utc).timestamp()
         for name, unit in self._elapsed_features().items():
             if name in columns:
@@ -182,7 +220,14 @@ class FeastFeatureStore:
 
     def item_corpus(self, as_of: datetime) -> pa.Table:
         """One row per item of the corpus (item_profile) with all item features as of ``as_of``."""
-        item_ids = pc.unique(self.read_source(layout.ITEM_PROFILE).column(layout.ITEM_KEY).combine_chunks())
+        external = self.external
+        if external:
+            from tower_platform.datasets.feast_repository import corpus_item_ids
+
+            with _translated("list the items of the item service", self.repo_dir):
+                item_ids = corpus_item_ids(self.feast, external, self.read_source(layout.INTERACTIONS))
+        else:
+            item_ids = pc.unique(self.read_source(layout.ITEM_PROFILE).column(layout.ITEM_KEY).combine_chunks())
         n = len(item_ids)
         entity = pa.table(
             {
@@ -191,7 +236,7 @@ class FeastFeatureStore:
                 layout.TIMESTAMP_FIELD: pa.array([_utc(as_of)] * n, pa.timestamp("us", tz="UTC")),
             }
         )
-        table = self.historical_features(entity, layout.ITEM_SERVICE)
+        table = self.historical_features(entity, self.services[1])
         keep = [layout.ITEM_KEY] + [c for c in table.column_names if "__" in c and not is_snapshot_column(c)]
         table = table.select(keep)
         if self.source_schema().get("display"):  # shown to people (payload, recommend), never a tower input
@@ -213,7 +258,7 @@ class FeastFeatureStore:
         store = self.feast
         sides: dict[str, list[FeatureSpec]] = {"query": [], "item": []}
         with _translated("read the feature services", self.repo_dir):
-            for side, service_name in (("query", layout.QUERY_SERVICE), ("item", layout.ITEM_SERVICE)):
+            for side, service_name in zip(("query", "item"), self.services):
                 service = store.get_feature_service(service_name)
                 for projection in service.feature_view_projections:
                     for feature in projection.features:
@@ -222,6 +267,8 @@ class FeastFeatureStore:
                         name = layout.full_name(projection.name_to_use(), feature.name)
                         kind = overrides.get(name, _kind_of(feature.dtype, name=name, service=service_name))
                         max_len = lengths.get(name) if kind == "multi_categorical" else None
+                        if kind == "multi_categorical" and max_len is None and schema.get("external"):
+                            max_len = DEFAULT_LIST_LENGTH  # an existing repository's list: feast.lengths overrides
                         if kind == "multi_categorical" and max_len is None:
                             raise ConfigError(f"Feature '{name}' is a list but the dataset config gives it no length; add it under features.")
                         sides[side].append(FeatureSpec(name=name, side=side, kind=kind, vocab_group=vocab_groups.get(name), max_len=max_len))  # type: ignore[arg-type]
@@ -234,8 +281,8 @@ class FeastFeatureStore:
             item_id=layout.ITEM_KEY,
             item_category=category if any(f.name == category for f in sides["item"]) else None,
             metadata={
-                "query_service": layout.QUERY_SERVICE,
-                "item_service": layout.ITEM_SERVICE,
+                "query_service": self.services[0],
+                "item_service": self.services[1],
                 "dataset": schema.get("dataset"),
                 "source_fingerprint": schema.get("source_fingerprint"),
             },

@@ -100,7 +100,7 @@ def build_training_set(
     event_ts = interactions.column("event_timestamp").combine_chunks()
     as_of = pa.array(pc.cast(event_ts, pa.int64()).to_numpy() - 1, pa.int64()).cast(event_ts.type)  # (n,) t - 1 µs
 
-    services = (layout.QUERY_SERVICE, layout.ITEM_SERVICE)
+    services = store.services
     joined: dict[str, pa.Table] = {}
     for service, key in zip(services, (layout.USER_KEY, layout.ITEM_KEY)):
         entity = pa.table({ROW_ID: interactions.column(ROW_ID), key: interactions.column(key), layout.TIMESTAMP_FIELD: as_of})

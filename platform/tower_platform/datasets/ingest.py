@@ -31,7 +31,7 @@ from tower_platform.datasets import layout
 from tower_platform.datasets.config import Attribute, DatasetConfig
 from tower_platform.datasets.derived import MICROS_PER_DAY, build_item_stats, build_user_history
 from tower_platform.datasets.tabular import TIMESTAMP_TYPE, RawDataset, read_dataset
-from tower_platform.errors import ConfigError, InputError
+from tower_platform.errors import InputError
 
 _ATTRIBUTE_TYPES = {"categorical": "string", "multi_categorical": "list<string>", "numeric": "float64"}
 _UNIT_SECONDS = {"seconds": 1.0, "hours": 3600.0, "days": 86400.0}
@@ -59,12 +59,9 @@ class IngestReport:
 
 def ingest(config: DatasetConfig, *, home_dir: Path, source: Path | None = None) -> IngestReport:
     """Read the dataset as its config says and write the Feast source tables; returns what was written."""
-    if config.feast is not None:
-        raise ConfigError(
-            f"Dataset config {config.path} names an existing Feast repository ({config.feast.repo}); there is nothing to "
-            "ingest: run `towerctl run --config` on it directly."
-        )
     home_dir = Path(home_dir).resolve()
+    if config.feast is not None:
+        return _ingest_existing_repository(config, home_dir=home_dir, source=source)
     base_dir = config.base_dir(source)
     if not base_dir.exists():
         raise InputError(f"Dataset source {base_dir} does not exist; fix the config's 'source' key or pass --source PATH.")
@@ -122,6 +119,37 @@ def ingest(config: DatasetConfig, *, home_dir: Path, source: Path | None = None)
         last_event=last,
         views=tuple(schema["views"]),
         missing_items=raw.missing_items,
+    )
+
+
+def _ingest_existing_repository(config: DatasetConfig, *, home_dir: Path, source: Path | None) -> IngestReport:
+    """Only the interactions (the entity rows) and schema.json naming the repository; its features stay where they are."""
+    from tower_platform.datasets.feast_repository import external_metadata, read_interactions
+
+    base_dir = Path(source).resolve() if source is not None else config.base_dir()
+    metadata = external_metadata(config)  # checks the repository first
+    table, path = read_interactions(config, base_dir)
+    interactions = sorted_interactions(table)
+    first = pc.min(interactions.column(layout.TIMESTAMP_FIELD)).as_py()
+    last = pc.max(interactions.column(layout.TIMESTAMP_FIELD)).as_py()
+    sources_start = datetime.fromtimestamp(profile_stamp(interactions) / 1_000_000, tz=timezone.utc)
+    fingerprint = fingerprint_files((path,))
+    schema = {
+        "dataset": config.name,
+        "adapter": "feast",
+        "model": config.model,
+        "source": str(base_dir),
+        "source_fingerprint": fingerprint,
+        **metadata,
+        "time_range": {"sources_start": sources_start.isoformat(), "first_event": first.isoformat(), "last_event": last.isoformat()},
+        "rows": {layout.INTERACTIONS: interactions.num_rows},
+        "missing_items": 0,
+    }
+    _write_sources_atomically(home_dir, tables={layout.INTERACTIONS: interactions}, schema=schema)
+    return IngestReport(
+        dataset=config.name, model=config.model, source=base_dir, sources_dir=layout.sources_dir(home_dir),
+        source_fingerprint=fingerprint, rows=schema["rows"], sources_start=sources_start, first_event=first,
+        last_event=last, views=(),
     )
 
 
