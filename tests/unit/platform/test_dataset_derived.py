@@ -138,3 +138,26 @@ def test_counts_at_equal_timestamps_include_the_whole_group(window):
     table = _interactions([("u", "a", 0, None), ("u", "b", 0, None), ("u", "c", 0, None), ("u", "d", 24 * 40, None)])
     rows = _rows(build_user_history(table, ITEMS, {"n": QueryFeature(type="count", window_days=window)}), "u")
     assert [r["n"] for r in rows] == [3, 4 if window is None else 1]
+
+
+def test_top_values_memory_grows_with_the_data_not_rows_times_values():
+    # 60,000 interactions over 4,000 values: a rows x values count matrix would need 60,000 x 4,000 x 8 B = 1.9 GB
+    import tracemalloc
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n, n_items, n_values = 60_000, 8_000, 4_000
+    items = pa.table({"item_id": [f"i{i}" for i in range(n_items)], "cat": [f"c{i % n_values}" for i in range(n_items)]})
+    table = pa.table(
+        {
+            "user_id": pa.array([f"u{u}" for u in rng.integers(0, 3_000, n)]),
+            "item_id": pa.array([f"i{i}" for i in rng.integers(0, n_items, n)]),
+            "event_timestamp": pa.array(rng.integers(0, 10**12, n), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        }
+    )
+    tracemalloc.start()
+    snaps = build_user_history(table, items, {"top": QueryFeature(type="top_values", attribute="cat", k=3)})
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert snaps.num_rows == n and peak < 200 * 2**20  # about 50 MiB measured
