@@ -110,6 +110,7 @@ def test_derived_features_through_feast_as_of_each_event(make_feature_home):
         "    top: {type: top_values, attribute: genres, k: 1}\n"
         "    since_previous: {type: time_since_previous, unit: hours}\n"
         "    since_first: {type: days_since_first}\n"
+        "    n_fresh: {type: count, ttl_days: 1}\n"
         "  item:\n"
         "    trend_1d: {type: count, window_days: 1}\n"
     )
@@ -128,6 +129,10 @@ def test_derived_features_through_feast_as_of_each_event(make_feature_home):
     # user 2 ten days later: the 1-day window as of the snapshot at T holds that interaction; elapsed time is 10 days
     assert rows[("2", "20")]["user_history__n_1d"] == 1
     assert rows[("2", "20")]["user_history__since_previous"] == pytest.approx(240, abs=1e-6)
+    # a feature with its own TTL lives in its own view: 10 days later its 1-day TTL has expired, the others have not
+    assert rows[("1", "40")]["user_history_ttl1d__n_fresh"] == 3
+    assert rows[("2", "20")]["user_history_ttl1d__n_fresh"] is None
+    assert rows[("2", "20")]["user_history__n_all"] == 1
     # first interactions: no snapshot, nulls
     assert rows[("1", "10")]["user_history__since_previous"] is None
     # item 20 ten days later: its day-0 purchase has left the 1-day window

@@ -164,6 +164,7 @@ class QueryFeature(_Strict):
     window_days: float | None = Field(default=None, gt=0)
     column: str | None = None
     unit: Literal["seconds", "hours", "days"] = "days"
+    ttl_days: float | None = Field(default=None, ge=0)  # own TTL: the feature gets its own view; None = the view's
 
     @model_validator(mode="after")
     def _needs(self) -> QueryFeature:
@@ -184,6 +185,7 @@ class ItemFeature(_Strict):
     window_days: int | None = Field(default=None, ge=1)
     column: str | None = None
     unit: Literal["seconds", "hours", "days"] = "days"
+    ttl_days: float | None = Field(default=None, ge=0)  # own TTL: the feature gets its own view; None = the view's
 
     @model_validator(mode="after")
     def _needs(self) -> ItemFeature:

@@ -72,19 +72,25 @@ def ingest(config: DatasetConfig, *, home_dir: Path, source: Path | None = None)
     item_ids = raw.items.column(layout.ITEM_KEY).combine_chunks()  # every item (interaction items included)
     tables: dict[str, pa.Table] = {layout.INTERACTIONS: interactions, layout.ITEM_PROFILE: _stamped(raw.items, stamp=stamp)}
     views: dict[str, dict[str, str]] = {}
+    ttl_seconds: dict[str, int] = {}
     assert config.items is not None
     views[layout.ITEM_PROFILE] = {name: _ATTRIBUTE_TYPES[a.kind] for name, a in config.items.attributes.items()}
-    if config.features.query:
-        tables[layout.USER_HISTORY] = build_user_history(interactions, raw.items, config.features.query)
-        views[layout.USER_HISTORY] = {
-            name: _type_of(tables[layout.USER_HISTORY].schema.field(name).type) for name in config.features.query
-        }
     if raw.users is not None and config.users is not None and config.users.attributes:
         tables[layout.USER_PROFILE] = _stamped(raw.users, stamp=stamp)
         views[layout.USER_PROFILE] = {name: _ATTRIBUTE_TYPES[a.kind] for name, a in config.users.attributes.items()}
+    derived = []
+    if config.features.query:
+        derived.append((layout.USER_HISTORY, config.features.query, build_user_history(interactions, raw.items, config.features.query)))
     if config.features.item:
-        tables[layout.ITEM_STATS] = build_item_stats(interactions, item_ids, config.features.item, stamp=stamp)
-        views[layout.ITEM_STATS] = {name: _type_of(tables[layout.ITEM_STATS].schema.field(name).type) for name in config.features.item}
+        derived.append((layout.ITEM_STATS, config.features.item, build_item_stats(interactions, item_ids, config.features.item, stamp=stamp)))
+    for base, features, table in derived:  # a feature with its own TTL gets its own view
+        for name, feature in features.items():
+            view = layout.ttl_view(base, feature.ttl_days)
+            views.setdefault(view, {})[name] = _type_of(table.schema.field(name).type)
+            if feature.ttl_days is not None:
+                ttl_seconds[view] = int(round(feature.ttl_days * 86400))
+        for view in [v for v in views if layout.view_entity(v) == layout.view_entity(base) and v.startswith(base)]:
+            tables[view] = table.select([*table.column_names[:3], *views[view]])
 
     first = pc.min(interactions.column(layout.TIMESTAMP_FIELD)).as_py()
     last = pc.max(interactions.column(layout.TIMESTAMP_FIELD)).as_py()
@@ -97,9 +103,9 @@ def ingest(config: DatasetConfig, *, home_dir: Path, source: Path | None = None)
         "source": str(base_dir),
         "source_fingerprint": fingerprint,
         "views": {
-            view: {"fields": views[view], "ttl_seconds": config.features.ttl_seconds(view)}
-            for view in layout.VIEW_ENTITY
-            if views.get(view)
+            view: {"fields": views[view], "ttl_seconds": ttl_seconds.get(view, config.features.ttl_seconds(view))}
+            for view in sorted(views, key=_view_order)
+            if views[view]
         },
         **feature_metadata(config),
         "time_range": {"sources_start": sources_start.isoformat(), "first_event": first.isoformat(), "last_event": last.isoformat()},
@@ -172,7 +178,7 @@ def feature_metadata(config: DatasetConfig) -> dict[str, Any]:
     recent = None
     item_vocab = {name: attribute.vocabulary or f"{layout.ITEM_PROFILE}.{name}" for name, attribute in config.items.attributes.items()}
     for name, feature in config.features.query.items():
-        full = layout.full_name(layout.USER_HISTORY, name)
+        full = layout.full_name(layout.ttl_view(layout.USER_HISTORY, feature.ttl_days), name)
         if feature.type == "recent_items":
             lengths[full], vocab[full], recent = int(feature.length or 1), layout.ITEM_ID_VOCAB, full
         elif feature.type == "top_values":
@@ -181,7 +187,7 @@ def feature_metadata(config: DatasetConfig) -> dict[str, Any]:
             elapsed[full] = _UNIT_SECONDS[feature.unit]
     for name, feature in config.features.item.items():
         if feature.type == "days_since_first":
-            elapsed[layout.full_name(layout.ITEM_STATS, name)] = _UNIT_SECONDS[feature.unit]
+            elapsed[layout.full_name(layout.ttl_view(layout.ITEM_STATS, feature.ttl_days), name)] = _UNIT_SECONDS[feature.unit]
     category = config.items.category
     return {
         "list_lengths": lengths,
@@ -247,6 +253,11 @@ def fingerprint_tables(raw: RawDataset) -> str:
             writer.write_table(table)
         digest.update(sink.getvalue().to_pybytes())
     return digest.hexdigest()
+
+
+def _view_order(view: str) -> tuple[int, str]:
+    bases = list(layout.VIEW_ENTITY)
+    return next(i for i, base in enumerate(bases) if view == base or view.startswith(f"{base}_ttl")), view
 
 
 def _type_of(kind: pa.DataType) -> str:

@@ -58,6 +58,21 @@ SOURCES_DIR = "sources"
 FEAST_DIR = "feast"
 
 
+def ttl_view(view: str, ttl_days: float | None) -> str:
+    """The view of a derived feature: ``view`` itself, or ``<view>_ttl<days>d`` for a feature with its own TTL."""
+    if ttl_days is None:
+        return view
+    return f"{view}_ttl{f'{ttl_days:g}'.replace('.', 'p')}d"
+
+
+def view_entity(view: str) -> str:
+    """The entity of a view, including the per-TTL views of derived features (``user_history_ttl7d``)."""
+    for base, entity in VIEW_ENTITY.items():
+        if view == base or view.startswith(f"{base}_ttl"):
+            return entity
+    raise KeyError(view)
+
+
 def full_name(view: str, feature: str) -> str:
     """The column name Feast gives a feature with full feature names (``user_history__recent_items``)."""
     return f"{view}__{feature}"
