@@ -7,8 +7,8 @@ Run from this folder with ``TOWER_HOME`` set (``TOWER_HOME=/abs/path feast apply
 import os
 from pathlib import Path
 
-from tower_platform._feature_repo.tower_definitions import build_definitions
-from tower_platform._feature_repo import tower_layout as layout
+from tower_platform.datasets import layout
+from tower_platform.datasets.feast_definitions import build_definitions
 
 _definitions = build_definitions(Path(os.environ.get("TOWER_HOME", ".tower")))
 

@@ -29,7 +29,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tower_platform._feature_repo import tower_layout as layout
+from tower_platform.datasets import layout
 from tower_platform.datasets import ingest, load_dataset_config
 from tower_platform.features.store import ROW_ID, FeastFeatureStore
 from tower_platform.paths import bundled_config, packaged_feature_repo

@@ -67,6 +67,19 @@ def training_set(feature_store, bundled_dataset):
     return build_training_set(feature_store, bundled_dataset)
 
 
+def tiny_movielens_config(config_extra: str = "") -> str:
+    """The bundled latest-small config as a dataset 'tiny' with source data/, top-level sections merged from YAML."""
+    import yaml
+
+    from tower_platform.paths import bundled_config
+
+    config = yaml.safe_load(bundled_config().read_text(encoding="utf-8"))
+    config.update(name="tiny", source="data")
+    for key, value in (yaml.safe_load(config_extra) or {}).items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    return yaml.safe_dump(config, sort_keys=False)
+
+
 @pytest.fixture
 def make_feature_home(tmp_path: Path) -> Callable[..., tuple[Path, object]]:
     """Factory: write a tiny MovieLens-format dataset and its config, ingest it into a fresh home and apply.
@@ -86,7 +99,7 @@ def make_feature_home(tmp_path: Path) -> Callable[..., tuple[Path, object]]:
         )
         (data / "movies.csv").write_text("movieId,title,genres\n" + "".join(f"{i},{t},{g}\n" for i, t, g in movies))
         config_path = tmp_path / "tiny.yaml"
-        config_path.write_text(f"name: tiny\nadapter: movielens-latest\nmodel: movies\nsource: data\n{config_extra}")
+        config_path.write_text(tiny_movielens_config(config_extra))
         config = load_dataset_config(config_path)
         home = tmp_path / "home"
         ingest(config, home_dir=home)

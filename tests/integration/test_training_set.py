@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow.compute as pc
 
-from tower_platform._feature_repo import tower_layout as layout
+from tower_platform.datasets import layout
 
 RECENT = "user_history__recent_items"
 
@@ -18,7 +18,8 @@ def test_one_row_per_interaction_sorted_by_row_id_and_audited(training_set, inge
     assert table.column("row_id").to_pylist() == list(range(table.num_rows))
     assert training_set.audit.passed
     assert sum(training_set.audit.future_rows.values()) == 0
-    assert table.column_names[:7] == ["row_id", "user_id", "item_id", "event_timestamp", "rating", "weight", "split"]
+    # the config declares a rating: it is an interaction value, after the base columns
+    assert table.column_names[:7] == ["row_id", "user_id", "item_id", "event_timestamp", "weight", "rating", "split"]
     assert not any(c.endswith("__snapshot_ts") for c in table.column_names)
 
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tower_platform._feature_repo import tower_layout as layout
+from tower_platform.datasets import layout
 from tower_platform.errors import TrainingSetAuditError
 from tower_platform.features.training_set import build_training_set
 
@@ -98,3 +98,43 @@ def test_asof_store_matches_feasts_duckdb_join(tiny, tmp_path):
     theirs = build_training_set(stock, config)
     assert ours.table.equals(theirs.table)
     assert ours.fingerprint == theirs.fingerprint
+
+
+def test_derived_features_through_feast_as_of_each_event(make_feature_home):
+    # windows, top values, time since the previous interaction and days since the first, read as of event - 1 µs
+    extra = (
+        "features:\n"
+        "  query:\n"
+        "    n_all: {type: count}\n"
+        "    n_1d: {type: count, window_days: 1}\n"
+        "    top: {type: top_values, attribute: genres, k: 1}\n"
+        "    since_previous: {type: time_since_previous, unit: hours}\n"
+        "    since_first: {type: days_since_first}\n"
+        "    n_fresh: {type: count, ttl_days: 1}\n"
+        "  item:\n"
+        "    trend_1d: {type: count, window_days: 1}\n"
+    )
+    config, store = make_feature_home(ratings=RATINGS, movies=MOVIES, config_extra=extra)
+    rows = _rows(build_training_set(store, config))
+    # user 1 at T + 60 s (two rows at one timestamp): both see only the interaction at T, 60 s (1/60 h) earlier
+    for item in ("20", "30"):
+        assert rows[("1", item)]["user_history__n_all"] == 1
+        assert rows[("1", item)]["user_history__since_previous"] == pytest.approx(60 / 3600 - 1e-6 / 3600)
+        assert rows[("1", item)]["user_history__top"] == ["Drama"]
+    # at T + 120 s: three before it (Drama 2, Comedy 1, Action 1), the previous one 60 s back, the first 120 s back
+    assert rows[("1", "40")]["user_history__n_all"] == 3
+    assert rows[("1", "40")]["user_history__top"] == ["Drama"]
+    assert rows[("1", "40")]["user_history__since_previous"] == pytest.approx(60 / 3600, abs=1e-6)
+    assert rows[("1", "40")]["user_history__since_first"] == pytest.approx(120 / DAY, abs=1e-9)
+    # user 2 ten days later: the 1-day window as of the snapshot at T holds that interaction; elapsed time is 10 days
+    assert rows[("2", "20")]["user_history__n_1d"] == 1
+    assert rows[("2", "20")]["user_history__since_previous"] == pytest.approx(240, abs=1e-6)
+    # a feature with its own TTL lives in its own view: 10 days later its 1-day TTL has expired, the others have not
+    assert rows[("1", "40")]["user_history_ttl1d__n_fresh"] == 3
+    assert rows[("2", "20")]["user_history_ttl1d__n_fresh"] is None
+    assert rows[("2", "20")]["user_history__n_all"] == 1
+    # first interactions: no snapshot, nulls
+    assert rows[("1", "10")]["user_history__since_previous"] is None
+    # item 20 ten days later: its day-0 purchase has left the 1-day window
+    assert rows[("2", "20")]["item_stats__trend_1d"] == 0
+    assert rows[("1", "20")]["item_stats__trend_1d"] == 0  # nothing counted on its first day

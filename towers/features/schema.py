@@ -4,9 +4,10 @@ The platform derives it from a Feast feature service (names and types); the towe
 ONNX towers take one input per feature, named exactly as here.
 
 Column conventions of a training set (an Arrow table):
-    row_id (int64), user_id (string), item_id (string), event_timestamp (timestamp, UTC), rating (float64),
-    weight (float64), split (string: train / validation / test), then one column per feature, named
-    ``<feature view>__<feature>`` as Feast returns them with full feature names.
+    row_id (int64), user_id (string), item_id (string), event_timestamp (timestamp, UTC), weight (float64, 1.0 for
+    implicit feedback), any interaction values the dataset declares (``rating`` only when it has one), split (string:
+    train / validation / test), then one column per feature, named ``<feature view>__<feature>`` as Feast returns
+    them with full feature names.
 
 Feature values as Feast serves them and as the ONNX towers accept them:
     categorical        string          missing: None in Arrow, "" at serving
@@ -65,7 +66,7 @@ class FeatureSchema:
     item: tuple[FeatureSpec, ...]
     user_id: str = "user_id"
     item_id: str = "item_id"
-    item_category: str | None = None  # item feature whose value is the item's category (first genre)
+    item_category: str | None = None  # item feature whose value is the item's category (named by the dataset config)
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

@@ -44,8 +44,8 @@ def _show(step: str, value: Any) -> None:
     elif step == "recommend":
         print_table(
             f"{value.model} v{value.version}: top {len(value.items)} for user {value.user_id}",
-            ["rank", "item_id", "score", "category", "popularity"],
-            [(rank, hit.item_id, hit.score, hit.payload.get("category"), hit.payload.get("popularity"))
+            ["rank", "item_id", "display", "score", "category", "popularity"],
+            [(rank, hit.item_id, hit.payload.get("display"), hit.score, hit.payload.get("category"), hit.payload.get("popularity"))
              for rank, hit in enumerate(value.items, start=1)],
         )
 

@@ -74,9 +74,9 @@ def recommend_command(
         return
     print_table(
         f"{result.model} v{result.version}: top {k} for user {user_id}" + (f" in {category}" if category else ""),
-        ["rank", "item_id", "score", "category", "popularity"],
+        ["rank", "item_id", "display", "score", "category", "popularity"],
         [
-            (rank, hit.item_id, hit.score, hit.payload.get("category"), hit.payload.get("popularity"))
+            (rank, hit.item_id, hit.payload.get("display"), hit.score, hit.payload.get("category"), hit.payload.get("popularity"))
             for rank, hit in enumerate(result.items, start=1)
         ],
     )
@@ -88,4 +88,4 @@ def recommend_command(
 
 
 def _payload_fields(payload: dict[str, Any]) -> dict[str, Any]:
-    return {key: payload.get(key) for key in ("category", "popularity")}
+    return {key: payload.get(key) for key in ("display", "category", "popularity")}

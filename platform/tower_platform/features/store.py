@@ -3,8 +3,10 @@
 ``import feast`` costs seconds, so it happens inside :class:`FeastFeatureStore` the first time Feast is needed.
 Feast and DuckDB exceptions are translated here into the platform's errors.
 
-Names (views, services, paths) come from ``tower_platform._feature_repo.tower_layout``; the Feast objects from
-``tower_platform._feature_repo.tower_definitions``, which reads the sources' schema.json.
+Names (views, services, paths) come from ``tower_platform.datasets.layout``; the Feast objects from
+``tower_platform.datasets.feast_definitions``, which reads the sources' schema.json. Feature names, list lengths,
+shared vocabularies, the category feature and the elapsed-time features come from schema.json, written by the
+ingestion from the dataset config.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +26,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from towers.features import FeatureSchema, FeatureSpec
-from tower_platform._feature_repo import tower_layout as layout
+from tower_platform.datasets import layout
 from tower_platform.errors import ConfigError, NotFoundError, TowerError, UnavailableError
 from tower_platform.timestamp import as_utc as _utc
 
 ROW_ID = "row_id"
-GENRE_VOCAB = "genre"  # shared vocabulary of genre-valued features (user top genres, item genres and category)
-ITEM_ID_VOCAB = "item_id"
-
-# Feature columns whose values share a vocabulary with another feature's (see FeatureSpec.vocab_group).
-VOCAB_GROUPS: dict[str, str] = {
-    layout.full_name(layout.USER_HISTORY, layout.RECENT_ITEMS): ITEM_ID_VOCAB,
-    layout.full_name(layout.USER_HISTORY, layout.TOP_GENRES): GENRE_VOCAB,
-    layout.full_name(layout.ITEM_PROFILE, "genres"): GENRE_VOCAB,
-    layout.full_name(layout.ITEM_PROFILE, layout.ITEM_CATEGORY): GENRE_VOCAB,
-}
+DEFAULT_LIST_LENGTH = 8  # padded length of an existing repository's list features unless the config gives one
+ITEM_ID_VOCAB = layout.ITEM_ID_VOCAB
 
 
 @dataclass(frozen=True)
@@ -81,6 +75,20 @@ class FeastFeatureStore:
         except (OSError, pa.ArrowInvalid) as exc:
             raise UnavailableError(f"Source table {path} cannot be read ({exc}); run `towerctl data ingest` again.") from exc
 
+    @property
+    def external(self) -> dict[str, Any] | None:
+        """The existing Feast repository the dataset config named (repo, services, join keys), or None."""
+        path = layout.schema_path(self.home_dir)
+        return self.source_schema().get("external") if path.is_file() else None
+
+    @property
+    def services(self) -> tuple[str, str]:
+        """(query feature service, item feature service)."""
+        external = self.external
+        if external:
+            return external["query_service"], external["item_service"]
+        return layout.QUERY_SERVICE, layout.ITEM_SERVICE
+
     def data_time_range(self) -> tuple[datetime, datetime]:
         """(earliest source row, last event): the default window of a materialization."""
         time_range = self.source_schema()["time_range"]
@@ -100,6 +108,9 @@ class FeastFeatureStore:
         from feast.repo_config import RepoConfig
         from pydantic import ValidationError
 
+        external = self.external
+        if external:  # an existing repository: used as it is, nothing of it is rewritten
+            self.repo_dir = Path(external["repo"])
         yaml_path = self.repo_dir / "feature_store.yaml"
         if not yaml_path.is_file():
             raise ConfigError(f"Feature repository {self.repo_dir} has no feature_store.yaml; set TOWER_FEATURE_REPO to a Feast repository.")
@@ -110,15 +121,20 @@ class FeastFeatureStore:
         except (yaml.YAMLError, ValidationError, TypeError) as exc:
             raise ConfigError(f"{yaml_path} is not a valid Feast configuration ({exc}); fix the file.") from exc
         config.repo_path = self.repo_dir
-        layout.feast_dir(self.home_dir).mkdir(parents=True, exist_ok=True)
+        if not external:
+            layout.feast_dir(self.home_dir).mkdir(parents=True, exist_ok=True)
         with _translated("open the Feast repository", self.repo_dir):
             return FeatureStore(config=config, repo_path=str(self.repo_dir))
 
     def apply(self) -> ApplyReport:
         """Register the definitions built from the sources' schema.json; removes views that no longer exist."""
-        from tower_platform._feature_repo.tower_definitions import build_definitions
+        from tower_platform.datasets.feast_definitions import build_definitions
 
         self.source_schema()  # refuse to apply before anything was ingested
+        if self.external:  # the repository's owners apply it; check that the two services exist
+            with _translated("read the feature services", self.repo_dir):
+                views = [p.name for name in self.services for p in self.feast.get_feature_service(name).feature_view_projections]
+            return ApplyReport(entities=(), views=tuple(views), services=self.services, deleted=())
         definitions = build_definitions(self.home_dir)
         store = self.feast
         with _translated("apply the feature definitions", self.repo_dir):
@@ -136,6 +152,8 @@ class FeastFeatureStore:
 
     def materialize(self, start: datetime, end: datetime) -> None:
         """Load the latest row per entity with a timestamp in [start, end] into the online store."""
+        if self.external:  # the repository's owners load its online store
+            return
         start, end = _utc(start), _utc(end)
         if not start < end:
             raise ConfigError(f"Materialization window {start.isoformat()} .. {end.isoformat()} is empty; pass --start before --end.")
@@ -154,24 +172,63 @@ class FeastFeatureStore:
         frame = entity_df.to_pandas() if isinstance(entity_df, pa.Table) else pd.DataFrame(entity_df)
         if ROW_ID not in frame.columns or layout.TIMESTAMP_FIELD not in frame.columns:
             raise ConfigError(f"An entity dataframe for '{service_name}' needs columns '{ROW_ID}' and '{layout.TIMESTAMP_FIELD}'.")
-        store = self.feast
+        store, external = self.feast, self.external
+        if external:
+            from tower_platform.datasets.feast_repository import to_repository_keys
+
+            frame = to_repository_keys(frame, external)
         with _translated(f"read historical features of '{service_name}'", self.repo_dir):
             service = store.get_feature_service(service_name)
             job = store.get_historical_features(entity_df=frame, features=service, full_feature_names=True)
             table = job.to_arrow()
-        return table.take(pc.sort_indices(table, [(ROW_ID, "ascending")]))
+        if external:
+            from tower_platform.datasets.feast_repository import from_repository_keys
+
+            table = from_repository_keys(table, external)
+        table = table.take(pc.sort_indices(table, [(ROW_ID, "ascending")]))
+        as_of = pc.cast(pc.cast(table.column(layout.TIMESTAMP_FIELD), pa.timestamp("us", tz="UTC")), pa.int64())
+        return self._elapsed(table, as_of_seconds=as_of.to_numpy().astype("float64") / 1e6)
 
     def online_features(self, service_name: str, entity_rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
         """Latest materialized features of a feature service for each entity row (``{"user_id": "1"}``)."""
-        store = self.feast
+        store, external = self.feast, self.external
+        keys = {layout.USER_KEY: external["user_key"], layout.ITEM_KEY: external["item_key"]} if external else {}
+        rows = [{keys.get(k, k): v for k, v in r.items()} for r in entity_rows]
         with _translated(f"read online features of '{service_name}'", self.repo_dir):
             service = store.get_feature_service(service_name)
-            response = store.get_online_features(features=service, entity_rows=[dict(r) for r in entity_rows], full_feature_names=True)
-            return response.to_dict()
+            response = store.get_online_features(features=service, entity_rows=rows, full_feature_names=True)
+            columns = response.to_dict()
+        for canonical, key in keys.items():
+            if key in columns and key != canonical:
+                columns[canonical] = columns.pop(key)
+        now = datetime.now(UTC).timestamp()
+        for name, unit in self._elapsed_features().items():
+            if name in columns:
+                columns[name] = [None if v is None else (now - float(v)) / unit for v in columns[name]]
+        return columns
+
+    def _elapsed_features(self) -> dict[str, float]:
+        """Features stored as the epoch seconds of a past interaction, read as the time elapsed since (in units)."""
+        return dict(self.source_schema().get("elapsed", {}))
+
+    def _elapsed(self, table: pa.Table, *, as_of_seconds: Any) -> pa.Table:
+        for name, unit in self._elapsed_features().items():
+            if name in table.column_names:
+                stored = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)  # (n,) NaN = none
+                index = table.column_names.index(name)
+                table = table.set_column(index, name, pa.array((as_of_seconds - stored) / unit, pa.float64(), from_pandas=True))
+        return table
 
     def item_corpus(self, as_of: datetime) -> pa.Table:
         """One row per item of the corpus (item_profile) with all item features as of ``as_of``."""
-        item_ids = pc.unique(self.read_source(layout.ITEM_PROFILE).column(layout.ITEM_KEY).combine_chunks())
+        external = self.external
+        if external:
+            from tower_platform.datasets.feast_repository import corpus_item_ids
+
+            with _translated("list the items of the item service", self.repo_dir):
+                item_ids = corpus_item_ids(self.feast, external, self.read_source(layout.INTERACTIONS))
+        else:
+            item_ids = pc.unique(self.read_source(layout.ITEM_PROFILE).column(layout.ITEM_KEY).combine_chunks())
         n = len(item_ids)
         entity = pa.table(
             {
@@ -180,9 +237,14 @@ class FeastFeatureStore:
                 layout.TIMESTAMP_FIELD: pa.array([_utc(as_of)] * n, pa.timestamp("us", tz="UTC")),
             }
         )
-        table = self.historical_features(entity, layout.ITEM_SERVICE)
+        table = self.historical_features(entity, self.services[1])
         keep = [layout.ITEM_KEY] + [c for c in table.column_names if "__" in c and not is_snapshot_column(c)]
-        return table.select(keep)
+        table = table.select(keep)
+        if self.source_schema().get("display"):  # shown to people (payload, recommend), never a tower input
+            profile = self.read_source(layout.ITEM_PROFILE).select([layout.ITEM_KEY, layout.DISPLAY_FIELD])
+            rows = pc.index_in(table.column(layout.ITEM_KEY), value_set=profile.column(layout.ITEM_KEY).combine_chunks())
+            table = table.append_column(layout.DISPLAY_FIELD, profile.column(layout.DISPLAY_FIELD).combine_chunks().take(rows))
+        return table
 
     def feature_schema(self) -> FeatureSchema:
         """The towers' feature schema from the applied feature services' Feast types.
@@ -193,10 +255,11 @@ class FeastFeatureStore:
         schema = self.source_schema()
         lengths: dict[str, int] = schema.get("list_lengths", {})
         overrides: dict[str, str] = schema.get("kind_overrides", {})
+        vocab_groups: dict[str, str] = schema.get("vocab_groups", {})
         store = self.feast
         sides: dict[str, list[FeatureSpec]] = {"query": [], "item": []}
         with _translated("read the feature services", self.repo_dir):
-            for side, service_name in (("query", layout.QUERY_SERVICE), ("item", layout.ITEM_SERVICE)):
+            for side, service_name in zip(("query", "item"), self.services):
                 service = store.get_feature_service(service_name)
                 for projection in service.feature_view_projections:
                     for feature in projection.features:
@@ -205,11 +268,13 @@ class FeastFeatureStore:
                         name = layout.full_name(projection.name_to_use(), feature.name)
                         kind = overrides.get(name, _kind_of(feature.dtype, name=name, service=service_name))
                         max_len = lengths.get(name) if kind == "multi_categorical" else None
+                        if kind == "multi_categorical" and max_len is None and schema.get("external"):
+                            max_len = DEFAULT_LIST_LENGTH  # an existing repository's list: feast.lengths overrides
                         if kind == "multi_categorical" and max_len is None:
                             raise ConfigError(f"Feature '{name}' is a list but the dataset config gives it no length; add it under features.")
-                        sides[side].append(FeatureSpec(name=name, side=side, kind=kind, vocab_group=VOCAB_GROUPS.get(name), max_len=max_len))  # type: ignore[arg-type]
+                        sides[side].append(FeatureSpec(name=name, side=side, kind=kind, vocab_group=vocab_groups.get(name), max_len=max_len))  # type: ignore[arg-type]
         item_id = FeatureSpec(name=layout.ITEM_KEY, side="item", kind="categorical", vocab_group=ITEM_ID_VOCAB)
-        category = layout.full_name(layout.ITEM_PROFILE, layout.ITEM_CATEGORY)
+        category = schema.get("item_category")
         return FeatureSchema(
             query=tuple(sides["query"]),
             item=(item_id, *sides["item"]),
@@ -217,8 +282,8 @@ class FeastFeatureStore:
             item_id=layout.ITEM_KEY,
             item_category=category if any(f.name == category for f in sides["item"]) else None,
             metadata={
-                "query_service": layout.QUERY_SERVICE,
-                "item_service": layout.ITEM_SERVICE,
+                "query_service": self.services[0],
+                "item_service": self.services[1],
                 "dataset": schema.get("dataset"),
                 "source_fingerprint": schema.get("source_fingerprint"),
             },

@@ -4,8 +4,9 @@ For an interaction at time t the entity row asks Feast for features as of t - 1 
 strictly before t are used: a user-history snapshot that includes the interaction itself (stamped at t) never
 reaches its own row, and two interactions of a user at the same timestamp do not see each other.
 
-Columns (see towers.schema): row_id, user_id, item_id, event_timestamp, rating, weight, split, then
-``<view>__<feature>`` for the query service's features and the item service's features.
+Columns (see towers.features.schema): row_id, user_id, item_id, event_timestamp, weight, the interaction values the dataset
+config declares (``rating`` only when it declares one), split, then ``<view>__<feature>`` for the query service's
+features and the item service's features.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from towers.features import FeatureSchema
-from tower_platform._feature_repo import tower_layout as layout
+from tower_platform.datasets import layout
 from tower_platform.datasets.config import DatasetConfig, SplitConfig
 from tower_platform.errors import ConfigError, InputError
 from tower_platform.features.store import ROW_ID, FeastFeatureStore, is_snapshot_column
@@ -40,7 +41,7 @@ from tower_platform.features.training_audit import (
     raise_if_failed,
 )
 
-BASE_COLUMNS: tuple[str, ...] = ("row_id", "user_id", "item_id", "event_timestamp", "rating", "weight", "split")
+BASE_COLUMNS: tuple[str, ...] = ("row_id", "user_id", "item_id", "event_timestamp", "weight", "split")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 AS_OF_OFFSET = timedelta(microseconds=1)
 
@@ -99,7 +100,7 @@ def build_training_set(
     event_ts = interactions.column("event_timestamp").combine_chunks()
     as_of = pa.array(pc.cast(event_ts, pa.int64()).to_numpy() - 1, pa.int64()).cast(event_ts.type)  # (n,) t - 1 µs
 
-    services = (layout.QUERY_SERVICE, layout.ITEM_SERVICE)
+    services = store.services
     joined: dict[str, pa.Table] = {}
     for service, key in zip(services, (layout.USER_KEY, layout.ITEM_KEY)):
         entity = pa.table({ROW_ID: interactions.column(ROW_ID), key: interactions.column(key), layout.TIMESTAMP_FIELD: as_of})
@@ -107,7 +108,8 @@ def build_training_set(
         check_row_parity(rows_in=n, row_ids=joined[service].column(ROW_ID), service=service)
 
     split_column, split_info = assign_split(interactions, config.split)
-    table = interactions.select(list(BASE_COLUMNS[:-1])).append_column("split", split_column)
+    values = [c for c in interactions.column_names if c not in BASE_COLUMNS]  # declared interaction values (rating, ...)
+    table = interactions.select([*BASE_COLUMNS[:-1], *values]).append_column("split", split_column)
     snapshots: dict[str, pa.Array] = {}
     for service in services:
         for name in joined[service].column_names:
@@ -125,6 +127,7 @@ def build_training_set(
         rows_in=n,
         first_seen=first_interactions(all_interactions),
         feature_services=services,
+        recent_items=store.source_schema().get("recent_items"),
         time_window=time_window,
     )
     return TrainingSet(
@@ -145,10 +148,12 @@ def audit_training_set(
     first_seen: pa.Table,
     feature_services: tuple[str, ...],
     time_window: TimeWindow | None,
+    recent_items: str | None = None,
 ) -> AuditReport:
     """Audit a joined training table; raises TrainingSetAuditError on any problem, else returns the report.
 
     snapshots: feature view -> the timestamp of the feature row each training row used (null = none).
+    recent_items: the query feature listing the user's recent items (checked for a leaked target), if any.
     """
     problems: list[str] = []
     if table.num_rows != rows_in:
@@ -156,9 +161,9 @@ def audit_training_set(
     event_ts = table.column("event_timestamp").combine_chunks()
     future = {view: count_future_rows(event_ts=event_ts, snapshot_ts=ts) for view, ts in snapshots.items()}
     problems += [f"{count} rows use a '{view}' feature row not older than their event" for view, count in future.items() if count]
-    recent = layout.full_name(layout.USER_HISTORY, layout.RECENT_ITEMS)
+    recent = recent_items
     leaked = 0
-    if recent in table.column_names:
+    if recent is not None and recent in table.column_names:
         leaked = count_target_leaks(
             user_ids=table.column("user_id").combine_chunks(),
             item_ids=table.column("item_id").combine_chunks(),

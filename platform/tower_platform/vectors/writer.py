@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tower_platform.datasets.layout import DISPLAY_FIELD
 from tower_platform.errors import ConflictError, InputError, IntegrityError, NotFoundError
 from tower_platform.naming import collection_name
 from tower_platform.serving.onnx_tower import OnnxTower
@@ -192,10 +193,14 @@ class QdrantEmbeddingWriter:
         else:
             buckets = [None] * len(item_ids)
         version = meta.model_version
-        return [
+        payloads = [
             {"category": c, "popularity": b, "model_version": version}
             for c, b in zip(categories, buckets, strict=True)
         ]
+        if DISPLAY_FIELD in corpus.column_names:  # the dataset's display column (e.g. a title), shown to people
+            for payload, shown in zip(payloads, corpus.column(DISPLAY_FIELD).to_pylist(), strict=True):
+                payload[DISPLAY_FIELD] = shown
+        return payloads
 
 
 def verify_collection(

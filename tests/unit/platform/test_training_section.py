@@ -32,12 +32,20 @@ def test_overrides_take_dotted_keys_and_unambiguous_names():
         tower_config_from(dataset, overrides={"epoch": 1})
 
 
-def test_a_flat_or_mistyped_training_section_is_named_with_its_file(tmp_path: Path):
+def _config_with_training(tmp_path: Path, training: str) -> Path:
+    """The bundled config with its `training:` section replaced, its tables read from the bundled folder."""
+    bundled = bundled_config()
+    text = bundled.read_text(encoding="utf-8").split("\ntraining:")[0]
+    text = text.replace("source: ../movielens-latest-small", f"source: {(bundled.parent / '../movielens-latest-small').resolve()}")
     path = tmp_path / "dataset.yaml"
-    path.write_text("name: d\nadapter: movielens-latest\nmodel: m\nsource: data\ntraining: {epochs: 3}\n", encoding="utf-8")
+    path.write_text(f"{text}\ntraining: {training}\n", encoding="utf-8")
+    return path
+
+
+def test_a_flat_or_mistyped_training_section_is_named_with_its_file(tmp_path: Path):
+    path = _config_with_training(tmp_path, "{epochs: 3}")
     with pytest.raises(ConfigError, match=f"{path}: section 'training' is invalid: TowerConfig has no section 'epochs'"):
         tower_config_from(load_dataset_config(path))
-    path.write_text("name: d\nadapter: movielens-latest\nmodel: m\nsource: data\ntraining: {loss: {temperature: -1}}\n",
-                    encoding="utf-8")
+    path = _config_with_training(tmp_path, "{loss: {temperature: -1}}")
     with pytest.raises(ConfigError, match="loss.temperature must be > 0"):
         tower_config_from(load_dataset_config(path))

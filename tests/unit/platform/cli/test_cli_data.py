@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from tower_platform.cli.main import app
+from tower_platform.paths import bundled_config
 from tower_platform.settings import get_settings
 
 runner = CliRunner()
@@ -28,7 +30,9 @@ def _dataset(folder: Path, *, ratings: str = RATINGS, movies: str = MOVIES) -> P
     (folder / "data" / "ratings.csv").write_text(ratings)
     (folder / "data" / "movies.csv").write_text(movies)
     config = folder / "tiny.yaml"
-    config.write_text("name: tiny\nadapter: movielens-latest\nmodel: movies\nsource: data\n")
+    body = yaml.safe_load(bundled_config().read_text(encoding="utf-8"))  # the latest-small config on other files
+    body.update(name="tiny", source="data")
+    config.write_text(yaml.safe_dump(body, sort_keys=False))
     return config
 
 
@@ -48,11 +52,11 @@ def _fresh_settings():
 @pytest.mark.parametrize(
     ("ratings", "column", "words"),
     [
-        ("userId,movieId,timestamp\n1,10,1000\n", "rating", "no column 'rating'"),
-        ("userId,movieId,rating,timestamp\n1,10,4.0,1000\n2,10,high,1000\n", "rating", "not a number"),
-        ("userId,movieId,rating,timestamp\n1,10,4.0,yesterday\n", "timestamp", "not a Unix time"),
-        ("userId,movieId,rating,timestamp\n1,10,4.0,1000\n1,10,4.0,1000\n", "timestamp", "duplicate interactions"),
-        ("", None, "is empty"),
+        ("userId,movieId,timestamp\n1,10,1000\n", "rating", "column 'rating' is not in"),
+        ("userId,movieId,rating,timestamp\n1,10,4.0,1000\n2,10,high,1000\n", "rating", "1 values are not numbers"),
+        ("userId,movieId,rating,timestamp\n1,10,4.0,yesterday\n", "timestamp", "do not parse as 'epoch_s'"),
+        ("userId,movieId,rating,timestamp\n1,10,4.0,1000\n1,10,4.0,1000\n", "timestamp", "interactions are repeated"),
+        ("", None, "cannot be read"),
     ],
 )
 def test_ingest_refuses_bad_input_with_exit_2_and_writes_nothing(tmp_path, monkeypatch, ratings, column, words):

@@ -38,6 +38,7 @@ def _audit(table: pa.Table, snapshots: dict[str, pa.Array] | None = None):
         first_seen=first_interactions(table),
         feature_services=("query_features", "item_features"),
         time_window=None,
+        recent_items="user_history__recent_items",
     )
 
 

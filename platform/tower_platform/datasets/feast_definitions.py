@@ -2,7 +2,7 @@
 
 The views are generic: their columns, TTLs and the optional views come from ``$TOWER_HOME/sources/schema.json``,
 which the dataset ingestion writes. ``tower_platform.features.FeastFeatureStore.apply`` calls
-:func:`build_definitions` directly; ``repo.py`` calls it at import time so that the plain ``feast apply`` CLI sees the
+:func:`build_definitions` directly; the feature repository's ``repo.py`` calls it at import time so that the plain ``feast apply`` CLI sees the
 same objects.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float64, Int64, String, UnixTimestamp
 
-from tower_platform._feature_repo import tower_layout as layout
+from tower_platform.datasets import layout
 
 _FEAST_TYPES = {"string": String, "int64": Int64, "float64": Float64, "list<string>": Array(String)}
 
@@ -50,7 +50,7 @@ def build_definitions(home_dir: Path) -> TowerDefinitions:
     }
     views: dict[str, FeatureView] = {}
     for view_name, view_schema in schema.get("views", {}).items():
-        entity = entities[layout.VIEW_ENTITY[view_name]]
+        entity = entities[layout.view_entity(view_name)]
         source = FileSource(
             name=f"{view_name}_source",
             path=str(layout.source_path(home_dir, view_name)),
@@ -69,6 +69,8 @@ def build_definitions(home_dir: Path) -> TowerDefinitions:
     services: dict[str, FeatureService] = {}
     for service_name, view_names in ((layout.QUERY_SERVICE, layout.QUERY_VIEWS), (layout.ITEM_SERVICE, layout.ITEM_VIEWS)):
         present = [views[name] for name in view_names if name in views]
+        present += [views[name] for name in sorted(views) if name not in view_names  # per-TTL views of derived features
+                    and any(name.startswith(f"{base}_ttl") for base in view_names)]
         if present:
             services[service_name] = FeatureService(name=service_name, features=present)
     return TowerDefinitions(entities=tuple(entities.values()), views=views, services=services)
