@@ -7,8 +7,8 @@
     <root>/aliases/<alias>   the collection an alias points to (see :mod:`tower_platform.vector_alias`)
 
 Below ``EdgeIndexConfig.exact_below`` points a collection is searched exactly; above it :meth:`finish_bulk_load`
-builds an HNSW graph (``m``, ``ef_construct``) and searches use ``ef``. :func:`measure_recall` compares the graph with
-exact search on sampled stored vectors; :func:`check_recall` refuses a collection below the floor.
+builds an HNSW graph (``m``, ``ef_construct``) and searches use ``ef``; :mod:`tower_platform.vector_index` holds
+those settings and the recall check that compares the graph with exact search.
 
 A shard opened by a process holds the lock of its write-ahead log: the store keeps each opened shard until
 :meth:`close`, and a second process opening the same shard gets :class:`UnavailableError`. qdrant-edge raises plain
@@ -18,13 +18,13 @@ A shard opened by a process holds the lock of its write-ahead log: the store kee
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import shutil
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,15 @@ import numpy as np
 
 from tower_platform.errors import ConflictError, NotFoundError, TowerError, UnavailableError
 from tower_platform.vector_alias import AliasPointers, check_name
+from tower_platform.vector_index import EdgeIndexConfig
 from tower_platform.vectors import (
     CATEGORY_FIELD,
     DISTANCES,
     ITEM_ID_FIELD,
+    POINT_ID_NAMESPACE,
     CollectionInfo,
     SearchHit,
     StoredPoint,
-    point_id,
 )
 
 SHARD_CONFIG_FILE = "edge_config.json"  # written by qdrant-edge in every shard folder
@@ -47,36 +48,6 @@ _CREATING_PREFIX = ".creating-"
 _DELETING_PREFIX = ".deleting-"
 _UPSERT_BATCH = 4096
 _EDGE_DISTANCES = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid"}
-
-
-@dataclass(frozen=True)
-class EdgeIndexConfig:
-    """When and how a collection gets an HNSW graph, and how it is searched.
-
-    The defaults hold recall@100 >= 0.95 against exact search on clustered 64-d vectors at 200k points with a top-100
-    p50 under 5 ms on two cores (``ops/bench/vector_scale.py``). Raising ``ef`` costs search time only; ``m`` and
-    ``ef_construct`` take effect for collections created afterwards and cost build time.
-    """
-
-    exact_below: int = 20_000  # points; smaller collections are searched exactly and get no graph
-    m: int = 32  # edges per node of the graph
-    ef_construct: int = 200  # candidates while building
-    ef: int = 256  # candidates while searching
-    recall_floor: float = 0.95  # check_recall refuses a collection below this recall@K
-    recall_queries: int = 200  # sampled stored vectors per recall measurement
-
-    def __post_init__(self) -> None:
-        if self.exact_below < 0 or self.m < 4 or self.ef_construct < 4 or self.ef < 1:
-            raise ConflictError(
-                f"vector index settings exact_below={self.exact_below}, m={self.m}, ef_construct={self.ef_construct}, "
-                f"ef={self.ef} are out of range: exact_below >= 0, m >= 4, ef_construct >= 4, ef >= 1."
-            )
-        if not 0.0 <= self.recall_floor <= 1.0:
-            raise ConflictError(f"recall_floor={self.recall_floor} must lie between 0 and 1.")
-
-
-class RecallBelowFloorError(ConflictError):
-    """ANN search of a collection misses too many of the exact top-K."""
 
 
 # One table from qdrant-edge's messages to this platform's errors: (substring, error class, message template).
@@ -91,6 +62,18 @@ _EDGE_ERRORS: tuple[tuple[str, type[TowerError], str], ...] = (
     ("dimension error", ConflictError, "vector shard {folder} refused to {action}: {exc}; embed with the same model."),
     ("not initialized", UnavailableError, "vector shard {folder} is closed; open the store again."),
 )
+
+
+def fast_point_id(item_id: str) -> str:
+    """:func:`point_id` (UUIDv5 of the namespace and the item id) without building a ``uuid.UUID``: 4x faster."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + str(item_id).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_NAMESPACE_BYTES = POINT_ID_NAMESPACE.bytes
 
 
 def _translate(exc: Exception, *, folder: Path, action: str) -> TowerError:
@@ -305,7 +288,7 @@ class EdgeVectorStore:
             for start in range(0, len(ids), _UPSERT_BATCH):
                 rows = vectors[start : start + _UPSERT_BATCH].tolist()  # [B, D] as lists: one conversion per batch
                 points = [
-                    qe.Point(point_id(i), row, {ITEM_ID_FIELD: str(i), **dict(p)})
+                    qe.Point(fast_point_id(i), row, {ITEM_ID_FIELD: str(i), **dict(p)})
                     for i, row, p in zip(
                         ids[start : start + _UPSERT_BATCH], rows, payloads[start : start + _UPSERT_BATCH], strict=True
                     )
@@ -317,7 +300,7 @@ class EdgeVectorStore:
         """The stored points of these item ids (missing ones are absent from the result), in the order asked."""
         shard = self._shard(name)
         with self._edge("retrieve points", self._folder(name)):
-            records = shard.retrieve([point_id(i) for i in ids], with_payload=True, with_vector=with_vectors)
+            records = shard.retrieve([fast_point_id(i) for i in ids], with_payload=True, with_vector=with_vectors)
         by_item = {str((r.payload or {}).get(ITEM_ID_FIELD)): r for r in records}
         return [_stored_point(by_item[str(i)], with_vectors=with_vectors) for i in ids if str(i) in by_item]
 
@@ -382,7 +365,7 @@ class EdgeVectorStore:
             exact = self._count(name) < self.index.exact_below
         params = qe.SearchParams(exact=True) if exact else qe.SearchParams(hnsw_ef=max(self.index.ef, int(limit)))
         must = [qe.FieldCondition(key=CATEGORY_FIELD, match=qe.MatchValue(category))] if category is not None else None
-        must_not = [qe.HasIdCondition({point_id(i) for i in exclude_item_ids})] if exclude_item_ids else None
+        must_not = [qe.HasIdCondition({fast_point_id(i) for i in exclude_item_ids})] if exclude_item_ids else None
         query_filter = qe.Filter(must=must, must_not=must_not) if (must or must_not) else None
         queries = np.asarray(vectors, dtype=np.float32)  # [Q, D]
         requests = [
@@ -400,6 +383,34 @@ class EdgeVectorStore:
              for p in points]
             for points in results
         ]
+
+    def sample_vectors(self, name: str, count: int, *, seed: int = 0) -> np.ndarray:
+        """``count`` stored vectors [count, D] drawn at random (a scroll of point ids only, then one retrieve)."""
+        from qdrant_edge import ScrollRequest
+
+        shard = self._shard(name)
+        ids: list[Any] = []
+        offset = None
+        with self._edge("sample points", self._folder(name)):
+            while True:
+                records, offset = shard.scroll(ScrollRequest(offset=offset, limit=65_536, with_payload=False))
+                ids.extend(r.id for r in records)
+                if offset is None:
+                    break
+            picked = np.random.default_rng(seed).choice(len(ids), size=min(count, len(ids)), replace=False)
+            records = shard.retrieve([ids[i] for i in picked], with_payload=False, with_vector=True)
+        return np.asarray([_raw_vector(r.vector) for r in records], dtype=np.float32).reshape(len(records), -1)
+
+    def graph_settings(self, name: str) -> tuple[int, int]:
+        """(m, ef_construct) the collection was created with."""
+        hnsw = self._shard_config(name).get("hnsw_config") or {}
+        return int(hnsw.get("m", self.index.m)), int(hnsw.get("ef_construct", self.index.ef_construct))
+
+    def indexed_count(self, name: str) -> int:
+        """Points covered by the HNSW graph (0 while the collection is searched exactly)."""
+        shard = self._shard(name)
+        with self._edge("read the shard", self._folder(name)):
+            return int(shard.info().indexed_vectors_count)
 
     # -- aliases ------------------------------------------------------------------------------------------------
     def aliases(self) -> dict[str, str]:
@@ -424,57 +435,6 @@ class EdgeVectorStore:
 
     def delete_alias(self, alias: str) -> None:
         self._aliases.delete(alias)
-
-
-def measure_recall(store: EdgeVectorStore, name: str, *, queries: int | None = None, k: int = 100, seed: int = 0) -> float:
-    """Mean recall@k of graph search against exact search, the queries being stored vectors sampled at random."""
-    info = store.collection_info(name)
-    if info.point_count == 0:
-        return 1.0
-    wanted = min(queries or store.index.recall_queries, info.point_count)
-    sampled = _sample_vectors(store, name, wanted, seed=seed)  # [Q, D]
-    exact = store.search_many(name, sampled, limit=k, exact=True)
-    approximate = store.search_many(name, sampled, limit=k, exact=False)
-    overlaps = [
-        len({h.item_id for h in a} & {h.item_id for h in e}) / max(1, len(e))
-        for a, e in zip(approximate, exact, strict=True)
-    ]
-    return float(np.mean(overlaps))
-
-
-def check_recall(
-    store: EdgeVectorStore, name: str, *, floor: float | None = None, queries: int | None = None, k: int = 100
-) -> float:
-    """The measured recall@k, or RecallBelowFloorError naming the figure and the settings to raise."""
-    floor = store.index.recall_floor if floor is None else floor
-    recall = measure_recall(store, name, queries=queries, k=k)
-    if recall < floor:
-        hnsw = store._shard_config(name).get("hnsw_config") or {}
-        m, ef_construct = hnsw.get("m", store.index.m), hnsw.get("ef_construct", store.index.ef_construct)
-        raise RecallBelowFloorError(
-            f"vector collection '{name}' finds {recall:.3f} of the exact top-{k} (recall@{k}), below the floor "
-            f"{floor:.2f}, at ef={store.index.ef}, m={m}, ef_construct={ef_construct}; raise ef first (search only), "
-            "then m or ef_construct and write the version again."
-        )
-    return recall
-
-
-def _sample_vectors(store: EdgeVectorStore, name: str, count: int, *, seed: int) -> np.ndarray:
-    """``count`` stored vectors [count, D], drawn at random from a scroll of point ids (ids only, then vectors)."""
-    from qdrant_edge import ScrollRequest
-
-    shard = store._shard(name)
-    ids: list[Any] = []
-    offset = None
-    with store._edge("sample points", store._folder(name)):
-        while True:
-            records, offset = shard.scroll(ScrollRequest(offset=offset, limit=65_536, with_payload=False))
-            ids.extend(r.id for r in records)
-            if offset is None:
-                break
-        picked = np.random.default_rng(seed).choice(len(ids), size=count, replace=False)
-        records = shard.retrieve([ids[i] for i in picked], with_payload=False, with_vector=True)
-    return np.asarray([_raw_vector(r.vector) for r in records], dtype=np.float32)
 
 
 def _raw_vector(raw: Any) -> Any:

@@ -7,14 +7,9 @@ import numpy as np
 import pytest
 
 from tower_platform.errors import ConflictError, NotFoundError, TowerError, UnavailableError, UsageError
-from tower_platform.vector_edge import (
-    EdgeIndexConfig,
-    EdgeVectorStore,
-    RecallBelowFloorError,
-    check_recall,
-    measure_recall,
-)
-from tower_platform.vectors import QdrantVectorStore
+from tower_platform.vector_edge import EdgeVectorStore, fast_point_id
+from tower_platform.vector_index import EdgeIndexConfig, RecallBelowFloorError, check_recall, measure_recall
+from tower_platform.vectors import QdrantVectorStore, point_id
 
 
 def _unit_rows(n: int, d: int, *, seed: int = 0) -> np.ndarray:
@@ -204,7 +199,7 @@ def test_edge_builds_a_graph_above_exact_below_and_measures_its_recall(tmp_path)
     generous = EdgeIndexConfig(exact_below=1000, m=16, ef_construct=64, ef=200, recall_queries=40)
     with EdgeVectorStore(tmp_path, index=generous) as store:
         ids = _write(store, "m__v1", vectors, categories=5)
-        assert store._shard("m__v1").info().indexed_vectors_count == 3000
+        assert store.indexed_count("m__v1") == 3000
         assert measure_recall(store, "m__v1", k=20) >= 0.95
         assert check_recall(store, "m__v1", k=20) >= 0.95
         hits = store.search("m__v1", vectors[5], limit=10, category="c0", exclude_item_ids=["i5"])
@@ -221,7 +216,7 @@ def test_edge_below_exact_below_stays_exact(tmp_path):
     vectors = _unit_rows(200, 8, seed=9)
     with EdgeVectorStore(tmp_path, index=EdgeIndexConfig(exact_below=1000, ef=1)) as store:
         _write(store, "m__v1", vectors)
-        assert store._shard("m__v1").info().indexed_vectors_count == 0
+        assert store.indexed_count("m__v1") == 0
         assert measure_recall(store, "m__v1", queries=20, k=50) == 1.0
 
 
@@ -230,3 +225,20 @@ def test_edge_index_config_rejects_out_of_range_settings():
         EdgeIndexConfig(m=2)
     with pytest.raises(ConflictError, match="recall_floor"):
         EdgeIndexConfig(recall_floor=1.5)
+
+
+def test_edge_point_ids_equal_the_shared_uuid5_ids():
+    for item_id in ("42", 42, "tt0111161", "é-ü", ""):
+        assert fast_point_id(item_id) == point_id(item_id)
+
+
+def test_edge_samples_distinct_stored_vectors(tmp_path):
+    vectors = _unit_rows(50, 4, seed=10)
+    with EdgeVectorStore(tmp_path) as store:
+        _write(store, "m__v1", vectors)
+        sample = store.sample_vectors("m__v1", 20, seed=1)  # [20, 4]
+        assert sample.shape == (20, 4)
+        nearest = np.argmax(sample @ vectors.T, axis=1)  # each sampled row is one stored row
+        np.testing.assert_allclose(sample, vectors[nearest], atol=1e-6)
+        assert len(set(nearest.tolist())) == 20
+        assert store.sample_vectors("m__v1", 500).shape == (50, 4)  # at most every point
