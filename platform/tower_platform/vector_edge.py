@@ -12,17 +12,14 @@ those settings and the recall check that compares the graph with exact search.
 
 A shard opened by a process holds the lock of its write-ahead log: the store keeps each opened shard until
 :meth:`close`, and a second process opening the same shard gets :class:`UnavailableError`. qdrant-edge raises plain
-``Exception``; :func:`_translate` maps its messages to this platform's errors in one table, here.
+``Exception``; :mod:`tower_platform.vector_shard` maps its messages to this platform's errors in one table.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import math
 import shutil
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,58 +27,27 @@ from typing import Any
 
 import numpy as np
 
-from tower_platform.errors import ConflictError, NotFoundError, TowerError, UnavailableError
+from tower_platform.errors import ConflictError, NotFoundError, UnavailableError
 from tower_platform.vector_alias import AliasPointers, check_name
 from tower_platform.vector_index import EdgeIndexConfig
+from tower_platform.vector_shard import (
+    SHARD_CONFIG_FILE,
+    create_shard,
+    fast_point_id,
+    open_shard,
+    translated,
+)
 from tower_platform.vectors import (
     CATEGORY_FIELD,
     DISTANCES,
     ITEM_ID_FIELD,
-    POINT_ID_NAMESPACE,
     CollectionInfo,
     SearchHit,
     StoredPoint,
 )
 
-SHARD_CONFIG_FILE = "edge_config.json"  # written by qdrant-edge in every shard folder
-_CREATING_PREFIX = ".creating-"
 _DELETING_PREFIX = ".deleting-"
 _UPSERT_BATCH = 4096
-_EDGE_DISTANCES = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid"}
-
-
-# One table from qdrant-edge's messages to this platform's errors: (substring, error class, message template).
-_EDGE_ERRORS: tuple[tuple[str, type[TowerError], str], ...] = (
-    (
-        "WouldBlock",
-        UnavailableError,
-        "vector shard {folder} is held by another process (its write-ahead log is locked); wait for that process "
-        "to finish or stop it, or use a Qdrant server (TOWER_QDRANT__URL) for several writers.",
-    ),
-    ("does not exist", NotFoundError, "vector shard {folder} does not exist; see `towerctl embeddings status MODEL`."),
-    ("dimension error", ConflictError, "vector shard {folder} refused to {action}: {exc}; embed with the same model."),
-    ("not initialized", UnavailableError, "vector shard {folder} is closed; open the store again."),
-)
-
-
-def fast_point_id(item_id: str) -> str:
-    """:func:`point_id` (UUIDv5 of the namespace and the item id) without building a ``uuid.UUID``: 4x faster."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + str(item_id).encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-_NAMESPACE_BYTES = POINT_ID_NAMESPACE.bytes
-
-
-def _translate(exc: Exception, *, folder: Path, action: str) -> TowerError:
-    text = str(exc)
-    for needle, error, template in _EDGE_ERRORS:
-        if needle in text:
-            return error(template.format(folder=folder, action=action, exc=text))
-    return UnavailableError(f"vector shard {folder} failed to {action} ({text}); check the folder and free disk space.")
 
 
 class EdgeVectorStore:
@@ -119,14 +85,8 @@ class EdgeVectorStore:
     def _folder(self, name: str) -> Path:
         return self.root / check_name(name, kind="collection")
 
-    @contextlib.contextmanager
-    def _edge(self, action: str, folder: Path) -> Iterator[None]:
-        try:
-            yield
-        except TowerError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - qdrant-edge raises plain Exception; translated here
-            raise _translate(exc, folder=folder, action=action) from exc
+    def _edge(self, action: str, folder: Path) -> contextlib.AbstractContextManager[None]:
+        return translated(action, folder)
 
     def _shard(self, name: str) -> Any:
         """The opened shard of a collection (opened once, kept until close); NotFoundError when absent."""
@@ -137,34 +97,25 @@ class EdgeVectorStore:
             return shard
         folder = self._folder(name)
         if not (folder / SHARD_CONFIG_FILE).is_file():
-            raise NotFoundError(
-                f"vector collection '{name}' does not exist at {self.where}; see `towerctl embeddings status MODEL`."
-            )
+            raise self._missing(name)
         shard = self._load(folder)
         self._shards[name] = shard
         return shard
 
     def _load(self, folder: Path) -> Any:
-        from qdrant_edge import EdgeShard
+        return open_shard(folder, lock_timeout_s=self.lock_timeout_s)
 
-        deadline = time.monotonic() + self.lock_timeout_s
-        while True:
-            try:
-                return EdgeShard.load(str(folder))
-            except Exception as exc:  # noqa: BLE001
-                if "WouldBlock" not in str(exc) or time.monotonic() >= deadline:
-                    raise _translate(exc, folder=folder, action="open") from exc
-                time.sleep(0.05)
+    def _missing(self, name: str, *, kind: str = "collection") -> NotFoundError:
+        return NotFoundError(
+            f"vector {kind} '{name}' does not exist at {self.where}; see `towerctl embeddings status MODEL`."
+        )
 
     def _resolve(self, name_or_alias: str) -> str:
         if (self._folder(name_or_alias) / SHARD_CONFIG_FILE).is_file():
             return name_or_alias
         target = self._aliases.target(name_or_alias)
         if target is None:
-            raise NotFoundError(
-                f"vector collection or alias '{name_or_alias}' does not exist at {self.where}; "
-                "see `towerctl embeddings status MODEL`."
-            )
+            raise self._missing(name_or_alias, kind="collection or alias")
         return target
 
     def _shard_config(self, name: str) -> dict[str, Any]:
@@ -172,15 +123,11 @@ class EdgeVectorStore:
         try:
             return json.loads((folder / SHARD_CONFIG_FILE).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise NotFoundError(
-                f"vector collection '{name}' does not exist at {self.where}; see `towerctl embeddings status MODEL`."
-            ) from None
+            raise self._missing(name) from None
 
     # -- collections ----------------------------------------------------------------------------------------------
     def create_collection(self, name: str, *, dimension: int, distance: str = "cosine", bulk: bool = True) -> None:
         """Create an empty shard with a keyword index on the category; built in a temporary folder, then renamed."""
-        import qdrant_edge as qe
-
         del bulk  # the engine builds its graph only in finish_bulk_load (optimize), never during writes
         if distance not in DISTANCES:
             raise ConflictError(f"distance {distance!r} for collection '{name}' is not one of {DISTANCES}.")
@@ -189,28 +136,7 @@ class EdgeVectorStore:
             raise ConflictError(
                 f"vector collection '{name}' already exists at {self.where}; delete it first or write a new version."
             )
-        # indexing_threshold is in KB of vectors: segments smaller than exact_below points stay plain (exact).
-        threshold_kb = max(1, math.ceil(self.index.exact_below * int(dimension) * 4 / 1024))
-        config = qe.EdgeConfig(
-            vectors=qe.EdgeVectorParams(size=int(dimension), distance=getattr(qe.Distance, _EDGE_DISTANCES[distance])),
-            hnsw_config=qe.HnswIndexConfig(
-                m=self.index.m, ef_construct=self.index.ef_construct, full_scan_threshold=threshold_kb
-            ),
-            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb),
-        )
-        temp = self.root / f"{_CREATING_PREFIX}{name}-{uuid.uuid4().hex}"
-        try:
-            with self._edge("create a collection", folder):
-                shard = qe.EdgeShard.create(str(temp), config)
-                try:
-                    shard.update(qe.UpdateOperation.create_field_index(CATEGORY_FIELD, qe.PayloadSchemaType.Keyword))
-                    shard.flush()
-                finally:
-                    shard.close()
-            temp.rename(folder)
-        except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
+        create_shard(folder, dimension=int(dimension), distance=distance, index=self.index)
         self._counts[name] = 0
 
     def finish_bulk_load(self, name: str) -> None:
@@ -237,7 +163,7 @@ class EdgeVectorStore:
         """Close the shard, drop the aliases pointing to it, rename its folder away, then remove it."""
         folder = self._folder(name)
         if not folder.exists():
-            raise NotFoundError(f"vector collection '{name}' does not exist at {self.where}; nothing to delete.")
+            raise self._missing(name)
         shard = self._shards.pop(name, None)
         self._counts.pop(name, None)
         if shard is not None:
@@ -375,14 +301,11 @@ class EdgeVectorStore:
             for row in queries.tolist()
         ]
         with self._edge("search", self._folder(name)):
-            results = shard.query_batch(qe.QueryBatchRequest(requests)) if len(requests) > 1 else [
-                shard.query(requests[0])
-            ]
-        return [
-            [SearchHit(item_id=str(p.payload.get(ITEM_ID_FIELD)), score=float(p.score), payload=dict(p.payload))
-             for p in points]
-            for points in results
-        ]
+            if len(requests) == 1:
+                results = [shard.query(requests[0])]
+            else:
+                results = shard.query_batch(qe.QueryBatchRequest(requests)) if requests else []
+        return [[_hit(p) for p in points] for points in results]
 
     def sample_vectors(self, name: str, count: int, *, seed: int = 0) -> np.ndarray:
         """``count`` stored vectors [count, D] drawn at random (a scroll of point ids only, then one retrieve)."""
@@ -439,6 +362,11 @@ class EdgeVectorStore:
 
 def _raw_vector(raw: Any) -> Any:
     return next(iter(raw.values())) if isinstance(raw, Mapping) else raw
+
+
+def _hit(point: Any) -> SearchHit:
+    payload = dict(point.payload or {})
+    return SearchHit(item_id=str(payload.get(ITEM_ID_FIELD)), score=float(point.score), payload=payload)
 
 
 def _stored_point(record: Any, *, with_vectors: bool) -> StoredPoint:
