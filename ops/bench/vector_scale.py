@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tower_platform.vector_edge import EdgeIndexConfig, EdgeVectorStore
-from tower_platform.vectors import QdrantVectorStore
+from tower_platform.vectors.edge import EdgeIndexConfig, EdgeVectorStore
+from tower_platform.vectors.store import QdrantVectorStore
 
 WRITE_CHUNK = 50_000
 TARGET_WRITE_RATIO = 100.0  # embedded engine vs qdrant-client local storage

@@ -116,7 +116,7 @@ def fingerprint(table: pa.Table, *, feature_services: Sequence[str], time_window
     digest = hashlib.sha256()
     digest.update(repr((tuple(feature_services), tuple(time_window))).encode("utf-8"))
     for name in table.column_names:
-        digest.update(b"\x1ecolumn\x1f" + name.encode("utf-8") + b"\x1f" + str(table.schema.field(name).type).encode("utf-8"))
+        digest.update(b"\x1ecolumn\x1f" + name.encode("utf-8") + b"\x1f" + _type_text(table.schema.field(name).type).encode("utf-8"))
         _digest_array(digest, table.column(name).combine_chunks())
     return digest.hexdigest()
 
@@ -128,6 +128,13 @@ def raise_if_failed(report: AuditReport) -> AuditReport:
             "and do not write feature rows at or after their event."
         )
     return report
+
+
+def _type_text(kind: pa.DataType) -> str:
+    """The type as text without the name of a list's child field, which engines choose freely (item, element, l)."""
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return f"list<{_type_text(kind.value_type)}>"
+    return str(kind)
 
 
 def _digest_array(digest: Any, array: pa.Array) -> None:

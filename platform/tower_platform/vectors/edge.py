@@ -4,15 +4,15 @@
 (collections named ``<model>__v<N>``, item ids in, :class:`SearchHit` out) on Qdrant's in-process engine::
 
     <root>/<collection>/     one EdgeShard (segments, write-ahead log, edge_config.json)
-    <root>/aliases/<alias>   the collection an alias points to (see :mod:`tower_platform.vector_alias`)
+    <root>/aliases/<alias>   the collection an alias points to (see :mod:`tower_platform.vectors.alias_file`)
 
 Below ``EdgeIndexConfig.exact_below`` points a collection is searched exactly; above it :meth:`finish_bulk_load`
-builds an HNSW graph (``m``, ``ef_construct``) and searches use ``ef``; :mod:`tower_platform.vector_index` holds
+builds an HNSW graph (``m``, ``ef_construct``) and searches use ``ef``; :mod:`tower_platform.vectors.index` holds
 those settings and the recall check that compares the graph with exact search.
 
 A shard opened by a process holds the lock of its write-ahead log: the store keeps each opened shard until
 :meth:`close`, and a second process opening the same shard gets :class:`UnavailableError`. qdrant-edge raises plain
-``Exception``; :mod:`tower_platform.vector_shard` maps its messages to this platform's errors in one table.
+``Exception``; :mod:`tower_platform.vectors.shard` maps its messages to this platform's errors in one table.
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ from typing import Any
 import numpy as np
 
 from tower_platform.errors import ConflictError, NotFoundError, UnavailableError
-from tower_platform.vector_alias import AliasPointers, check_name
-from tower_platform.vector_index import EdgeIndexConfig
-from tower_platform.vector_shard import (
+from tower_platform.vectors.alias_file import AliasPointers, check_name
+from tower_platform.vectors.index import EdgeIndexConfig
+from tower_platform.vectors.shard import (
     SHARD_CONFIG_FILE,
     create_shard,
     fast_point_id,
     open_shard,
     translated,
 )
-from tower_platform.vectors import (
+from tower_platform.vectors.store import (
     CATEGORY_FIELD,
     DISTANCES,
     ITEM_ID_FIELD,

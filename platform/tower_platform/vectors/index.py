@@ -18,7 +18,7 @@ import numpy as np
 from tower_platform.errors import ConflictError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tower_platform.vector_edge import EdgeVectorStore
+    from tower_platform.vectors.edge import EdgeVectorStore
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from tower_platform.errors import ConflictError, NotFoundError, TowerError, UnavailableError, UsageError
-from tower_platform.vector_edge import EdgeVectorStore
-from tower_platform.vector_shard import fast_point_id
-from tower_platform.vector_index import EdgeIndexConfig, RecallBelowFloorError, check_recall, measure_recall
-from tower_platform.vectors import QdrantVectorStore, point_id
+from tower_platform.vectors.edge import EdgeVectorStore
+from tower_platform.vectors.shard import fast_point_id
+from tower_platform.vectors.index import EdgeIndexConfig, RecallBelowFloorError, check_recall, measure_recall
+from tower_platform.vectors.store import QdrantVectorStore, point_id
 
 
 def _unit_rows(n: int, d: int, *, seed: int = 0) -> np.ndarray:
