@@ -38,6 +38,7 @@ from tower_platform.vectors.shard import (
     translated,
 )
 from tower_platform.vectors.store import (
+    aligned_batch,
     CATEGORY_FIELD,
     DISTANCES,
     ITEM_ID_FIELD,
@@ -203,12 +204,7 @@ class EdgeVectorStore:
         """Write points keyed by item id (idempotent: the point id is derived from the item id)."""
         import qdrant_edge as qe
 
-        vectors = np.asarray(vectors, dtype=np.float32)  # [N, D]
-        if vectors.ndim != 2 or len(ids) != vectors.shape[0] or len(payloads) != vectors.shape[0]:
-            raise ConflictError(
-                f"upsert into '{name}': {len(ids)} ids, {len(payloads)} payloads and vectors of shape "
-                f"{vectors.shape} do not line up; pass one id, payload and row per item."
-            )
+        vectors = aligned_batch(name, ids, vectors, payloads)  # [N, D] float32
         shard = self._shard(name)
         with self._edge("upsert points", self._folder(name)):
             for start in range(0, len(ids), _UPSERT_BATCH):

@@ -44,6 +44,17 @@ def point_id(item_id: str) -> str:
     return str(uuid.uuid5(POINT_ID_NAMESPACE, str(item_id)))
 
 
+def aligned_batch(name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Any]) -> np.ndarray:
+    """The vectors of an upsert as float32 [N, D], after checking that ids, payloads and rows line up."""
+    vectors = np.asarray(vectors, dtype=np.float32)  # [N, D]
+    if vectors.ndim != 2 or len(ids) != vectors.shape[0] or len(payloads) != vectors.shape[0]:
+        raise ConflictError(
+            f"upsert into '{name}': {len(ids)} ids, {len(payloads)} payloads and vectors of shape "
+            f"{vectors.shape} do not line up; pass one id, payload and row per item."
+        )
+    return vectors
+
+
 class CollectionInfo(NamedTuple):
     point_count: int
     dimension: int
@@ -231,12 +242,7 @@ class QdrantVectorStore:
         """Write points keyed by item id (idempotent: the point id is derived from the item id)."""
         from qdrant_client import models
 
-        vectors = np.asarray(vectors, dtype=np.float32)  # [N, D]
-        if vectors.ndim != 2 or len(ids) != vectors.shape[0] or len(payloads) != vectors.shape[0]:
-            raise ConflictError(
-                f"upsert into '{name}': {len(ids)} ids, {len(payloads)} payloads and vectors of shape "
-                f"{vectors.shape} do not line up; pass one id, payload and row per item."
-            )
+        vectors = aligned_batch(name, ids, vectors, payloads)  # [N, D] float32
         # model_construct: ids, vectors and payloads are built here, of the right types; pydantic's per-point
         # validation would cost as much as the upsert itself on local storage.
         batch = models.Batch.model_construct(
