@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from tower_platform.cli import context
+from tower_platform.cli.arguments import MODEL_ARGUMENT
 from tower_platform.cli.context import current_actor, open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
 from tower_platform.settings import get_settings
@@ -39,7 +40,7 @@ def _item_artifact(version: ModelVersion) -> tuple[str, str]:
 
 @embeddings_app.command("write")
 def write_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     version: int = typer.Option(..., "--version", help="Model version whose item vectors to write."),
     batch_size: int = typer.Option(1024, "--batch-size", min=1, help="Items per ONNX run and upsert."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -62,7 +63,7 @@ def write_command(
 
 @embeddings_app.command("verify")
 def verify_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     version: int = typer.Option(..., "--version", help="Model version whose collection to verify."),
     sample_size: int = typer.Option(128, "--sample", min=1, help="Stored vectors compared with fresh ones."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -99,7 +100,7 @@ def verify_command(
 
 @embeddings_app.command("status")
 def status_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Each version's collection: what the registry recorded beside what Qdrant holds, and the production alias."""

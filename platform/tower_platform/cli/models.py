@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from tower_platform.cli.arguments import MODEL_ARGUMENT, checked_model_name, model_option
 from tower_platform.cli.context import current_actor, open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
 from tower_platform.settings import get_settings
@@ -94,7 +95,8 @@ def _gate_summary(result: PromotionResult) -> str | None:
 
 @models_app.command("list")
 def list_command(
-    model: str | None = typer.Argument(None, help="A model name: list its versions instead of the models."),
+    model: str | None = typer.Argument(None, help="A model name: list its versions instead of the models.",
+                                      callback=checked_model_name),
     as_json: bool = _JSON,
 ) -> None:
     """List the registered models, or the versions of one model."""
@@ -123,7 +125,7 @@ def list_command(
 
 @models_app.command("show")
 def show_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     version: int | None = typer.Option(None, "--version", help="Version (default: production, else the latest)."),
     as_json: bool = _JSON,
 ) -> None:
@@ -160,7 +162,7 @@ def show_command(
 @models_app.command("register")
 def register_command(
     artifact_dir: str = typer.Argument(..., help="Folder written by the export: query.onnx, item.onnx, spec.json."),
-    model: str | None = typer.Option(None, "--model", help="Model name (default: the one in spec.json)."),
+    model: str | None = model_option("Model name (default: the one in spec.json)."),
     actor: str | None = _ACTOR,
     reason: str | None = _REASON,
     dry_run: bool = _DRY_RUN,
@@ -168,7 +170,7 @@ def register_command(
 ) -> None:
     """Register an exported model folder as a new version (status registered) after checking its sha256s."""
     from tower_platform.registry.exported_model import read_exported_model
-    from tower_platform.registry.store import check_model_name
+    from tower_platform.naming import check_model_name
 
     exported = read_exported_model(artifact_dir, model=model)
     check_model_name(exported.model)
@@ -206,7 +208,7 @@ def register_command(
 
 @models_app.command("promote")
 def promote_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     version: int = typer.Argument(..., help="The indexed version to make production."),
     actor: str | None = _ACTOR,
     reason: str | None = _REASON,
@@ -234,7 +236,7 @@ def promote_command(
 
 @models_app.command("rollback")
 def rollback_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     actor: str | None = _ACTOR,
     reason: str | None = _REASON,
     dry_run: bool = _DRY_RUN,
@@ -251,7 +253,7 @@ def rollback_command(
 
 @models_app.command("history")
 def history_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the most recent N events."),
     as_json: bool = _JSON,
 ) -> None:
@@ -270,7 +272,7 @@ def history_command(
 
 @models_app.command("gc")
 def gc_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     keep: int = typer.Option(3, "--keep", min=0, help="Keep the newest N versions (plus production and rollback target)."),
     actor: str | None = _ACTOR,
     reason: str | None = _REASON,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from tower_platform.cli.arguments import MODEL_ARGUMENT
 from tower_platform.cli.context import current_actor, open_registry, open_vectors
 from tower_platform.cli.output import err_console, format_cell, out_console, print_json, print_table
 from tower_platform.errors import MonitorBreachError, NotFoundError
@@ -153,7 +154,7 @@ def _default_version(registry: SqlRegistryStore, model: str) -> int:
 
 @monitor_app.command("alignment")
 def alignment_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     version: int | None = typer.Option(None, "--version", help="Version to measure (default: production, else the latest)."),
     against: str = typer.Option("production", "--against", help="Compare with: production, a version number, or none."),
     training_set: Path | None = typer.Option(
@@ -233,7 +234,7 @@ def _worst(report: AlignmentReport, *, min_queries: int) -> dict[str, Any]:
 
 @monitor_app.command("history")
 def history_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     config: Path | None = typer.Option(None, "--config", help="Dataset config YAML whose 'monitor' section sets thresholds."),
     as_json: bool = typer.Option(False, "--json", help="Print the trend as JSON."),
 ) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from tower_platform.cli import context
+from tower_platform.cli.arguments import model_option
 from tower_platform.cli.context import open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_table
 from tower_platform.errors import UsageError
@@ -38,7 +39,7 @@ def _only_model(registry: Any) -> str:
 def recommend_command(
     user_id: str = typer.Argument(..., help="The user to recommend for."),
     k: int = typer.Option(10, "-k", "--k", min=1, max=1000, help="How many items."),
-    model: str | None = typer.Option(None, "--model", help="Model name (default: the only registered model)."),
+    model: str | None = model_option("Model name (default: the only registered model)."),
     category: str | None = typer.Option(None, "--category", help="Only items of this category."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tower_platform.errors import ConfigError, InputError
+from tower_platform.naming import name_problem
 
 Kind = Literal["categorical", "multi_categorical", "numeric"]
 SplitMethod = Literal["global_time", "leave_last_out"]
@@ -248,8 +249,8 @@ class FeastRepository(_Strict):
 
 
 class DatasetConfig(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    model: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str  # the dataset's name (recorded with the sources); tower_platform.naming's rule
+    model: str  # the model's name: a folder under $TOWER_HOME/artifacts, a collection, an alias, a registry key
     adapter: str = "tabular"
     source: str | None = None
     interactions: InteractionsTable | None = None
@@ -260,6 +261,14 @@ class DatasetConfig(_Strict):
     feast: FeastRepository | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
     path: Path | None = None
+
+    @field_validator("name", "model")
+    @classmethod
+    def _plain_name(cls, value: str, info: Any) -> str:
+        problem = name_problem(value)
+        if problem is not None:
+            raise ValueError(f"the {'dataset' if info.field_name == 'name' else 'model'} name {problem}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetConfig:

@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tower_platform.errors import ConfigError
+from tower_platform.naming import check_model_name
+from tower_platform.paths import within
 from tower_platform.pipeline.train import TrainedVersion, period_rows
 
 if TYPE_CHECKING:  # pragma: no cover - heavy imports stay inside the functions
@@ -51,11 +53,11 @@ def export_version(
     """Write query.onnx, item.onnx (parity-checked), the estimator state, a checkpoint and spec.json to
     ``artifacts_dir/<model>/<folder_name or v<version>>/``; the folder appears only when complete. ``corpus`` is the
     item corpus the version will serve (its first rows are the item side of the parity check)."""
+    final = within(artifacts_dir, check_model_name(model), folder_name or f"v{version}")
     import numpy as np
 
     from towers.onnx import ExportParityError
 
-    final = Path(artifacts_dir) / model / (folder_name or f"v{version}")
     if final.exists():
         raise ConfigError(f"Artifact folder {final} already exists; remove it or register that export instead.")
     staging = final.with_name(f".{final.name}.partial")

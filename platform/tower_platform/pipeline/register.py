@@ -15,7 +15,7 @@ def register_export(
 ) -> ModelVersion:
     """Register an export folder (query.onnx, item.onnx, spec.json) as a version after checking its sha256s."""
     from tower_platform.registry.exported_model import read_exported_model
-    from tower_platform.registry.store import check_model_name
+    from tower_platform.naming import check_model_name
 
     exported = read_exported_model(folder, model=model)
     check_model_name(exported.model)

@@ -27,7 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tower_platform.errors import ConflictError, NotFoundError, SchemaOutOfDateError, UsageError
-from tower_platform.naming import DISTANCES
+from tower_platform.naming import DISTANCES, check_model_name
 from tower_platform.registry.artifact import verify_artifacts
 from tower_platform.registry.database import (
     create_registry_engine,
@@ -48,19 +48,6 @@ from tower_platform.registry.migration import UPGRADE_COMMAND, require_head, sch
 from tower_platform.registry.schema import ModelRow, utc_now
 from tower_platform.registry.unit_of_work import ModelUnitOfWork
 from tower_platform.timestamp import as_utc
-
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?$")
-
-
-def check_model_name(name: str) -> str:
-    """Model names become Qdrant alias and collection names and folder names: keep them plain."""
-    if not MODEL_NAME_PATTERN.match(name or "") or "__" in name:
-        raise UsageError(
-            f"Model name {name!r} is not allowed; use 1-64 letters, digits, '-' or '_' (no '__', no leading or "
-            "trailing '-'/'_'), e.g. --model movies."
-        )
-    return name
-
 
 class SqlRegistryStore:
     def __init__(self, url: str, *, check_schema: bool = True) -> None:
