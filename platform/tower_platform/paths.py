@@ -40,3 +40,23 @@ def within(root: str | Path, *parts: str | Path) -> Path:
             "use a plain name (letters, digits, '-', '_')."
         )
     return path
+
+
+def stored_path(path: str | Path, home_dir: Path | None) -> str:
+    """How the registry records a file: relative to ``home_dir`` (POSIX form, e.g. ``artifacts/movies/v1/query.onnx``)
+    when it lies under it, so that a copied, moved or restored home reads its own files; else absolute."""
+    absolute = Path(path).expanduser().resolve()
+    if home_dir is not None:
+        home = Path(home_dir).expanduser().resolve()
+        if home in absolute.parents:
+            return absolute.relative_to(home).as_posix()
+    return str(absolute)
+
+
+def resolved_path(stored: str, home_dir: Path | None) -> str:
+    """A path as the registry recorded it, made absolute: relative ones against ``home_dir``; absolute ones (rows
+    written before paths were stored relative, exports outside the home) unchanged."""
+    path = Path(stored)
+    if path.is_absolute() or home_dir is None:
+        return str(path)
+    return str(Path(home_dir).expanduser().resolve() / path)

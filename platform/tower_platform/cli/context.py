@@ -46,7 +46,7 @@ def open_registry(*, write: bool = False, settings: Settings | None = None) -> S
     url = settings.registry_url
     if write and settings.database_url is None:
         _create_default_schema_if_empty(url)
-    return SqlRegistryStore(url)
+    return SqlRegistryStore(url, home_dir=settings.home_dir)
 
 
 def _create_default_schema_if_empty(url: str) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from tower_platform.errors import ConflictError, NotFoundError, SchemaOutOfDateError, UsageError
 from tower_platform.naming import DISTANCES, check_model_name
+from tower_platform.paths import stored_path
 from tower_platform.registry.artifact import verify_artifacts
 from tower_platform.registry.database import (
     create_registry_engine,
@@ -50,9 +51,15 @@ from tower_platform.registry.unit_of_work import ModelUnitOfWork
 from tower_platform.timestamp import as_utc
 
 class SqlRegistryStore:
-    def __init__(self, url: str, *, check_schema: bool = True) -> None:
+    """``home_dir`` ($TOWER_HOME): artifact paths under it are stored relative to it and resolved against it on
+    read, so a copied, moved or restored home reads its own files. It defaults to the folder of a SQLite registry
+    file (the default layout keeps ``registry.db`` in $TOWER_HOME); without one, paths are stored absolute."""
+
+    def __init__(self, url: str, *, check_schema: bool = True, home_dir: str | Path | None = None) -> None:
         self.url = url
         file = sqlite_file(url)
+        default_home = file.parent if file is not None else None
+        self.home_dir = Path(home_dir).expanduser().resolve() if home_dir is not None else default_home
         if check_schema and file is not None and not file.is_file():
             raise SchemaOutOfDateError(
                 f"The registry database {file} does not exist yet; run `{UPGRADE_COMMAND}` to create it."
@@ -106,7 +113,7 @@ class SqlRegistryStore:
             row = session.scalar(query)
             if row is None:
                 raise NotFoundError(f"Model '{name}' is not registered; see `towerctl models list`.")
-            yield ModelUnitOfWork(session, model_row=row)
+            yield ModelUnitOfWork(session, model_row=row, home_dir=self.home_dir)
 
     @contextmanager
     def locked_model(self, name: str) -> Iterator[ModelUnitOfWork]:
@@ -138,7 +145,7 @@ class SqlRegistryStore:
     def list_models(self) -> list[Model]:
         with self._session(write=False) as session:
             rows = session.scalars(select(ModelRow).order_by(ModelRow.name)).all()
-            return [ModelUnitOfWork(session, model_row=row).summary() for row in rows]
+            return [ModelUnitOfWork(session, model_row=row, home_dir=self.home_dir).summary() for row in rows]
 
     # -- versions -----------------------------------------------------------------------------------------------
     def register_version(
@@ -180,11 +187,11 @@ class SqlRegistryStore:
                 )
             created = unit.add_version(
                 version=number,
-                query_onnx_path=by_name["query.onnx"].path,
+                query_onnx_path=stored_path(by_name["query.onnx"].path, self.home_dir),
                 query_onnx_sha256=by_name["query.onnx"].sha256,
-                item_onnx_path=by_name["item.onnx"].path,
+                item_onnx_path=stored_path(by_name["item.onnx"].path, self.home_dir),
                 item_onnx_sha256=by_name["item.onnx"].sha256,
-                spec_path=by_name["spec.json"].path,
+                spec_path=stored_path(by_name["spec.json"].path, self.home_dir),
                 spec_sha256=by_name["spec.json"].sha256,
                 feature_service=str(feature_service),
                 features=_json_value(features),
@@ -192,7 +199,7 @@ class SqlRegistryStore:
                 fingerprint=str(fingerprint),
                 window_start=as_utc(start),
                 window_end=as_utc(end),
-                estimator_path=None if estimator_path is None else str(estimator_path),
+                estimator_path=None if estimator_path is None else stored_path(estimator_path, self.home_dir),
                 metrics=_json_value(dict(metrics)),
                 created_at=utc_now(),
                 created_by=actor,

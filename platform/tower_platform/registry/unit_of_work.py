@@ -8,6 +8,7 @@ an unlocked one. Everything written here commits or rolls back with the transact
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -34,9 +35,10 @@ def versions_hint(model: str) -> str:
 
 
 class ModelUnitOfWork:
-    def __init__(self, session: Session, *, model_row: ModelRow) -> None:
+    def __init__(self, session: Session, *, model_row: ModelRow, home_dir: Path | None = None) -> None:
         self._session = session
         self._model = model_row
+        self._home_dir = home_dir  # relative artifact paths resolve against it
 
     @property
     def model(self) -> str:
@@ -59,8 +61,8 @@ class ModelUnitOfWork:
 
     def version(self, version: int) -> ModelVersion:
         row = self._version_row(version)
-        return to_model_version(row, model=self.model, collection=self._collection_row(row.id),
-                                production=row.id == self._production_row_id())
+        return to_model_version(row, model=self.model, home_dir=self._home_dir,
+                                collection=self._collection_row(row.id), production=row.id == self._production_row_id())
 
     def versions(self) -> list[ModelVersion]:
         rows = self._session.scalars(
@@ -73,8 +75,8 @@ class ModelUnitOfWork:
             ).all()
         }
         production = self._production_row_id()
-        return [to_model_version(r, model=self.model, collection=collections.get(r.id), production=r.id == production)
-                for r in rows]
+        return [to_model_version(r, model=self.model, home_dir=self._home_dir, collection=collections.get(r.id),
+                                 production=r.id == production) for r in rows]
 
     def production(self) -> ModelVersion | None:
         """The version the production alias row names: the one record of which version is production."""
@@ -83,7 +85,8 @@ class ModelUnitOfWork:
             return None
         row = self._session.get(ModelVersionRow, row_id)
         assert row is not None  # foreign key
-        return to_model_version(row, model=self.model, collection=self._collection_row(row.id), production=True)
+        return to_model_version(row, model=self.model, home_dir=self._home_dir,
+                                collection=self._collection_row(row.id), production=True)
 
     def _production_row_id(self) -> int | None:
         alias = self._session.get(AliasRow, (self._model.id, PRODUCTION_ALIAS))
@@ -108,7 +111,7 @@ class ModelUnitOfWork:
         row = ModelVersionRow(model_id=self._model.id, version=version, status="registered", **fields)
         self._session.add(row)
         self._session.flush()
-        return to_model_version(row, model=self.model, collection=None)
+        return to_model_version(row, model=self.model, home_dir=self._home_dir, collection=None)
 
     def set_status(self, version: int, status: str) -> None:
         if status not in STORED_STATUSES:  # production is the alias row (set_production), never a stored status
@@ -147,7 +150,7 @@ class ModelUnitOfWork:
         collection.verified_at = now if verified else None
         collection.deleted_at = None
         self._session.flush()
-        return to_model_version(row, model=self.model, collection=collection,
+        return to_model_version(row, model=self.model, home_dir=self._home_dir, collection=collection,
                                 production=row.id == self._production_row_id())
 
     def mark_collection_deleted(self, version: int, *, at: datetime | None = None) -> None:
