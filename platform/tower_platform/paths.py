@@ -60,3 +60,24 @@ def resolved_path(stored: str, home_dir: Path | None) -> str:
     if path.is_absolute() or home_dir is None:
         return str(path)
     return str(Path(home_dir).expanduser().resolve() / path)
+
+
+def writable_folder(folder: str | Path, *, setting: str) -> Path:
+    """``folder`` created when missing and checked writable (a probe file is created and removed), else ConfigError
+    naming ``setting`` (the environment variable the folder comes from)."""
+    import tempfile
+
+    from tower_platform.errors import ConfigError
+
+    path = Path(folder).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".tower-probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        problem = "is not a folder" if isinstance(exc, (FileExistsError, NotADirectoryError)) else "cannot be written"
+        raise ConfigError(
+            f"{setting}={path} {problem} ({reason}); point {setting} at a folder this user can write."
+        ) from None
+    return path

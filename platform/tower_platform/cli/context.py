@@ -12,6 +12,7 @@ Only the CLI reads settings; everything below it receives these clients as param
 from __future__ import annotations
 
 import getpass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tower_platform.cli.output import err_console
@@ -23,11 +24,21 @@ if TYPE_CHECKING:  # pragma: no cover - heavy imports stay inside the functions
     from tower_platform.vectors.store import QdrantVectorStore
 
 
-def settings() -> Settings:
-    """The settings of this process, with ``TOWER_HOME`` exported (Feast expands it in feature_store.yaml)."""
+def settings(*, write: bool = False) -> Settings:
+    """The settings of this process, with ``TOWER_HOME`` exported (Feast expands it in feature_store.yaml);
+    ``write``: the command writes under $TOWER_HOME, which is created when missing and must be writable."""
     current = get_settings()
+    if write:
+        writable_home(current)
     current.export_environment()
     return current
+
+
+def writable_home(settings: Settings) -> Path:
+    """$TOWER_HOME, created when missing; ConfigError (exit 6) when it is not a folder or cannot be written."""
+    from tower_platform.paths import writable_folder
+
+    return writable_folder(settings.home_dir, setting="TOWER_HOME")
 
 
 def current_actor() -> str:
@@ -45,6 +56,7 @@ def open_registry(*, write: bool = False, settings: Settings | None = None) -> S
     settings = settings or get_settings()
     url = settings.registry_url
     if write and settings.database_url is None:
+        writable_home(settings)
         _create_default_schema_if_empty(url)
     return SqlRegistryStore(url, home_dir=settings.home_dir)
 

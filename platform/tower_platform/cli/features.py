@@ -23,7 +23,7 @@ _DATETIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%
 @features_app.command("apply")
 def apply_command(json_output: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     """Register entities, feature views and feature services for the ingested sources (re-runnable)."""
-    settings = context.settings()
+    settings = context.settings(write=True)
     report = context.feature_store(settings).apply()
     if json_output:
         print_json(report.to_dict())
@@ -47,7 +47,7 @@ def materialize_command(
     """Load the latest feature row per entity within [start, end] into the online store."""
     from tower_platform.features.materialization import materialize
 
-    settings = context.settings()
+    settings = context.settings(write=True)
     report = materialize(context.feature_store(settings), start=start, end=end)
     if json_output:
         print_json(report.to_dict())

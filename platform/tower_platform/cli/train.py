@@ -47,8 +47,20 @@ def parse_overrides(values: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--set {item!r} must look like KEY=VALUE, e.g. --set epochs=3.")
-        overrides[key.strip()] = yaml.safe_load(raw)
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            problem = str(getattr(exc, "problem", None) or "unparsable")
+            raise UsageError(
+                f"--set {item}: the value is not valid YAML ({problem}); write numbers as 3 or 0.01, lists as [128, 64] "
+                "and quote strings that hold ':' or brackets."
+            ) from None
     return overrides
+
+
+def written_as(values: list[str]) -> dict[str, str]:
+    """Each ``--set`` key -> the text typed for it (``epochs=abc``), for messages."""
+    return {item.partition("=")[0].strip(): item for item in values}
 
 
 def train_command(
@@ -66,7 +78,8 @@ def train_command(
 
     settings = get_settings()
     dataset = load_dataset_config(config_path(config))
-    tower_config = tower_config_from(dataset, overrides=parse_overrides(overrides))
+    tower_config = tower_config_from(dataset, overrides=parse_overrides(overrides), written_as=written_as(overrides))
+    context.writable_home(settings)
     store = context.feature_store(settings)
     training_set = build_training_set(store, dataset)
     trained = train_and_evaluate(training_set, store, config=tower_config, refit=refit,
