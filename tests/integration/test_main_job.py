@@ -236,9 +236,48 @@ def test_run_with_a_bad_training_setting_names_the_option(home: Path):
     assert "--set temperature=-1: training setting 'temperature' is ambiguous" in result.stderr
 
 
-def test_train_exports_a_registrable_run_folder(home: Path, second_run):
+KILLED_EXPORT = r"""
+import sys, time
+from pathlib import Path
+from tower_platform.staging import staged_folder
+with staged_folder(Path(sys.argv[1]), "run-killed", replace=False) as staging:
+    (staging / "query.onnx").write_bytes(b"half written")
+    Path(sys.argv[2]).touch()
+    time.sleep(600)
+"""
+
+
+def _killed_export(models_dir: Path, tmp: Path) -> None:
+    """An export killed half-way by SIGKILL: its staging folder and lock file stay behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ready = tmp / "export-ready"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(models_dir), str(ready)])
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert child.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+
+
+def test_train_exports_a_registrable_run_folder(home: Path, second_run, tmp_path: Path):
+    import os
+    import time
+
+    models_dir = home / "artifacts" / "movies"
+    _killed_export(models_dir, tmp_path)
+    legacy = models_dir / ".run-20200101T000000Z.partial"  # a failed export of the naming before lock files
+    legacy.mkdir()
+    os.utime(legacy, (time.time() - 7200, time.time() - 7200))
+    assert len([p for p in models_dir.iterdir() if p.name.startswith(".")]) == 3  # .tmp-, .lock-, .partial
     result = _invoke("train", "--json", *TINY)
     assert result.exit_code == 0, result.stderr
+    assert [p.name for p in models_dir.iterdir() if p.name.startswith(".")] == []  # the next export removed them
     trained = json.loads(result.stdout)
     folder = Path(trained["export"])
     assert folder.parent == home / "artifacts" / "movies" and folder.name.startswith("run-")
