@@ -87,4 +87,18 @@ def open_vectors(settings: Settings) -> QdrantVectorStore:
     """The vector store of the deployment (use it as a context manager: local storage holds a lock)."""
     from tower_platform.vectors.store import open_vector_store
 
+    warn_if_insecure(settings)
     return open_vector_store(settings)
+
+
+def warn_if_insecure(settings: Settings) -> None:
+    """Our one line, instead of the Qdrant client's warning (dropped by cli.warning_filter), when an API key would
+    travel over plain http."""
+    url = settings.qdrant.url
+    if url and settings.qdrant.api_key is not None and url.lower().startswith("http://"):
+        from tower_platform.redaction import redact_url
+
+        err_console.print(
+            f"warning: the Qdrant API key travels unencrypted to {redact_url(url)} (plain http); use an https:// URL "
+            "in TOWER_QDRANT__URL.", markup=False, highlight=False,
+        )

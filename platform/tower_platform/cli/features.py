@@ -44,7 +44,7 @@ def materialize_command(
     end: Optional[datetime] = typer.Option(None, "--end", formats=_DATETIME_FORMATS, help="Window end, UTC (default: now)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Load the latest feature row per entity within [start, end] into the online store."""
+    r"""Load the latest feature row per entity within \[start, end] into the online store."""  # \[: not rich markup
     from tower_platform.features.materialization import materialize
 
     settings = context.settings(write=True)

@@ -14,7 +14,7 @@ import typer
 from tower_platform.cli import context
 from tower_platform.cli.context import current_actor, open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
-from tower_platform.cli.train import config_path, parse_overrides, print_metrics, written_as
+from tower_platform.cli.train import SET_HELP, config_path, parse_overrides, print_metrics, written_as
 from tower_platform.settings import get_settings
 
 
@@ -111,7 +111,7 @@ def run_main_job(
 def run_command(
     config: Path = typer.Option(..., "--config", help="Dataset config YAML."),
     source: Path | None = typer.Option(None, "--source", help="Raw dataset folder (overrides the config's source)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a training setting: --set epochs=3 (repeatable)."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train + validation before the test stage."),
     promote: bool = typer.Option(False, "--promote", help="Promote the new version when it is indexed and passes the "
                                  "alignment gates."),
@@ -126,7 +126,7 @@ def run_command(
 
 
 def quickstart_command(
-    overrides: list[str] = typer.Option([], "--set", help="Override a training setting: --set epochs=3 (repeatable)."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """`run --promote` on the bundled MovieLens dataset in the embedded default ($TOWER_HOME, no servers)."""

@@ -16,6 +16,9 @@ from tower_platform.settings import get_settings
 
 _CONFIG = typer.Option(None, "--config", help="Dataset config YAML (default: the bundled MovieLens latest-small).")
 _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
+# Help texts are rich markup: a literal '[' is written '\\[' (tests/unit/platform/cli/test_cli_noise.py checks them all).
+SET_HELP = (r"Override a training setting, dotted or by its unambiguous name: --set epochs=3, "
+            r"--set towers.hidden_dims=\[128,64] (repeatable; values are YAML).")
 
 
 def config_path(config: Path | None) -> Path:
@@ -65,7 +68,7 @@ def written_as(values: list[str]) -> dict[str, str]:
 
 def train_command(
     config: Path | None = _CONFIG,
-    overrides: list[str] = typer.Option([], "--set", help="Override a training setting: --set epochs=3 (repeatable)."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train + validation before the test stage."),
     as_json: bool = _JSON,
 ) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
 from tower_platform.errors import ConfigError, ConflictError, TowerError, UnavailableError
+from tower_platform.redaction import redact_url
 
 SQLITE_BEGIN_OPTION = "tower_sqlite_begin"
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -49,12 +50,10 @@ def parse_url(url: str | URL) -> URL:
 
 
 def redacted_url(url: str | URL) -> str:
-    """The URL with its password masked, fit for messages and logs."""
-    try:
-        parsed = url if isinstance(url, URL) else make_url(url)
-    except (sa_exc.ArgumentError, ValueError):
-        return "<unparsable URL>"
-    return parsed.render_as_string(hide_password=True)
+    """The URL with its password masked, fit for messages and logs (:func:`tower_platform.redaction.redact_url`)."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    return redact_url(url)
 
 
 def sqlite_file(url: str | URL) -> Path | None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from tower_platform.errors import ConflictError, NotFoundError, TowerError, UnavailableError
 from tower_platform.naming import DISTANCES
+from tower_platform.redaction import redact, redact_url
 from tower_platform.vectors.lock import StorageLock
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,13 +115,15 @@ class QdrantVectorStore:
     def remote(cls, url: str, api_key: str | None = None, *, timeout_s: float = 30.0) -> QdrantVectorStore:
         from qdrant_client import QdrantClient
 
+        where = redact_url(url)  # messages never carry the URL's credentials
         try:
             client = QdrantClient(url=url, api_key=api_key, timeout=int(timeout_s), check_compatibility=False)
         except Exception as exc:  # noqa: BLE001
             raise UnavailableError(
-                f"Qdrant server {url} cannot be reached ({exc}); check TOWER_QDRANT__URL and TOWER_QDRANT__API_KEY."
+                f"Qdrant server {where} cannot be reached ({redact(str(exc), secrets=[api_key])}); check "
+                "TOWER_QDRANT__URL and TOWER_QDRANT__API_KEY."
             ) from exc
-        return cls(client, kind="remote", where=url)
+        return cls(client, kind="remote", where=where)
 
     @classmethod
     def memory(cls) -> QdrantVectorStore:
@@ -170,7 +173,7 @@ class QdrantVectorStore:
                 ) from exc
             raise UnavailableError(
                 f"Qdrant at {self.where} failed to {action}"
-                f"{f' on {name!r}' if name else ''} ({type(exc).__name__}: {exc}); check that it is running."
+                f"{f' on {name!r}' if name else ''} ({type(exc).__name__}: {redact(str(exc))}); check that it is running."
             ) from exc
 
     # -- collections ----------------------------------------------------------------------------------------------
