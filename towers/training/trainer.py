@@ -2,8 +2,8 @@
 
 Contract: ``model.loss(batch) -> (loss, logs)`` where ``batch`` is a dict of tensors sliced from the preloaded
 ``tensors`` (every tensor has the examples on its first axis). Batches are index slices of a shuffled permutation,
-not a per-row Dataset. The trainer seeds, picks the device (bf16 autocast on CUDA), clips gradients, shows a progress
-bar with loss and examples/s on stderr, stops early on a validation callback (higher is better) and restores the best
+not a per-row Dataset. The trainer seeds, picks the device (bf16 autocast on CUDA), clips gradients, shows progress
+with loss and examples/s on stderr (towers.progress: a bar on a terminal, periodic lines in a log), stops early on a validation callback (higher is better) and restores the best
 weights, and writes/resumes checkpoints (weights, optimizer, step, epoch, plus whatever the caller adds: config,
 encoders).
 """
@@ -24,6 +24,7 @@ from torch import nn
 
 from towers.config import TrainerConfig
 from towers.errors import TowersArtifactError, TowersConfigError, TowersInputError
+from towers.progress import ProgressReporter
 
 CHECKPOINT_FORMAT = 1
 
@@ -58,44 +59,6 @@ def build_optimizer(model: nn.Module, config: TrainerConfig) -> torch.optim.Opti
     if config.optimizer == "adagrad":
         return torch.optim.Adagrad(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     raise TowersConfigError(f"optimizer {config.optimizer!r} is not 'adamw' or 'adagrad'")
-
-
-class _Progress:
-    """A rich progress bar on stderr, or nothing."""
-
-    def __init__(self, *, enabled: bool, total: int) -> None:
-        self.bar = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[rate]} ex/s"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self.task = self.bar.add_task("training", total=total, loss="-", rate="-")
-        self.bar.start()
-
-    def update(self, *, completed: int, description: str, loss: float | None = None, rate: float | None = None) -> None:
-        if self.bar is None:
-            return
-        fields: dict[str, Any] = {}
-        if loss is not None:
-            fields["loss"] = f"{loss:.4f}"
-        if rate is not None:
-            fields["rate"] = f"{rate:,.0f}"
-        self.bar.update(self.task, completed=completed, description=description, **fields)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 class Trainer:
@@ -155,7 +118,7 @@ class Trainer:
         if config.max_steps is not None:
             total = min(total, config.max_steps)
         use_autocast = self.device.type == "cuda" and config.autocast_bf16
-        progress = _Progress(enabled=config.progress, total=total)
+        progress = ProgressReporter("training", total=total, unit="steps", enabled=config.progress)
         try:
             while self.epoch < config.epochs and not self._step_limit_reached() and not self.history.stopped_early:
                 self._train_epoch(per_epoch=per_epoch, use_autocast=use_autocast, progress=progress)
@@ -168,7 +131,7 @@ class Trainer:
     def _step_limit_reached(self) -> bool:
         return self.config.max_steps is not None and self.step >= self.config.max_steps
 
-    def _train_epoch(self, *, per_epoch: int, use_autocast: bool, progress: _Progress) -> None:
+    def _train_epoch(self, *, per_epoch: int, use_autocast: bool, progress: ProgressReporter) -> None:
         config = self.config
         self.model.train()
         permutation = self._permutation(self.epoch)
@@ -195,8 +158,9 @@ class Trainer:
                 progress.update(
                     completed=self.step,
                     description=f"epoch {self.epoch + 1}/{config.epochs}",
-                    loss=float(loss.detach()),
                     rate=rate,
+                    rate_unit="ex/s",
+                    loss=float(loss.detach()),
                 )
         elapsed = max(time.perf_counter() - started, 1e-9)
         record: dict[str, float] = {

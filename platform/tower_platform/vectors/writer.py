@@ -25,6 +25,7 @@ from tower_platform.errors import ConflictError, InputError, IntegrityError, Not
 from tower_platform.naming import collection_name
 from tower_platform.serving.onnx_tower import OnnxTower
 from tower_platform.vectors.store import QdrantVectorStore, StoredPoint
+from towers.progress import ProgressReporter
 
 DISTANCE = "cosine"
 HEAD_SHARE = 0.2  # head: the top 20% of items by interaction count
@@ -139,7 +140,7 @@ class QdrantEmbeddingWriter:
 
         started = time.perf_counter()
         written = skipped = 0
-        with _progress_bar(enabled=self.progress, total=len(item_ids), label=f"writing {name}") as advance:
+        with ProgressReporter(f"writing {name}", total=len(item_ids), unit="items", enabled=self.progress) as progress:
             for start in range(0, len(item_ids), self.batch_size):
                 batch_ids = item_ids[start : start + self.batch_size]
                 if resuming and len(self.vectors.existing_ids(name, batch_ids)) == len(batch_ids):
@@ -149,7 +150,7 @@ class QdrantEmbeddingWriter:
                     embeddings = self.tower.run(self.tower.feeds(rows))  # [B, D]
                     self.vectors.upsert(name, batch_ids, embeddings, payloads[start : start + len(batch_ids)])
                     written += len(batch_ids)
-                advance(len(batch_ids))
+                progress.advance(len(batch_ids))
         self.vectors.finish_bulk_load(name)
         return WriteReport(
             collection=name,
@@ -319,42 +320,3 @@ def _item_ids(corpus: Any, column: str, tower: OnnxTower) -> list[str]:
 
 def _first_column(corpus: Any, *, suffix: str) -> str | None:
     return next((c for c in corpus.column_names if c.endswith(suffix)), None)
-
-
-class _progress_bar:  # noqa: N801 - used as a context manager like a function
-    """A rich progress bar on stderr with rate and ETA; a no-op when disabled."""
-
-    def __init__(self, *, enabled: bool, total: int, label: str) -> None:
-        self.enabled = enabled
-        self.total = total
-        self.label = label
-        self._progress: Any = None
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self._progress.start()
-        task = self._progress.add_task(self.label, total=self.total, rate="")
-
-        def advance(n: int) -> None:
-            self._progress.advance(task, n)
-            speed = self._progress.tasks[task].speed
-            self._progress.update(task, rate=f"{speed:,.0f} items/s" if speed else "")
-
-        return advance
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
