@@ -25,7 +25,7 @@ from towers.evaluation.next_item import NextItemQueries, evaluate_next_item, nex
 from towers.evaluation.protocol import EvaluationData
 from towers.evaluation.ranking import Scorer, rank_targets
 from towers.evaluation.report import CutoffReport, EvaluationReport
-from towers.evaluation.split import PERIODS, InteractionLog, TimeSplit, as_int64_time
+from towers.evaluation.split import PERIODS, InteractionLog, TimeSplit, as_int64_time, epoch_micros
 
 __all__ = [
     "EASE",
@@ -52,6 +52,7 @@ __all__ = [
     "Scorer",
     "TimeSplit",
     "as_int64_time",
+    "epoch_micros",
     "clustered_standard_error",
     "cutoff_scorer",
     "evaluate_at_cutoff",

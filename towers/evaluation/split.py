@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from towers.errors import TowersInputError
 
@@ -26,6 +28,14 @@ def as_int64_time(values: Any) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.integer):
         raise TowersInputError(f"timestamps must be int64 epoch values or datetime64, got dtype {array.dtype}")
     return array.astype(np.int64, copy=False)
+
+
+def epoch_micros(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """(N,) int64 epoch microseconds (UTC) of an Arrow timestamp column of any unit or zone; an integer column is
+    taken as it is. The one conversion shared by the evaluation protocol and the platform's alignment monitor."""
+    if pa.types.is_timestamp(column.type):
+        return pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)  # µs
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 @dataclass(frozen=True)
