@@ -119,6 +119,17 @@ class TableSource(_Strict):
     encoding: str = "utf8"
     quoting: bool = True
 
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"'{value}' is not a known text encoding (e.g. utf8, latin1, utf-16)") from None
+        return value
+
     @model_validator(mode="after")
     def _headerless(self) -> TableSource:
         if not self.header and not self.columns:
@@ -321,7 +332,8 @@ def load_dataset_config(path: Path) -> DatasetConfig:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Dataset config {path} is not valid YAML ({exc}); fix the file's syntax.") from exc
+        detail = " ".join(str(exc).split())  # one line: YAML messages span several
+        raise ConfigError(f"Dataset config {path} is not valid YAML ({detail}); fix the file's syntax.") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"Dataset config {path} must be a mapping of keys (name, model, interactions, items, ...).")
     extra = {k: raw.pop(k) for k in PASSTHROUGH_SECTIONS if k in raw}

@@ -27,6 +27,9 @@ def parse_timestamps(column: pa.ChunkedArray | pa.Array, spec: TimestampColumn, 
     """One timestamp per value; ``fail(problem, fix)`` builds the error for values that do not parse, are empty or lie
     outside :data:`TIME_RANGE`."""
     values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not (pa.types.is_timestamp(values.type) or pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+            or pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_null(values.type)):
+        raise fail(f"holds {values.type} values, not times", "give text or epoch numbers in the declared format")
     outside = np.zeros(len(values), dtype=bool)  # (n,) parsed, but beyond what the feature store holds
     if pa.types.is_timestamp(values.type):
         parsed = _localized(values.to_pandas(), spec.timezone)
