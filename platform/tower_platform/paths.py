@@ -63,21 +63,26 @@ def resolved_path(stored: str, home_dir: Path | None) -> str:
 
 
 def writable_folder(folder: str | Path, *, setting: str) -> Path:
-    """``folder`` created when missing and checked writable (a probe file is created and removed), else ConfigError
-    naming ``setting`` (the environment variable the folder comes from)."""
+    """``folder``, checked writable without leaving a trace: it (or, when it does not exist yet, its nearest existing
+    parent, where it will be created) must be a folder in which a probe file can be created and removed; else
+    ConfigError naming ``setting`` (the environment variable the folder comes from)."""
     import tempfile
 
     from tower_platform.errors import ConfigError
 
     path = Path(folder).expanduser().resolve()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise ConfigError(f"{setting}={path} is not a folder{where}; point {setting} at a folder this user can write.")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path, prefix=".tower-probe-"):
+        with tempfile.TemporaryFile(dir=existing, prefix=".tower-probe-"):
             pass
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        problem = "is not a folder" if isinstance(exc, (FileExistsError, NotADirectoryError)) else "cannot be written"
         raise ConfigError(
-            f"{setting}={path} {problem} ({reason}); point {setting} at a folder this user can write."
+            f"{setting}={path} cannot be written ({reason} in {existing}); point {setting} at a folder this user can write."
         ) from None
     return path

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover - heavy imports stay inside the functions
 
 def settings(*, write: bool = False) -> Settings:
     """The settings of this process, with ``TOWER_HOME`` exported (Feast expands it in feature_store.yaml);
-    ``write``: the command writes under $TOWER_HOME, which is created when missing and must be writable."""
+    ``write``: the command writes under $TOWER_HOME, which must be writable (it is created by the first write)."""
     current = get_settings()
     if write:
         writable_home(current)
@@ -35,7 +35,7 @@ def settings(*, write: bool = False) -> Settings:
 
 
 def writable_home(settings: Settings) -> Path:
-    """$TOWER_HOME, created when missing; ConfigError (exit 6) when it is not a folder or cannot be written."""
+    """$TOWER_HOME, checked (not created): ConfigError (exit 6) when it is not a folder or cannot be written."""
     from tower_platform.paths import writable_folder
 
     return writable_folder(settings.home_dir, setting="TOWER_HOME")

@@ -49,10 +49,12 @@ def upgrade_command(
     settings = get_settings()
     url = settings.registry_url
     file = sqlite_file(url)
-    if file is not None and settings.database_url is None:
-        writable_home(settings)
-    elif file is not None:
-        writable_folder(file.parent, setting="the folder of TOWER_DATABASE_URL")
+    if file is not None:
+        if settings.database_url is None:
+            writable_home(settings)
+        else:
+            writable_folder(file.parent, setting="the folder of TOWER_DATABASE_URL")
+        file.parent.mkdir(parents=True, exist_ok=True)
     before = current_state(url)
     after = upgrade_schema(url, revision=revision)
     payload = {**_state_payload(url, after), "before": list(before.current)}

@@ -142,7 +142,7 @@ def recommend_command(
         )
         return
     print_table(
-        f"{result.model} v{result.version}: top {k} for user {user_id!r}" + (f" in {category}" if category else "")
+        f"{result.model} v{result.version}: top {k} for user {user_id}" + (f" in {category}" if category else "")
         + (" (cold start)" if cold_start else ""),
         ["rank", "item_id", "display", "score", "category", "popularity"],
         [

@@ -37,14 +37,15 @@ def parse_url(url: str | URL) -> URL:
         detail = "a port that is not a number" if isinstance(exc, ValueError) else "not of the form SCHEME://..."
         raise ConfigError(
             f"The registry URL in TOWER_DATABASE_URL cannot be parsed ({detail}; the value is not shown as it may "
-            "hold a password); set it to sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB."
+            "hold a password); set it to sqlite:///PATH or a postgresql+psycopg:// URL with user, password, host, port and "
+            "database."
         ) from None
     if parsed.get_backend_name() == "postgresql" and parsed.drivername != "postgresql+psycopg":
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigError(
             f"The registry URL {redacted_url(url)} in TOWER_DATABASE_URL names the backend "
-            f"{parsed.get_backend_name()!r}; use sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB."
+            f"{parsed.get_backend_name()!r}; use sqlite:///PATH or a postgresql+psycopg:// URL."
         )
     return parsed
 
