@@ -44,7 +44,9 @@ from tower_platform.registry.entities import (
     Model,
     ModelVersion,
 )
+from tower_platform.registry.conversion import planned_version
 from tower_platform.registry.migration import UPGRADE_COMMAND, require_head, schema_state
+from tower_platform.registry.promotion_lock import DEFAULT_TIMEOUT_S, promotion_lock
 from tower_platform.registry.schema import ModelRow, utc_now
 from tower_platform.registry.unit_of_work import ModelUnitOfWork
 from tower_platform.timestamp import as_utc
@@ -131,6 +133,18 @@ class SqlRegistryStore:
         with self._model(name, write=True, lock=True) as unit:
             yield unit
 
+    @contextmanager
+    def reading(self, name: str) -> Iterator[ModelUnitOfWork]:
+        """One read-only transaction on a model's rows (a consistent snapshot; nothing is locked or written)."""
+        with self._model(name, write=False, lock=False) as unit:
+            yield unit
+
+    @contextmanager
+    def promotion_lock(self, name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[None]:
+        """Held around a whole promotion, rollback, reconcile or gc of ``name`` (see ``registry.promotion_lock``)."""
+        with promotion_lock(self._engine, url=self.url, model=name, timeout_s=timeout_s):
+            yield
+
     # -- models -------------------------------------------------------------------------------------------------
     def ensure_model(self, name: str, *, description: str | None = None) -> Model:
         check_model_name(name)
@@ -169,8 +183,12 @@ class SqlRegistryStore:
         actor: str,
         reason: str | None = None,
         version: int | None = None,
+        dry_run: bool = False,
     ) -> ModelVersion:
         """Record a new version (status ``registered``) after checking every artifact's sha256.
+
+        ``dry_run`` makes every check the real run makes (name, artifacts and their sha256, JSON fields, the version
+        number free) and returns the version it would record, writing nothing.
 
         ``artifacts`` maps each of ``query.onnx``, ``item.onnx``, ``spec.json`` to (path, sha256). The version number
         is the next free one (race-safe: taken under the model lock) unless ``version`` asks for a specific one,
@@ -181,35 +199,30 @@ class SqlRegistryStore:
         verify_artifacts(recorded, model=model, version=version)
         start, end = time_window if time_window is not None else (None, None)
         by_name = {a.name: a for a in recorded}
+        fields = dict(
+            query_onnx_path=by_name["query.onnx"].path,
+            query_onnx_sha256=by_name["query.onnx"].sha256,
+            item_onnx_path=by_name["item.onnx"].path,
+            item_onnx_sha256=by_name["item.onnx"].sha256,
+            spec_path=by_name["spec.json"].path,
+            spec_sha256=by_name["spec.json"].sha256,
+            feature_service=str(feature_service),
+            features=_json_value(features),
+            training_config=_json_value(dict(training_config)),
+            fingerprint=str(fingerprint),
+            window_start=as_utc(start),
+            window_end=as_utc(end),
+            estimator_path=None if estimator_path is None else str(estimator_path),
+            metrics=_json_value(dict(metrics)),
+            created_at=utc_now(),
+            created_by=actor,
+        )
+        if dry_run:
+            return self._planned_version(model, version, fields)
         self.ensure_model(model)
         with self.locked_model(model) as unit:
-            number = unit.next_version() if version is None else int(version)
-            if version is not None and number < 1:
-                raise UsageError(f"Version {number} for model '{model}' is not allowed; versions start at 1.")
-            if version is not None and self._version_exists(unit, number):
-                raise ConflictError(
-                    f"Model '{model}' already has a version {number}; register without a version number to get "
-                    f"the next one ({unit.next_version()})."
-                )
-            created = unit.add_version(
-                version=number,
-                query_onnx_path=by_name["query.onnx"].path,
-                query_onnx_sha256=by_name["query.onnx"].sha256,
-                item_onnx_path=by_name["item.onnx"].path,
-                item_onnx_sha256=by_name["item.onnx"].sha256,
-                spec_path=by_name["spec.json"].path,
-                spec_sha256=by_name["spec.json"].sha256,
-                feature_service=str(feature_service),
-                features=_json_value(features),
-                training_config=_json_value(dict(training_config)),
-                fingerprint=str(fingerprint),
-                window_start=as_utc(start),
-                window_end=as_utc(end),
-                estimator_path=None if estimator_path is None else str(estimator_path),
-                metrics=_json_value(dict(metrics)),
-                created_at=utc_now(),
-                created_by=actor,
-            )
+            number = self._version_number(unit, version, model=model)
+            created = unit.add_version(version=number, **fields)
             unit.audit(
                 "register",
                 version=number,
@@ -219,6 +232,28 @@ class SqlRegistryStore:
                 details={"fingerprint": str(fingerprint), "feature_service": str(feature_service)},
             )
         return created
+
+    def _planned_version(self, model: str, version: int | None, fields: dict[str, Any]) -> ModelVersion:
+        """What ``register_version`` would record, read without writing (a model not registered yet starts at 1)."""
+        try:
+            with self._model(model, write=False, lock=False) as unit:
+                number = self._version_number(unit, version, model=model)
+        except NotFoundError:
+            number = self._version_number(None, version, model=model)
+        return planned_version(model, number, fields)
+
+    @classmethod
+    def _version_number(cls, unit: ModelUnitOfWork | None, version: int | None, *, model: str) -> int:
+        """The next free number, or ``version`` when it is free (``unit`` None: the model has no versions yet)."""
+        number = (unit.next_version() if unit is not None else 1) if version is None else int(version)
+        if version is not None and number < 1:
+            raise UsageError(f"Version {number} for model '{model}' is not allowed; versions start at 1.")
+        if version is not None and unit is not None and cls._version_exists(unit, number):
+            raise ConflictError(
+                f"Model '{model}' already has a version {number}; register without a version number to get "
+                f"the next one ({unit.next_version()})."
+            )
+        return number
 
     @staticmethod
     def _version_exists(unit: ModelUnitOfWork, number: int) -> bool:
