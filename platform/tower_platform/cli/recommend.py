@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tower_platform.cli import context
+from tower_platform.cli import context, serving_check
 from tower_platform.cli.context import open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_table
 from tower_platform.errors import UsageError
@@ -48,6 +48,7 @@ def recommend_command(
     settings = get_settings()
     with open_registry(write=True, settings=settings) as registry, open_vectors(settings) as vectors:
         name = model or _only_model(registry)
+        serving_check.warn(serving_check.check(registry, vectors, name))
         result = recommend(
             registry,
             vectors,

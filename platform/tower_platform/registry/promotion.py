@@ -15,7 +15,9 @@ Both hold the model's promotion lock (:mod:`tower_platform.registry.promotion_lo
 write, and move the alias through an intent (:mod:`tower_platform.registry.intents`): intent committed, alias swapped,
 production row + intent completed + audit event committed in one transaction. Each refuses (ConflictError, exit 4,
 naming ``towerctl models reconcile MODEL``) while the registry and the vector store disagree or an intent is pending
-(:func:`tower_platform.registry.serving_state.require_consistent`): a killed run is repaired, never built upon.
+(:func:`tower_platform.registry.serving_state.require_consistent`): a killed run is repaired, never built upon. One
+disagreement is let through: a production collection that is gone with nothing served (the alias missing or
+dangling), which promoting or rolling back to a version whose collection exists repairs.
 
 Re-running is safe: promoting the production version again changes nothing and writes no audit event.
 
@@ -199,7 +201,7 @@ def _plan_promotion(
     gate: PromotionGate | None, force: bool,
 ) -> _Plan:
     state = read_serving_state(store, vectors, model)
-    require_consistent(state)
+    require_consistent(state, replacing_production=True)
     candidate = store.get_version(model, version)
     collection = _collection_of(candidate) if candidate.collection is not None else ""
     if candidate.status == "production":  # consistent, so the alias already serves it
@@ -219,7 +221,7 @@ def _plan_promotion(
 
 def _plan_rollback(store: SqlRegistryStore, vectors: VectorAliasStore, model: str, *, check_artifacts: bool) -> _Plan:
     state = read_serving_state(store, vectors, model)
-    require_consistent(state)
+    require_consistent(state, replacing_production=True)
     with store.reading(model) as unit:
         current = unit.production()
         target = rollback_target(unit, current)

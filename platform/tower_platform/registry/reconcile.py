@@ -184,8 +184,8 @@ def _unrepairable(
             "missing_collection",
             f"the collection '{expected}' of production version {production} of model '{state.model}' does not exist "
             "in the vector store",
-            f"write it again with `towerctl embeddings write {state.model} --version {production}`, then run "
-            f"`towerctl models reconcile {state.model}`",
+            f"write it again with `towerctl embeddings write {state.model} --version {production}` and run "
+            f"`towerctl models reconcile {state.model}`, or promote (or roll back to) a version whose collection exists",
             (production,),
         ),
     )

@@ -61,6 +61,20 @@ class ServingState:
     collections_present: dict[str, bool] = field(default_factory=dict)  # each version's collection -> exists
     collection_versions: dict[str, int] = field(default_factory=dict)  # collection name -> its version
     problems: tuple[ServingProblem, ...] = ()
+    alias_serves: bool = False  # the alias points to a collection that exists
+
+    @property
+    def production_lost(self) -> bool:
+        """Nothing is served and nothing is half-done: the production collection is gone, the alias serves nothing and
+        no intent is pending. Promoting or rolling back to a version whose collection exists repairs that."""
+        kinds = {p.kind for p in self.problems}
+        return (
+            self.pending_intent is None
+            and not self.alias_serves
+            and self.production_version is not None
+            and not self.collections_present.get(self.production_collection or "", False)
+            and kinds <= {"missing_collection", "alias_drift"}
+        )
 
     @property
     def ok(self) -> bool:
@@ -119,7 +133,8 @@ def serving_state(
             "missing_collection",
             f"the collection {shown} of production version {production.version} of model '{model}' does not exist "
             "in the vector store",
-            f"write it again with `towerctl embeddings write {model} --version {production.version}`, then {reconcile}",
+            f"write it again with `towerctl embeddings write {model} --version {production.version}` and {reconcile}, "
+            "or promote (or roll back to) a version whose collection exists",
             (production.version,),
         ))
     if target is not None and target != expected and not (present.get(target) or vectors.collection_exists(target)):
@@ -131,11 +146,12 @@ def serving_state(
         ))
     if target != expected:
         problems.append(_drift(model, alias, target, production, expected, by_collection, reconcile))
+    serves = target is not None and (present.get(target) if target in present else vectors.collection_exists(target))
     return ServingState(
         model=model, alias=alias, alias_target=target,
         production_version=production.version if production is not None else None,
         production_collection=expected, pending_intent=pending, collections_present=present,
-        collection_versions=by_collection, problems=tuple(problems),
+        collection_versions=by_collection, problems=tuple(problems), alias_serves=bool(serves),
     )
 
 
@@ -159,14 +175,24 @@ def _reconcile(model: str) -> str:
     return f"run `towerctl models reconcile {model}`"
 
 
-def require_consistent(state: ServingState) -> None:
-    """Refuse (ConflictError, exit 4) a state-changing command while the registry and the vector store disagree."""
-    if state.ok:
+def require_consistent(state: ServingState, *, replacing_production: bool = False) -> None:
+    """Refuse (ConflictError, exit 4) a state-changing command while the registry and the vector store disagree.
+
+    ``replacing_production`` (promote, rollback): a lost production collection with nothing served
+    (:attr:`ServingState.production_lost`) is no reason to refuse, since moving the alias to an existing collection
+    repairs it.
+    """
+    if state.ok or (replacing_production and state.production_lost):
         return
     found = "; ".join(p.fact for p in state.problems)
-    repairs = list(dict.fromkeys(p.repair for p in state.problems))
-    repair = repairs[0] if len(repairs) == 1 else max(repairs, key=len)  # the longest names every step
-    raise ConflictError(f"Model '{state.model}' is not in a consistent serving state ({found}); {repair} first.")
+    raise ConflictError(
+        f"Model '{state.model}' is not in a consistent serving state ({found}); {repair_of(state.problems)} first."
+    )
+
+
+def repair_of(problems: tuple[ServingProblem, ...]) -> str:
+    """The repair of several problems: the longest one names every step of the others (reconcile is in each)."""
+    return max((p.repair for p in problems), key=len)
 
 
 def read_serving_state(store: Any, vectors: AliasReader, model: str) -> ServingState:

@@ -194,28 +194,10 @@ class SqlRegistryStore:
         is the next free one (race-safe: taken under the model lock) unless ``version`` asks for a specific one,
         which must be free.
         """
-        check_model_name(model)
-        recorded = _artifacts(artifacts, model=model)
-        verify_artifacts(recorded, model=model, version=version)
-        start, end = time_window if time_window is not None else (None, None)
-        by_name = {a.name: a for a in recorded}
-        fields = dict(
-            query_onnx_path=by_name["query.onnx"].path,
-            query_onnx_sha256=by_name["query.onnx"].sha256,
-            item_onnx_path=by_name["item.onnx"].path,
-            item_onnx_sha256=by_name["item.onnx"].sha256,
-            spec_path=by_name["spec.json"].path,
-            spec_sha256=by_name["spec.json"].sha256,
-            feature_service=str(feature_service),
-            features=_json_value(features),
-            training_config=_json_value(dict(training_config)),
-            fingerprint=str(fingerprint),
-            window_start=as_utc(start),
-            window_end=as_utc(end),
-            estimator_path=None if estimator_path is None else str(estimator_path),
-            metrics=_json_value(dict(metrics)),
-            created_at=utc_now(),
-            created_by=actor,
+        fields = registration_fields(
+            model, artifacts=artifacts, feature_service=feature_service, features=features,
+            training_config=training_config, fingerprint=fingerprint, time_window=time_window,
+            estimator_path=estimator_path, metrics=metrics, actor=actor, version=version,
         )
         if dry_run:
             return self._planned_version(model, version, fields)
@@ -373,6 +355,55 @@ class SqlRegistryStore:
     def latest_alignment_report(self, model: str, version: int) -> AlignmentReport | None:
         reports = self.alignment_reports(model, version=version)
         return reports[-1] if reports else None
+
+
+def registration_fields(
+    model: str,
+    *,
+    artifacts: Mapping[str, tuple[str, str]],
+    feature_service: str,
+    features: Any,
+    training_config: Mapping[str, Any],
+    fingerprint: str,
+    time_window: tuple[datetime | None, datetime | None] | None,
+    estimator_path: str | None,
+    metrics: Mapping[str, Any],
+    actor: str,
+    version: int | None,
+) -> dict[str, Any]:
+    """The model_versions columns of a registration, after every check that needs no database: the name, each
+    artifact's sha256, JSON-only fields."""
+    check_model_name(model)
+    recorded = _artifacts(artifacts, model=model)
+    verify_artifacts(recorded, model=model, version=version)
+    start, end = time_window if time_window is not None else (None, None)
+    by_name = {a.name: a for a in recorded}
+    fields = dict(
+        query_onnx_path=by_name["query.onnx"].path,
+        query_onnx_sha256=by_name["query.onnx"].sha256,
+        item_onnx_path=by_name["item.onnx"].path,
+        item_onnx_sha256=by_name["item.onnx"].sha256,
+        spec_path=by_name["spec.json"].path,
+        spec_sha256=by_name["spec.json"].sha256,
+        feature_service=str(feature_service),
+        features=_json_value(features),
+        training_config=_json_value(dict(training_config)),
+        fingerprint=str(fingerprint),
+        window_start=as_utc(start),
+        window_end=as_utc(end),
+        estimator_path=None if estimator_path is None else str(estimator_path),
+        metrics=_json_value(dict(metrics)),
+        created_at=utc_now(),
+        created_by=actor,
+    )
+    return fields
+
+
+def plan_first_registration(model: str, *, version: int | None, **fields: Any) -> ModelVersion:
+    """What :meth:`SqlRegistryStore.register_version` would record in a registry that holds nothing yet (the default
+    SQLite file before its schema exists): version 1 unless the export names one."""
+    checked = registration_fields(model, version=version, **fields)
+    return planned_version(model, SqlRegistryStore._version_number(None, version, model=model), checked)
 
 
 def _artifacts(artifacts: Mapping[str, tuple[str, str]], *, model: str) -> list[Artifact]:
