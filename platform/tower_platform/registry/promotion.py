@@ -202,12 +202,12 @@ def _plan_promotion(
 ) -> _Plan:
     state = read_serving_state(store, vectors, model)
     require_consistent(state, replacing_production=True)
-    candidate = store.get_version(model, version)
+    candidate = state.version(version)
     collection = _collection_of(candidate) if candidate.collection is not None else ""
     if candidate.status == "production":  # consistent, so the alias already serves it
         return _Plan(model, version, None, collection, state, {}, changed=False)
     _require_servable(candidate, vectors, check_artifacts=check_artifacts)
-    previous = store.get_version(model, state.production_version) if state.production_version is not None else None
+    previous = state.version(state.production_version) if state.production_version is not None else None
     verdict = gate(candidate, previous) if gate is not None else None
     if verdict is not None:
         _require_gate_passed(verdict, candidate, force=force)

@@ -5,12 +5,14 @@ intent completed), so the model-row lock of one transaction cannot serialise it.
 operation instead, and it is one the operating system or the database drops when the holder dies, so a pending intent
 seen by a lock holder is always one whose process is gone:
 
-- PostgreSQL: a session advisory lock, ``pg_try_advisory_lock(NAMESPACE, crc32(model))``, on a connection kept for
-  the block (the server releases it when the connection ends);
+- PostgreSQL: a session advisory lock, ``pg_advisory_lock(NAMESPACE, crc32(model))``, on a connection kept for the
+  block (the server releases it when the connection ends); the server queues the waiters, ``lock_timeout`` bounds
+  the wait;
 - SQLite: an exclusive ``flock`` on ``<database file>.promotion-lock`` (one lock per database: SQLite serialises its
-  writers anyway); in-memory SQLite: a lock of this process.
+  writers anyway), polled with a growing pause (:data:`POLL_S` up to :data:`MAX_POLL_S`); in-memory SQLite: a lock of
+  this process.
 
-Waiting polls every :data:`POLL_S` up to ``timeout_s``, then gives up with :class:`ConflictError`.
+After ``timeout_s`` the wait gives up with :class:`ConflictError`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy import exc as sa_exc
 
 from tower_platform.errors import ConflictError
@@ -32,8 +34,10 @@ from tower_platform.registry.database import sqlite_file, translate_db_error
 
 NAMESPACE = 0x546F7772  # "Towr": the first key of the two-key advisory lock, so other users of advisory locks keep theirs
 LOCK_SUFFIX = ".promotion-lock"
-POLL_S = 0.05
+POLL_S = 0.01
+MAX_POLL_S = 0.2
 DEFAULT_TIMEOUT_S = 120.0
+_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout expired
 
 _process_locks: dict[str, threading.Lock] = {}
 _process_locks_guard = threading.Lock()
@@ -64,16 +68,18 @@ def promotion_lock(engine: Engine, *, url: str, model: str, timeout_s: float = D
 def _busy(model: str, timeout_s: float) -> ConflictError:
     return ConflictError(
         f"Another promotion, rollback, reconcile or gc of model '{model}' held its promotion lock for more than "
-        f"{timeout_s:.0f} s; wait for it to finish and run the command again."
+        f"{timeout_s:g} s; wait for it to finish and run the command again."
     )
 
 
 def _wait(try_once, *, model: str, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
+    pause = POLL_S
     while not try_once():
         if time.monotonic() >= deadline:
             raise _busy(model, timeout_s)
-        time.sleep(POLL_S)
+        time.sleep(pause)
+        pause = min(pause * 2, MAX_POLL_S)
 
 
 @contextlib.contextmanager
@@ -84,14 +90,15 @@ def _advisory_lock(engine: Engine, *, url: str, model: str, timeout_s: float) ->
     except sa_exc.SQLAlchemyError as exc:
         raise translate_db_error(exc, url=url) from exc
     try:
-        def try_once() -> bool:
-            acquired = bool(connection.scalar(select(func.pg_try_advisory_lock(NAMESPACE, key))))
-            connection.commit()  # the lock is the session's: no transaction stays open while the block runs
-            return acquired
-
         try:
-            _wait(try_once, model=model, timeout_s=timeout_s)
+            connection.execute(text(f"SET LOCAL lock_timeout = '{max(1, int(timeout_s * 1000))}ms'"))
+            connection.execute(select(func.pg_advisory_lock(NAMESPACE, key)))
+            connection.commit()  # the lock is the session's: no transaction stays open while the block runs
         except sa_exc.SQLAlchemyError as exc:
+            with contextlib.suppress(sa_exc.SQLAlchemyError):
+                connection.rollback()
+            if getattr(getattr(exc, "orig", None), "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                raise _busy(model, timeout_s) from exc
             raise translate_db_error(exc, url=url) from exc
         try:
             yield

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tower_platform.errors import ConflictError
+from tower_platform.errors import ConflictError, NotFoundError
 from tower_platform.naming import production_alias
 from tower_platform.registry.entities import ModelVersion, PromotionIntent
 
@@ -62,6 +62,14 @@ class ServingState:
     collection_versions: dict[str, int] = field(default_factory=dict)  # collection name -> its version
     problems: tuple[ServingProblem, ...] = ()
     alias_serves: bool = False  # the alias points to a collection that exists
+    versions: tuple[ModelVersion, ...] = ()  # the registry's versions the state was read from
+
+    def version(self, number: int) -> ModelVersion:
+        """A version of this snapshot; NotFoundError (as the registry's) when the model has no such version."""
+        for found in self.versions:
+            if found.version == int(number):
+                return found
+        raise NotFoundError(f"Model '{self.model}' has no version {number}; see `towerctl models list {self.model}`.")
 
     @property
     def production_lost(self) -> bool:
@@ -152,6 +160,7 @@ def serving_state(
         production_version=production.version if production is not None else None,
         production_collection=expected, pending_intent=pending, collections_present=present,
         collection_versions=by_collection, problems=tuple(problems), alias_serves=bool(serves),
+        versions=tuple(versions),
     )
 
 
