@@ -204,8 +204,14 @@ def _plan_promotion(
     require_consistent(state, replacing_production=True)
     candidate = state.version(version)
     collection = _collection_of(candidate) if candidate.collection is not None else ""
-    if candidate.status == "production":  # consistent, so the alias already serves it
-        return _Plan(model, version, None, collection, state, {}, changed=False)
+    if candidate.status == "production":
+        if state.ok:  # the alias already serves it
+            return _Plan(model, version, None, collection, state, {}, changed=False)
+        raise ConflictError(  # let through by require_consistent: production is lost, so its collection is gone
+            f"Model '{model}' version {version} is production but its collection '{collection}' does not exist in the "
+            f"vector store; write it again with `towerctl embeddings write {model} --version {version}` and run "
+            f"`towerctl models reconcile {model}`, or promote a version whose collection exists."
+        )
     _require_servable(candidate, vectors, check_artifacts=check_artifacts)
     previous = state.version(state.production_version) if state.production_version is not None else None
     verdict = gate(candidate, previous) if gate is not None else None

@@ -122,6 +122,8 @@ def test_a_lost_production_can_be_replaced_by_promoting_a_version_that_exists(de
     with open_store() as vectors:
         vectors.delete_collection("movies__v1")
     assert "collection missing" in _run("models", "list").stdout
+    again = _run("models", "promote", "movies", "1", code=4)  # production already, but nothing serves it
+    assert "version 1 is production but its collection 'movies__v1' does not exist" in again.stderr
     promoted = json.loads(_run("models", "promote", "movies", "2", "--json").stdout)
     assert (promoted["version"], promoted["previous_version"]) == (2, 1)
     assert json.loads(_run("models", "show", "movies", "--json").stdout)["serving"]["ok"]
