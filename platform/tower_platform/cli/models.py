@@ -25,7 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.registry.reconcile import ReconcileResult
     from tower_platform.registry.serving_state import ServingState
 
-models_app = typer.Typer(no_args_is_help=True, help="Model versions: register, promote, roll back, history, gc.")
+models_app = typer.Typer(
+    no_args_is_help=True, help="Model versions: register, promote, roll back, reconcile, history, gc."
+)
 
 
 _ACTOR = typer.Option(None, "--actor", help="Who does this, for the audit log (default: the OS user).")
@@ -316,8 +318,10 @@ def _print_reconcile(result: ReconcileResult, *, as_json: bool) -> None:
         print_json({
             "model": result.model, "dry_run": result.dry_run, "changed": result.changed,
             "before": result.before.to_dict(),
-            "steps": [{"action": s.action, "description": s.description, "audit_event": s.event.id if s.event else None}
-                      for s in result.steps],
+            "steps": [
+                {"action": s.action, "description": s.description, "audit_event": s.event.id if s.event else None}
+                for s in result.steps
+            ],
             "remaining": [p.to_dict() for p in result.remaining],
         })
         return

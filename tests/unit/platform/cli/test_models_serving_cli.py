@@ -148,12 +148,12 @@ def test_a_dangling_alias_pointer_is_a_missing_collection_and_reconcile_moves_it
 
 def test_an_alias_without_a_production_version_is_removed(deployment):
     url, open_store, _backend = deployment
-    with SqlRegistryStore(url) as registry, registry.locked_model("movies") as unit:  # as if the registry lost it
-        from sqlalchemy import delete
+    from sqlalchemy import create_engine, text
 
-        from tower_platform.registry.schema import AliasRow
-
-        unit._session.execute(delete(AliasRow))
+    engine = create_engine(url)
+    with engine.begin() as connection:  # as if the registry had lost its production row
+        connection.execute(text("DELETE FROM aliases"))
+    engine.dispose()
     listed = _run("models", "list", "movies")
     assert "the registry has no production version" in listed.stderr
     fixed = json.loads(_run("models", "reconcile", "movies", "--json").stdout)
