@@ -189,6 +189,25 @@ def test_second_run_registers_v2_without_touching_production(first_run, second_r
     assert statuses == {1: "production", 2: "indexed"}
 
 
+def test_recommend_warns_of_a_pending_intent_and_reconcile_drops_it(first_run, second_run):
+    """A promotion of v2 that died before its alias swap: recommend still serves v1 but says so; reconcile repairs."""
+    from tower_platform.registry import intents
+    from tower_platform.registry.store import SqlRegistryStore
+    from tower_platform.settings import get_settings
+
+    with SqlRegistryStore(get_settings().registry_url) as registry:
+        intents.begin(registry, "movies", "promote", from_version=1, to_version=2, from_collection="movies__v1",
+                      to_collection="movies__v2", actor="ops", reason="died before the swap", details={})
+    served = _invoke("recommend", first_run["recommendations"]["user_id"], "-k", "3", "--json")
+    assert served.exit_code == 0, served.stderr
+    assert json.loads(served.stdout)["version"] == 1
+    assert "warning: intent #" in served.stderr and "towerctl models reconcile movies" in served.stderr
+    repaired = _invoke("models", "reconcile", "movies", "--json")
+    assert repaired.exit_code == 0, repaired.stderr
+    assert [s["action"] for s in json.loads(repaired.stdout)["steps"]] == ["abort_intent"]
+    assert "warning" not in _invoke("recommend", first_run["recommendations"]["user_id"], "-k", "3").stderr
+
+
 def test_gates_refuse_a_breaching_version_until_forced_and_rollback_returns(home: Path, second_run, monkeypatch):
     from tower_platform.settings import get_settings
 

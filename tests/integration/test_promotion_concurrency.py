@@ -2,10 +2,10 @@
 
 Versions 1-4 are indexed with verified collections; version 5 is registered only (its collection exists in Qdrant but
 was never verified), so promoting it must always be refused. Processes open Qdrant local storage
-(``QdrantVectorStore.local``, openers serialised by its file lock) per call outside the registry lock and once while
-holding it (from the first vector call on), so that the registry reads that decide an operation are serialised by
-the registry's model-row lock alone. Each
-process records every alias target it observes (all inside the lock) and every alias swap it makes. Afterwards:
+(``QdrantVectorStore.local``, openers serialised by its file lock) per call, except while they hold the model's
+promotion lock: then once, from the first vector call to the end of the lock, so that what decides an operation is
+serialised by the promotion lock alone. Each process records every alias target it observes and every alias swap it
+makes. Afterwards:
 
 - the Qdrant alias points to the registry's production version;
 - the audit log holds exactly one promote/rollback event per successful operation, and the events form one chain
@@ -55,7 +55,7 @@ WORKER = textwrap.dedent(
         log.write(json.dumps(entry) + "\\n")
 
     class PerCallVectors:
-        # Opens local storage per call (file lock held only for that call), or, inside the registry lock, once from
+        # Opens local storage per call (file lock held only for that call), or, inside the promotion lock, once from
         # the first call to the end of the lock (see LockScopedStore); records every alias target seen and swap made.
         def __init__(self):
             self.held = None
@@ -106,9 +106,9 @@ WORKER = textwrap.dedent(
             raise AssertionError("no gc in this test")
 
     class LockScopedStore:
-        # The registry; inside its model lock, Qdrant storage stays open from the first vector call on. The registry
-        # reads that start an operation happen before that call, so only the registry lock serialises them; the file
-        # lock is always taken after the registry lock, never while waiting for it (no deadlock).
+        # The registry; inside its promotion lock, Qdrant storage stays open from the first vector call on. The
+        # registry reads and vector calls that decide an operation all happen under that lock, which alone serialises
+        # them; the file lock is always taken after the promotion lock, never while waiting for it (no deadlock).
         def __init__(self, store, vectors):
             self._store, self._vectors = store, vectors
 
@@ -116,9 +116,9 @@ WORKER = textwrap.dedent(
             return getattr(self._store, name)
 
         @contextlib.contextmanager
-        def locked_model(self, name):
-            with self._store.locked_model(name) as unit, self._vectors.held_from_first_call():
-                yield unit
+        def promotion_lock(self, name):
+            with self._store.promotion_lock(name), self._vectors.held_from_first_call():
+                yield
 
     rng = random.Random(seed)
     vectors = PerCallVectors()

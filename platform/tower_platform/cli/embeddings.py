@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tower_platform.cli import context
+from tower_platform.cli import context, serving_check
 from tower_platform.cli.arguments import MODEL_ARGUMENT
 from tower_platform.cli.context import current_actor, open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
@@ -103,13 +103,15 @@ def status_command(
     model: str = MODEL_ARGUMENT,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Each version's collection: what the registry recorded beside what Qdrant holds, and the production alias."""
+    """Each version's collection: what the registry recorded beside what Qdrant holds, the production alias, and
+    whether the two agree (a problem is flagged here and named on stderr; `towerctl models reconcile` repairs it)."""
     from tower_platform.naming import collection_name, production_alias
 
     settings = get_settings()
-    with open_registry(write=True, settings=settings) as registry:
+    with open_registry(write=True, settings=settings) as registry, open_vectors(settings) as vectors:
         versions = registry.list_versions(model)
-    with open_vectors(settings) as vectors:
+        state = serving_check.check(registry, vectors, model)
+        serving_check.warn(state)
         existing = set(vectors.list_collections())
         alias_target = vectors.alias_target(production_alias(model))
         rows = []
@@ -125,19 +127,24 @@ def status_command(
                     "qdrant_points": live,
                     "verified": bool(mv.collection and mv.collection.verified),
                     "alias": name == alias_target,
+                    "problems": [p.message for p in state.problems_of(mv.version)],
                 }
             )
     if as_json:
-        print_json({"model": model, "alias": production_alias(model), "alias_target": alias_target, "versions": rows})
+        print_json({"model": model, "alias": production_alias(model), "alias_target": alias_target, "versions": rows,
+                    "serving": serving_check.as_json(state)})
         return
     print_table(
-        f"{model}: collections (alias '{production_alias(model)}' -> {alias_target or 'none'})",
-        ["version", "status", "collection", "recorded", "in qdrant", "verified", "alias"],
+        f"{model}: collections (alias '{production_alias(model)}' -> {alias_target or 'none'})"
+        + ("" if state.ok else f" ({serving_check.summary(state)})"),
+        ["version", "status", "collection", "recorded", "in qdrant", "verified", "alias", "problems"],
         [
             (r["version"], r["status"], r["collection"], r["recorded_points"], r["qdrant_points"],
-             "yes" if r["verified"] else "no", "<-" if r["alias"] else "")
+             "yes" if r["verified"] else "no", "<-" if r["alias"] else "",
+             serving_check.short(state.problems_of(r["version"])))
             for r in rows
         ],
+        highlight_rows={i for i, r in enumerate(rows) if r["problems"]},
     )
     if not rows:
         err_console.print(f"model '{model}' has no versions yet; see `towerctl models list`.")

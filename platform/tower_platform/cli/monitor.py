@@ -64,12 +64,14 @@ def alignment_gate(
     actor: str,
     inputs: MonitorInputs | None = None,
     show: bool = True,
+    record: bool = True,
 ) -> AlignmentGate:
-    """The gate ``promote(..., gate=...)`` takes; with ``show`` it prints the report it judged (to stdout)."""
+    """The gate ``promote(..., gate=...)`` takes; with ``show`` it prints the report it judged (to stdout), with
+    ``record=False`` (a dry run) it stores no report."""
     from tower_platform.monitor.gate import AlignmentGate
 
     return AlignmentGate(
-        registry, vectors, thresholds=thresholds, actor=actor, inputs=inputs, echo=_echo,
+        registry, vectors, thresholds=thresholds, actor=actor, inputs=inputs, echo=_echo, record=record,
         on_report=(lambda report: print_alignment_report(report, thresholds=thresholds)) if show else None,
     )
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tower_platform.cli import context
+from tower_platform.cli import context, serving_check
 from tower_platform.cli.arguments import model_option
 from tower_platform.cli.context import open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_table
@@ -115,6 +115,7 @@ def recommend_command(
 
     with open_registry(write=True, settings=settings) as registry, open_vectors(settings) as vectors:
         name = model or _only_model(registry)
+        serving_check.warn(serving_check.check(registry, vectors, name))
         result = recommend(registry, vectors, features, model=name, user_id=user_id, k=k, category=category)
         if category is not None and not result.items:
             check_category(vectors, collection_name(result.model, result.version), category=category,

@@ -10,7 +10,8 @@ It reuses the candidate's latest stored report when that report was compared wit
 and used the same K (breaches are re-judged with the current thresholds); otherwise it runs the report (and stores
 it). The test queries come from ``inputs`` when given (``towerctl run`` has them in memory), else from the
 candidate's artifact folder (``monitor/*.parquet``). A version that cannot be measured (no test queries) passes with
-a note in the audit event, unless ``require_report`` is set.
+a note in the audit event, unless ``require_report`` is set. With ``record=False`` (a dry run) a fresh report is
+judged but not stored.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class AlignmentGate:
         inputs: MonitorInputs | None = None,
         on_report: Callable[[AlignmentReport], None] | None = None,
         echo: Callable[[str], None] = lambda _line: None,
+        record: bool = True,
     ) -> None:
         self.registry = registry
         self.vectors = vectors
@@ -56,6 +58,7 @@ class AlignmentGate:
         self.inputs = inputs
         self.on_report = on_report
         self.echo = echo
+        self.record = record
         self.report: AlignmentReport | None = None  # the report behind the last verdict
 
     def __call__(self, candidate: ModelVersion, production: ModelVersion | None) -> GateVerdict:
@@ -68,13 +71,13 @@ class AlignmentGate:
                                                    "note": "no test queries in the artifact folder"})
             report = build_alignment_report(
                 self.registry, self.vectors, model=candidate.model, version=candidate.version, inputs=inputs,
-                thresholds=self.thresholds, actor=self.actor, against=against, echo=self.echo,
+                thresholds=self.thresholds, actor=self.actor, against=against, echo=self.echo, record=self.record,
             )
         self.report = report
         if self.on_report is not None:
             self.on_report(report)
         breaches = tuple(b.to_dict() for b in find_breaches(report.segments, self.thresholds))
-        return GateVerdict(GATE_NAME, breaches, {"measured": True, "report_run": report.run,
+        return GateVerdict(GATE_NAME, breaches, {"measured": True, "report_run": report.run or None,
                                                  "against_version": report.against_version})
 
     def _stored(self, candidate: ModelVersion, against: int | None) -> AlignmentReport | None:

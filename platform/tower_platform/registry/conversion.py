@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from tower_platform.registry.entities import Artifact, AuditEvent, Collection, Model, ModelVersion
-from tower_platform.registry.schema import PRODUCTION_STATUS, AuditEventRow, CollectionRow, ModelRow, ModelVersionRow
 from tower_platform.paths import resolved_path
+from tower_platform.registry.entities import (
+    Artifact,
+    AuditEvent,
+    Collection,
+    Model,
+    ModelVersion,
+    PromotionIntent,
+)
+from tower_platform.registry.schema import (
+    PRODUCTION_STATUS,
+    AuditEventRow,
+    CollectionRow,
+    ModelRow,
+    ModelVersionRow,
+    PromotionIntentRow,
+)
 from tower_platform.timestamp import as_utc  # SQLite returns naive datetimes: the store writes UTC
 
 
@@ -58,6 +73,12 @@ def to_model_version(
     )
 
 
+def planned_version(model: str, version: int, fields: dict[str, Any]) -> ModelVersion:
+    """The version a registration would record (``fields``: the model_versions columns), from a row never stored."""
+    return to_model_version(ModelVersionRow(version=version, status="registered", **fields), model=model,
+                            collection=None)
+
+
 def to_model(
     row: ModelRow, *, production_version: int | None, latest_version: int | None, version_count: int
 ) -> Model:
@@ -85,4 +106,25 @@ def to_audit_event(row: AuditEventRow, *, model: str) -> AuditEvent:
         reason=row.reason,
         details=dict(row.details or {}),
         created_at=as_utc(row.created_at),
+    )
+
+
+def to_promotion_intent(row: PromotionIntentRow, *, model: str) -> PromotionIntent:
+    return PromotionIntent(
+        id=row.id,
+        model=model,
+        action=row.action,
+        from_version=row.from_version,
+        to_version=row.to_version,
+        from_collection=row.from_collection,
+        to_collection=row.to_collection,
+        actor=row.actor,
+        reason=row.reason,
+        details=dict(row.details or {}),
+        state=row.state,
+        started_at=as_utc(row.started_at),  # type: ignore[arg-type]
+        resolved_at=as_utc(row.resolved_at),
+        resolution=row.resolution,
+        resolved_by=row.resolved_by,
+        audit_event_id=row.audit_event_id,
     )

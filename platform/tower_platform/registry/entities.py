@@ -74,7 +74,7 @@ class AuditEvent:
     id: int
     model: str
     version: int | None
-    action: str  # register | collection | index | promote | rollback | retire
+    action: str  # register | collection | index | alignment | promote | rollback | reconcile | retire
     from_status: str | None
     to_status: str | None
     from_version: int | None
@@ -83,6 +83,44 @@ class AuditEvent:
     reason: str | None
     details: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PromotionIntent:
+    """A move of a model's production alias, recorded before the move (see ``registry.intents``).
+
+    ``action`` is promote, rollback or realign (reconcile moving the alias back to the registry's production);
+    ``from_collection`` is where the alias pointed when it began (None: no alias), ``to_collection`` where it is to
+    point (None: removed). ``state``: pending until resolved as completed or aborted.
+    """
+
+    id: int
+    model: str
+    action: str
+    from_version: int | None
+    to_version: int | None
+    from_collection: str | None
+    to_collection: str | None
+    actor: str
+    reason: str | None
+    details: dict[str, Any]
+    state: str
+    started_at: datetime
+    resolved_at: datetime | None = None
+    resolution: str | None = None
+    resolved_by: str | None = None
+    audit_event_id: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.state == "pending"
+
+    def describe(self) -> str:
+        """e.g. ``intent #4 (promote v1 -> v2 by alice at 2027-01-15 10:00:00 UTC)``."""
+        source = f"v{self.from_version}" if self.from_version is not None else "none"
+        target = f"v{self.to_version}" if self.to_version is not None else "none"
+        at = self.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"intent #{self.id} ({self.action} {source} -> {target} by {self.actor} at {at})"
 
 
 ALIGNMENT_FIGURES: tuple[str, ...] = (

@@ -15,10 +15,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tower_platform.errors import ConflictError, NotFoundError
-from tower_platform.registry.conversion import to_audit_event, to_model, to_model_version
+from tower_platform.registry.conversion import to_audit_event, to_model, to_model_version, to_promotion_intent
 from tower_platform.registry import alignment_records
-from tower_platform.registry.entities import AlignmentReport, AuditEvent, Model, ModelVersion
+from tower_platform.registry.entities import AlignmentReport, AuditEvent, Model, ModelVersion, PromotionIntent
 from tower_platform.registry.schema import (
+    INTENT_ACTIONS,
     PRODUCTION_ALIAS,
     STORED_STATUSES,
     AliasRow,
@@ -26,6 +27,7 @@ from tower_platform.registry.schema import (
     CollectionRow,
     ModelRow,
     ModelVersionRow,
+    PromotionIntentRow,
     utc_now,
 )
 
@@ -188,6 +190,89 @@ class ModelUnitOfWork:
         self._session.add(row)
         self._session.flush()
         return to_audit_event(row, model=self.model)
+
+    # -- promotion intents ----------------------------------------------------------------------------------------
+    def pending_intent(self) -> PromotionIntent | None:
+        """The model's pending promotion intent (at most one: the unique (model_id, pending) holds it to that)."""
+        row = self._pending_intent_row()
+        return None if row is None else to_promotion_intent(row, model=self.model)
+
+    def intents(self, *, limit: int | None = None) -> list[PromotionIntent]:
+        """Oldest first; with ``limit``, the most recent ``limit`` intents (still oldest first)."""
+        query = (
+            select(PromotionIntentRow)
+            .where(PromotionIntentRow.model_id == self._model.id)
+            .order_by(PromotionIntentRow.id.desc())
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        return [to_promotion_intent(r, model=self.model) for r in reversed(self._session.scalars(query).all())]
+
+    def begin_intent(
+        self,
+        action: str,
+        *,
+        from_version: int | None,
+        to_version: int | None,
+        from_collection: str | None,
+        to_collection: str | None,
+        actor: str,
+        reason: str | None,
+        details: dict[str, Any],
+    ) -> PromotionIntent:
+        if action not in INTENT_ACTIONS:
+            raise ValueError(f"intent action {action!r} is not one of {INTENT_ACTIONS}")
+        pending = self.pending_intent()
+        if pending is not None:
+            raise ConflictError(
+                f"Model '{self.model}' already has a pending {pending.describe()}; run "
+                f"`towerctl models reconcile {self.model}` first."
+            )
+        row = PromotionIntentRow(
+            model_id=self._model.id,
+            action=action,
+            from_version=from_version,
+            to_version=to_version,
+            from_collection=from_collection,
+            to_collection=to_collection,
+            actor=actor,
+            reason=reason,
+            details=dict(details),
+            state="pending",
+            pending=True,
+            started_at=utc_now(),
+        )
+        self._session.add(row)
+        self._session.flush()
+        return to_promotion_intent(row, model=self.model)
+
+    def resolve_intent(
+        self, intent_id: int, *, state: str, resolution: str, resolved_by: str, audit_event_id: int | None = None
+    ) -> PromotionIntent:
+        """Mark a pending intent ``completed`` or ``aborted``; ConflictError when it is no longer pending."""
+        if state not in ("completed", "aborted"):
+            raise ValueError(f"an intent is resolved as completed or aborted, not {state!r}")
+        row = self._session.get(PromotionIntentRow, intent_id)
+        if row is None or row.model_id != self._model.id or row.state != "pending":
+            raise ConflictError(
+                f"Promotion intent #{intent_id} of model '{self.model}' is no longer pending (resolved meanwhile); "
+                f"see `towerctl models list {self.model}`."
+            )
+        row.state = state
+        row.pending = None
+        row.resolved_at = utc_now()
+        row.resolution = resolution
+        row.resolved_by = resolved_by
+        row.audit_event_id = audit_event_id
+        self._session.flush()
+        return to_promotion_intent(row, model=self.model)
+
+    def _pending_intent_row(self) -> PromotionIntentRow | None:
+        return self._session.scalar(
+            select(PromotionIntentRow).where(
+                PromotionIntentRow.model_id == self._model.id, PromotionIntentRow.state == "pending"
+            )
+        )
 
     # -- alignment reports ----------------------------------------------------------------------------------------
     def add_alignment_report(self, report: AlignmentReport, *, actor: str) -> AlignmentReport:
