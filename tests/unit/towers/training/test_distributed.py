@@ -149,3 +149,25 @@ def test_a_checkpoint_of_two_ranks_is_refused_by_one_process(ranks: Path) -> Non
     with pytest.raises(TowersArtifactError, match=r"checkpoint\.pt was written by a run on 2 process\(es\) and this "
                                                    r"run has 1; resume it with 2"):
         trainer.run()
+
+
+def test_a_single_process_checkpoint_records_world_size_one(tmp_path: Path) -> None:
+    config = TowerConfig().with_overrides({**RESUME, "epochs": 1})
+    model, rows = trainable_towers(config)
+    path = tmp_path / "checkpoint.pt"
+    Trainer(model, rows, config.training, checkpoint_path=path).run()
+    state = torch.load(path, weights_only=True)
+    assert state["world_size"] == 1 and "rank_rng" not in state
+
+
+def test_joining_a_run_needs_torchruns_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from towers.errors import TowersInputError
+    from towers.training.distributed import DataParallel, launched_by_torchrun
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launched_by_torchrun()
+    with pytest.raises(TowersInputError, match=r"needs \['RANK'\] in the environment; start it with torchrun"):
+        DataParallel.from_environment()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not launched_by_torchrun()
