@@ -288,10 +288,11 @@ class Trainer:
             "best_state": self._best_state,
             "epochs_without_gain": self._epochs_without_gain,
             "rng": torch.get_rng_state(),
+            "cuda_rng": self._cuda_rng(),
             "world_size": self.world_size,
         }
-        if self.distributed:  # every rank's random stream (a collective: every rank calls checkpoint())
-            state["rank_rng"] = self.distributed.gather_objects(torch.get_rng_state())
+        if self.distributed:  # every rank's random streams (a collective: every rank calls checkpoint())
+            state["rank_rng"] = self.distributed.gather_objects((torch.get_rng_state(), self._cuda_rng()))
         if self.checkpoint_extra is not None:
             state["extra"] = self.checkpoint_extra()
         return state
@@ -329,4 +330,10 @@ class Trainer:
         self.history = TrainingHistory(**history)
         self._best_state = copy.deepcopy(state["best_state"])
         self._epochs_without_gain = int(state["epochs_without_gain"])
-        torch.set_rng_state(state["rank_rng"][self.rank] if self.distributed else state["rng"])
+        cpu, cuda = state["rank_rng"][self.rank] if self.distributed else (state["rng"], state.get("cuda_rng"))
+        torch.set_rng_state(cpu)
+        if cuda is not None and self.device.type == "cuda":  # uniform draws and dropout on a GPU use its generator
+            torch.cuda.set_rng_state(cuda, self.device)
+
+    def _cuda_rng(self) -> torch.Tensor | None:
+        return torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None

@@ -14,18 +14,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from distributed_steps import BATCH, MAIN, RESUME, SSL, UNIFORM, equivalence_worker, run_ranks, trainer_for
-from synthetic_interactions import ITEM_GENRES, trainable_towers
+from distributed_steps import (
+    BATCH,
+    MAIN,
+    RESUME,
+    SSL,
+    TOLERANCE,
+    WORLD,
+    assert_gradients_equal,
+    check_main_equivalence,
+    equivalence_worker,
+    replay_uniform_draws,
+    run_ranks,
+    single_process,
+)
+from synthetic_interactions import trainable_towers
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 from towers.config import TowerConfig
 from towers.errors import TowersArtifactError
-from towers.features.schema import ITEM_KEY
-from towers.losses.dat import category_alignment_loss
 from towers.tasks.auxiliary import SelfSupervisedLoss
 from towers.training import Trainer
-
-WORLD = 2
-TOLERANCE = 1e-5
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -41,80 +49,14 @@ def _records(out: Path, name: str) -> list[dict]:
     return [torch.load(out / f"{name}-rank{k}.pt", weights_only=False) for k in range(WORLD)]
 
 
-def _single_process(overrides: dict, records: list[dict]):
-    """The towers of ``overrides`` with the global batch size and W * B' uniform negatives, from the ranks' weights."""
-    config = TowerConfig().with_overrides(
-        {**overrides, "batch_size": WORLD * BATCH, "uniform_negatives": WORLD * UNIFORM}
-    )
-    model, rows = trainable_towers(config)
-    model.load_state_dict(records[0]["initial"])
-    model.train()
-    return model, trainer_for(model, rows, config)
-
-
-def _replay_uniform_draws(model, records: list[dict], *, steps: int) -> None:
-    """The single process's uniform draws of step s: the ranks' draws of step s, in rank order."""
-    corpus = model.task.corpus
-    position = {key: row for row, key in enumerate(corpus.keys.tolist())}
-    columns = {name: getattr(corpus, f"feature_{i}") for i, name in enumerate(corpus.names)}
-    per_step = [
-        torch.cat([keys for r in records for count, keys in r["steps"][s]["draws"] if count == UNIFORM])
-        for s in range(steps)
-    ]
-    draw = corpus.sample
-
-    def replay(count: int):
-        if count != WORLD * UNIFORM:
-            return draw(count)
-        index = torch.tensor([position[key] for key in per_step.pop(0).tolist()])
-        return {name: column[index] for name, column in columns.items()}, corpus.keys[index]
-
-    corpus.sample = replay
-
-
-def _assert_gradients_equal(model, records: list[dict], step: int) -> None:
-    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    for rank, record in enumerate(records):
-        ranked = record["steps"][step]["grads"]
-        assert set(ranked) == set(grads), f"rank {rank}: parameters with a gradient differ"
-        for name, grad in grads.items():
-            difference = float((ranked[name] - grad).abs().max())
-            assert difference <= TOLERANCE, f"step {step}, rank {rank}, {name}: max |diff| {difference:.2e}"
-    assert any(float(g.abs().max()) > 1e-3 for g in grads.values())  # gradients that are not all zero
-
-
 def test_two_ranks_equal_one_process_with_correction_mixed_negatives_hits_queue_and_dat(ranks: Path) -> None:
-    records = _records(ranks, "main")
-    model, trainer = _single_process(MAIN, records)
-    _replay_uniform_draws(model, records, steps=2)
-    permutation = trainer.permutation(0)
-    for step in range(2):
-        index = trainer.batch_index(permutation, step)
-        # each rank's shard of step s is its block of the single process's batch s
-        assert torch.equal(index, torch.cat([r["steps"][step]["index"] for r in records]))
-        batch = trainer.batch(index)
-        keys = batch[ITEM_KEY]
-        if step == 0:  # the case is not vacuous: an item of rank 0's rows is also among rank 1's
-            assert set(keys[:BATCH].tolist()) & set(keys[BATCH:].tolist())
-            with torch.no_grad():
-                genres = batch[ITEM_GENRES][:, 0]
-                assert float(category_alignment_loss(model.model.embed_items(batch), genres, min_items=2)) > 0
-        else:  # the queue holds the items of step 0
-            assert int((model.task.queue.keys >= 0).sum()) == model.task.queue.size
-        loss = float(trainer.train_step(batch))
-        distributed_loss = sum(r["steps"][step]["loss"] for r in records) / WORLD  # DDP averages the rank losses
-        assert abs(loss - distributed_loss) <= TOLERANCE, (loss, distributed_loss)
-        _assert_gradients_equal(model, records, step)
-    final = model.state_dict()
-    for record in records:  # the estimator saw the same global ids: identical state on every rank
-        for name in ("task.estimator.interval", "task.estimator.last_seen", "task.estimator.step"):
-            assert torch.equal(record["final"][name], final[name]), name
+    check_main_equivalence(_records(ranks, "main"), MAIN)
 
 
 def test_ssl_is_the_mean_of_the_ranks_own_ssl_terms(ranks: Path) -> None:
     records = _records(ranks, "ssl")
-    model, trainer = _single_process(SSL, records)
-    _replay_uniform_draws(model, records, steps=1)
+    model, trainer = single_process(SSL, records)
+    replay_uniform_draws(model, records, steps=1)
     batch = trainer.batch(trainer.batch_index(trainer.permutation(0), 0))
     towers, task = model.model, model.task
     main = task.softmax_loss(towers.embed_queries(batch), towers.embed_items(batch), batch, model=towers)
@@ -129,8 +71,8 @@ def test_ssl_is_the_mean_of_the_ranks_own_ssl_terms(ranks: Path) -> None:
     model.zero_grad(set_to_none=True)
     total.backward()
     distributed_loss = sum(r["steps"][0]["loss"] for r in records) / WORLD
-    assert abs(float(total) - distributed_loss) <= TOLERANCE, (float(total), distributed_loss)
-    _assert_gradients_equal(model, records, 0)
+    assert abs(float(total.detach()) - distributed_loss) <= TOLERANCE, (float(total.detach()), distributed_loss)
+    assert_gradients_equal(model, records, 0)
 
 
 def test_resume_with_the_same_world_size_continues_the_run(ranks: Path) -> None:
@@ -157,7 +99,7 @@ def test_a_single_process_checkpoint_records_world_size_one(tmp_path: Path) -> N
     path = tmp_path / "checkpoint.pt"
     Trainer(model, rows, config.training, checkpoint_path=path).run()
     state = torch.load(path, weights_only=True)
-    assert state["world_size"] == 1 and "rank_rng" not in state
+    assert state["world_size"] == 1 and "rank_rng" not in state and state["cuda_rng"] is None
 
 
 def test_joining_a_run_needs_torchruns_environment(monkeypatch: pytest.MonkeyPatch) -> None:
