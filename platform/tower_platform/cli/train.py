@@ -1,5 +1,8 @@
 """``towerctl train`` and ``towerctl evaluate``: train two towers on a dataset's point-in-time training set, evaluate
-them with the next-item protocol (full corpus, no sampling) beside classical baselines, and export ONNX towers."""
+them with the next-item protocol (full corpus, no sampling) beside classical baselines, and export ONNX towers.
+
+``train --nproc N`` trains on N processes (DistributedDataParallel); started by torchrun (``torchrun --nproc-per-node N
+-m tower_platform train ...``) the command is one rank of such a run (``tower_platform.pipeline.data_parallel``)."""
 
 from __future__ import annotations
 
@@ -67,12 +70,52 @@ def written_as(values: list[str]) -> dict[str, str]:
 
 
 def train_command(
+    ctx: typer.Context,
     config: Path | None = _CONFIG,
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train + validation before the test stage."),
+    register: bool = typer.Option(False, "--register", help="Register the export as the model's next version."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train on N local processes (DistributedDataParallel, gloo on "
+                              "CPU, NCCL on GPUs); batch_size is per process."),
     as_json: bool = _JSON,
 ) -> None:
     """Build the training set, train (early stopping on validation Recall@100), evaluate, export to artifacts/."""
+    from tower_platform.pipeline.data_parallel import launch_ranks, launched_by_torchrun
+
+    if nproc > 1:
+        if launched_by_torchrun():
+            from tower_platform.errors import UsageError
+
+            raise UsageError("--nproc starts the processes itself; under torchrun leave it out (torchrun's "
+                             "--nproc-per-node sets the number of processes).")
+        arguments = ["train", *(["--config", str(Path(config).resolve())] if config is not None else [])]
+        arguments += [value for item in overrides for value in ("--set", item)]
+        arguments += ["--refit" if refit else "--no-refit", *(["--register"] if register else []),
+                      *(["--json"] if as_json else [])]
+        verbose = ctx.find_root().params.get("verbose")
+        launch_ranks(nproc, ["--verbose", *arguments] if verbose else arguments)
+        return
+    if not launched_by_torchrun():
+        _train(config, overrides, refit=refit, register=register, as_json=as_json)
+        return
+    from tower_platform.pipeline.data_parallel import RankZeroFit, follow_rank0
+    from towers.training import DataParallel
+
+    with DataParallel.from_environment() as data_parallel:
+        if not data_parallel.is_main:
+            follow_rank0(data_parallel)
+            return
+        err_console.print(f"data-parallel run on {data_parallel.world_size} processes: rank 0 builds the training set,"
+                          " evaluates and exports; every rank trains its share of each batch", highlight=False)
+        fit = RankZeroFit(data_parallel)
+        try:
+            _train(config, overrides, refit=refit, register=register, as_json=as_json, fit=fit)
+        finally:
+            fit.finish()
+
+
+def _train(config: Path | None, overrides: list[str], *, refit: bool, register: bool, as_json: bool,
+           fit: Any = None) -> None:
     from tower_platform.datasets.config import load_dataset_config
     from tower_platform.pipeline.config import tower_config_from
     from tower_platform.pipeline.export import export_version
@@ -86,20 +129,30 @@ def train_command(
     store = context.feature_store(settings)
     training_set = build_training_set(store, dataset)
     trained = train_and_evaluate(training_set, store, config=tower_config, refit=refit,
-                                 echo=lambda m: err_console.print(m, highlight=False))
+                                 echo=lambda m: err_console.print(m, highlight=False), fit=fit)
     with open_registry(write=True, settings=settings) as registry:
         version = registry.next_version(dataset.model)
     run = datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")
     exported = export_version(trained, training_set, store.item_corpus(datetime.now(UTC)), model=dataset.model,
                               version=version, artifacts_dir=settings.artifacts_dir, folder_name=run)
+    registered = None
+    if register:
+        from tower_platform.pipeline.register import register_export
+
+        with open_registry(write=True, settings=settings) as registry:
+            registered = register_export(registry, exported.folder, model=dataset.model,
+                                         actor=context.current_actor(), reason="towerctl train --register")
     reports = {"two-tower (validation)": trained.validation, "two-tower (test)": trained.test}
     if as_json:
         print_json({"export": str(exported.folder), "version": version, "sha256": exported.sha256,
-                    "parity_max_abs_diff": exported.max_abs_diff, "metrics": trained.metrics()})
+                    "parity_max_abs_diff": exported.max_abs_diff, "registered": registered is not None,
+                    "metrics": trained.metrics()})
         return
     print_metrics(f"{dataset.model}: next-item protocol, full corpus", reports, as_json=False)
-    err_console.print(f"exported to {exported.folder} (parity max abs diff {exported.max_abs_diff:.2e}); "
-                      f"register it with `towerctl models register {exported.folder}`", highlight=False)
+    hint = (f"registered as {dataset.model} v{registered.version}" if registered is not None
+            else f"register it with `towerctl models register {exported.folder}`")
+    err_console.print(f"exported to {exported.folder} (parity max abs diff {exported.max_abs_diff:.2e}); {hint}",
+                      highlight=False)
 
 
 def evaluate_command(
