@@ -1,9 +1,10 @@
-"""Names that live outside the code, built in exactly one place: Qdrant collections, the production alias and the
-vector distances the registry and the vector store accept."""
+"""Names that live outside the code, built in exactly one place: Qdrant collections, the production alias, the
+vector distances the registry and the vector store accept, and the payload field that names a vector's version."""
 
 from __future__ import annotations
 
 DISTANCES = ("cosine", "dot", "euclid")
+PAYLOAD_VERSION_FIELD = "model_version"  # every item vector's payload: the model version that wrote it
 
 
 def collection_name(model: str, version: int) -> str:

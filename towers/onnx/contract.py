@@ -5,9 +5,11 @@ Inputs (one per feature, named as in the FeatureSchema; dynamic batch axis B):
     multi_categorical  tensor(string) [B, max_len]   padded with ""
     numeric            tensor(float)  [B]            NaN = missing
 Output: ``embedding`` float32 [B, D].
-Metadata (``metadata_props``, all strings): format_version, model_name, model_version, feature_service, dimension,
-temperature, schema (JSON), tower ("query" | "item"), inputs (JSON list of {name, dtype, shape, kind, max_len}),
-output. ``TowerFileMetadata.parse`` is the one reader of these keys.
+Metadata (``metadata_props``, all strings): format_version, model_name, model_version, feature_service (a label of
+the services used, ``query+item``), dimension, temperature, schema (JSON), tower ("query" | "item"), inputs (JSON
+list of {name, dtype, shape, kind, max_len}), output, serving (JSON: the feature service to call, full feature
+names, the exclusion rule, the payload version field; ``towers/onnx/serving.py``). ``TowerFileMetadata.parse`` is
+the one reader of these keys.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pyarrow.compute as pc
 from towers.errors import OnnxInputError, TowersArtifactError
 from towers.features.encoder import as_strings, numeric_values, padded_list_values
 from towers.features.schema import FeatureSpec
+from towers.onnx.serving import ServingContract
 
 FORMAT_VERSION = "1"
 OUTPUT_NAME = "embedding"
@@ -57,6 +60,7 @@ class TowerFileMetadata:
     temperature: float | None = None
     schema: dict[str, Any] = field(default_factory=dict)
     format_version: str = FORMAT_VERSION
+    serving: ServingContract = field(default_factory=lambda: ServingContract(query_feature_service=None))
     raw: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -82,6 +86,13 @@ class TowerFileMetadata:
             dimension = int(values["dimension"])
         except (KeyError, TypeError, ValueError) as exc:
             raise TowersArtifactError(f"ONNX tower {source} has malformed metadata ({exc}); re-export the model.") from exc
+        serving = ServingContract.parse(
+            values,
+            schema=schema,
+            input_names=[i.name for i in inputs],
+            multi_inputs=[i.name for i in inputs if i.kind == "multi_categorical"],
+            source=source,
+        )
         return cls(
             model_name=values["model_name"],
             model_version=values["model_version"],
@@ -92,6 +103,7 @@ class TowerFileMetadata:
             temperature=temperature,
             schema=schema,
             format_version=values["format_version"],
+            serving=serving,
             raw=dict(values),
         )
 

@@ -1,12 +1,13 @@
 """``towerctl recommend USER_ID``: top-k items for a user from the production version of a model.
 
 Online features (Feast) -> the production version's ``query.onnx`` (sha256 checked against the registry) -> Qdrant
-search on the production alias, without the user's recent items, optionally within one category.
+search on the production alias, without the user's recent items, optionally within one category. The command
+passes clients (registry, vector store, feature store); ``tower_platform.pipeline.recommend`` does the rest.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
@@ -15,15 +16,6 @@ from tower_platform.cli.context import open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_table
 from tower_platform.errors import UsageError
 from tower_platform.settings import get_settings
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tower_platform.settings import Settings
-
-def query_source(settings: Settings, *, service_name: str, user_key: str) -> Any:
-    """The online query features of the deployment: the Feast repository (imported when used: it is slow to import)."""
-    from tower_platform.serving.retriever import OnlineQueryFeatures
-
-    return OnlineQueryFeatures(context.feature_store(settings), service_name=service_name, user_key=user_key)
 
 
 def _only_model(registry: Any) -> str:
@@ -51,7 +43,7 @@ def recommend_command(
         result = recommend(
             registry,
             vectors,
-            lambda service, user_key: query_source(settings, service_name=service, user_key=user_key),
+            context.feature_store(settings),  # Feast is imported when the features are first read
             model=name,
             user_id=user_id,
             k=k,

@@ -202,17 +202,18 @@ class FeastFeatureStore:
             if key in columns and key != canonical:
                 columns[canonical] = columns.pop(key)
         now = datetime.now(UTC).timestamp()
-        for name, unit in self._elapsed_features().items():
+        for name, unit in self.elapsed_features().items():
             if name in columns:
                 columns[name] = [None if v is None else (now - float(v)) / unit for v in columns[name]]
         return columns
 
-    def _elapsed_features(self) -> dict[str, float]:
-        """Features stored as the epoch seconds of a past interaction, read as the time elapsed since (in units)."""
+    def elapsed_features(self) -> dict[str, float]:
+        """Features stored as the epoch seconds of a past interaction, read as the time elapsed since: name -> unit
+        in seconds (an online read serves ``(now - stored) / unit``)."""
         return dict(self.source_schema().get("elapsed", {}))
 
     def _elapsed(self, table: pa.Table, *, as_of_seconds: Any) -> pa.Table:
-        for name, unit in self._elapsed_features().items():
+        for name, unit in self.elapsed_features().items():
             if name in table.column_names:
                 stored = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)  # (n,) NaN = none
                 index = table.column_names.index(name)
@@ -284,6 +285,8 @@ class FeastFeatureStore:
             metadata={
                 "query_service": self.services[0],
                 "item_service": self.services[1],
+                "user_key": schema["external"]["user_key"] if schema.get("external") else layout.USER_KEY,
+                "elapsed_features": self.elapsed_features(),
                 "dataset": schema.get("dataset"),
                 "source_fingerprint": schema.get("source_fingerprint"),
             },
