@@ -114,6 +114,11 @@ class OnnxTower:
         return self.metadata.dimension
 
     @property
+    def session(self) -> Any:
+        """The onnxruntime ``InferenceSession`` (benchmarks time it alone)."""
+        return self._tower.session
+
+    @property
     def input_names(self) -> tuple[str, ...]:
         return tuple(i.name for i in self.metadata.inputs)
 
