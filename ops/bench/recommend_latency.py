@@ -7,8 +7,8 @@ called alone, and the start-up cost of a fresh ``towerctl recommend`` process re
 Without ``--home`` a deployment is built first in a temporary home: the bundled MovieLens latest-small dataset
 ingested, applied and materialized, a tiny model (15 steps) trained, exported, indexed into the embedded qdrant-edge
 store and promoted (the model's quality does not matter here; the shapes do: 9,742 items, 610 users, the bundled
-query features). ``--home`` measures an existing deployment instead (its registry, Feast state and edge vectors
-under ``<home>/vectors``).
+query features). ``--home PATH`` measures the deployment there (its SQLite registry, Feast state and edge vectors
+under ``<home>/vectors``), building it first when ``PATH`` holds no registry yet, and keeps it.
 
 Stages inside the retriever (``Retriever.recommend``): features = ``FeastFeatureStore.online_features`` (Feast's
 online read of the query feature service with full feature names, keys and elapsed-time features converted), query
@@ -186,7 +186,8 @@ def measure(home: Path, *, model: str, calls: int, k: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--home", type=Path, help="an existing deployment (default: build one in a temporary home)")
+    parser.add_argument("--home", type=Path, help="a deployment to measure, built there when absent and kept "
+                        "(default: build one in a temporary home)")
     parser.add_argument("--model", default="movies")
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--k", type=int, default=10)
@@ -196,7 +197,8 @@ def main() -> None:
     temporary = args.home is None
     home = Path(tempfile.mkdtemp(prefix="tower-bench-")) if temporary else args.home.resolve()
     try:
-        if temporary:
+        if temporary or not (home / "registry.db").is_file():
+            home.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
             print("building a deployment (bundled dataset, tiny model, edge vectors) ...", file=sys.stderr)
             build_deployment(home)

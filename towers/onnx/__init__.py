@@ -19,6 +19,7 @@ _WHERE = {
     "TowerInput": "towers.onnx.contract",
     "input_description": "towers.onnx.contract",
     "table_to_onnx_inputs": "towers.onnx.contract",
+    "values_to_onnx_inputs": "towers.onnx.contract",
     "ExportResult": "towers.onnx.export",
     "export_tower": "towers.onnx.export",
     "export_two_towers": "towers.onnx.export",

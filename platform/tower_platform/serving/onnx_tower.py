@@ -108,6 +108,7 @@ class OnnxTower:
                 self.path, sha256=expected_sha256, threads=threads or min(4, os.cpu_count() or 1)
             )
         self.metadata = TowerMetadata.of(self._tower.info, path=self.path)
+        self._specs = self._tower.info.specs()
 
     @property
     def dimension(self) -> int:
@@ -123,9 +124,16 @@ class OnnxTower:
         return tuple(i.name for i in self.metadata.inputs)
 
     def feeds(self, rows: Any) -> dict[str, np.ndarray]:
-        """The input dict for onnxruntime from an Arrow table or a mapping column -> values (one list per column)."""
-        from towers.onnx.contract import table_to_onnx_inputs
+        """The input dict for onnxruntime from an Arrow table or a mapping column -> values (one list per column).
 
+        Plain Python values (an online read) take ``towers.onnx.values_to_onnx_inputs``; anything else is read as an
+        Arrow table of the contract's types and converted by ``towers.onnx.table_to_onnx_inputs`` (same tensors)."""
+        from towers.onnx.contract import table_to_onnx_inputs, values_to_onnx_inputs
+
+        if isinstance(rows, Mapping):  # an online read: plain values, converted without Arrow when they are plain
+            fast = values_to_onnx_inputs(rows, self._specs)
+            if fast is not None:
+                return fast
         table = _as_table(rows, self.metadata.inputs)
         columns = {}
         for spec in self.metadata.inputs:
@@ -140,7 +148,7 @@ class OnnxTower:
             columns[spec.name] = column if column.type == target else _cast(column, target, spec.name)
         with translated(self.path):
             try:
-                return table_to_onnx_inputs(pa.table(columns), self._tower.info.specs())
+                return table_to_onnx_inputs(pa.table(columns), self._specs)
             except pa.ArrowInvalid as exc:
                 raise InputError(f"feature rows for ONNX tower {self.path.name} cannot be read ({exc}).") from exc
 

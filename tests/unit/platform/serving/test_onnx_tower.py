@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import write_tower
 from reference_tower import ReferenceFeature, build_reference_tower
 from tower_platform.errors import ConfigError, IntegrityError, NotFoundError
 from tower_platform.registry.artifact import file_sha256
@@ -54,6 +53,14 @@ def test_an_altered_file_is_refused_before_onnxruntime_opens_it(tmp_path):
 
 
 def test_a_file_without_the_tower_format_is_a_config_error(tmp_path):
-    write_tower(tmp_path / "old.onnx", model="movies", version=1, feature_service="f")  # no format_version
+    import onnx
+
+    model = onnx.load(str(_query_tower(tmp_path / "query.onnx")))
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != "format_version"]  # a file of another format
+    del model.metadata_props[:]
+    for key, value in kept:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(tmp_path / "old.onnx"))
     with pytest.raises(ConfigError, match="old.onnx has tower format None, expected 1; re-export"):
         OnnxTower(tmp_path / "old.onnx")
