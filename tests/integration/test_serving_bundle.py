@@ -265,9 +265,12 @@ def test_the_feature_store_yaml_loads_with_feast_alone(deployment, bundle_v1, us
         except Exception as exc:
             original = type(exc).__name__
         store = FeatureStore(repo_path={str(bundle_v1)!r})
-        rows = store.get_online_features(features=store.get_feature_service("query_features"),
-                                         entity_rows=[{{"user_id": {users[0]!r}}}], full_feature_names=True).to_dict()
-        print(json.dumps({{"original": original, "recent": rows["user_history__recent_items"][0]}}))
+        service = store.get_feature_service("query_features")
+        rows = store.get_online_features(features=service, entity_rows=[{{"user_id": {users[0]!r}}}],
+                                         full_feature_names=True).to_dict()
+        short = store.get_online_features(features=service, entity_rows=[{{"user_id": {users[0]!r}}}]).to_dict()
+        print(json.dumps({{"original": original, "recent": rows["user_history__recent_items"][0],
+                          "full": sorted(rows), "short": sorted(short)}}))
         """
     ))
     done = _guarded(tmp_path, str(script))
@@ -275,6 +278,9 @@ def test_the_feature_store_yaml_loads_with_feast_alone(deployment, bundle_v1, us
     assert "LEAKED" not in done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["original"] != "loaded"  # the shipped file names tower_platform's offline store class
+    names = json.loads((bundle_v1 / "manifest.json").read_text())["features"]["feature_names"]
+    assert set(names) <= set(report["full"])
+    assert not set(names) & set(report["short"])  # Feast's default short names match none of the tower's inputs
     online = deployment["feature_store"].online_features("query_features", [{"user_id": users[0]}])
     assert report["recent"] == online["user_history__recent_items"][0] and report["recent"]
 
