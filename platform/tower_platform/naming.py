@@ -1,5 +1,6 @@
 """Names that live outside the code, built and checked in exactly one place: model and dataset names, Qdrant
-collections, the production alias and the vector distances the registry and the vector store accept.
+collections, the production alias, the vector distances the registry and the vector store accept, and the payload
+field that names a vector's version.
 
 A model or dataset name becomes a folder under ``$TOWER_HOME`` (``artifacts/<model>/``), a Qdrant collection
 (``<model>__v<N>``) and alias, and a registry key, so it is checked once, where it enters (the dataset config, a CLI
@@ -15,6 +16,7 @@ import re
 from tower_platform.errors import UsageError
 
 DISTANCES = ("cosine", "dot", "euclid")
+PAYLOAD_VERSION_FIELD = "model_version"  # every item vector's payload: the model version that wrote it
 
 NAME_MAX_LENGTH = 63
 NAME_RULE = (

@@ -388,3 +388,40 @@ def gc_command(
         ["version", "status before", "collection deleted", "artifact folder deleted"],
         [[r.version, r.status, r.collection, r.artifact_dir] for r in result.retired],
     )
+
+
+@models_app.command("serving-bundle")
+def serving_bundle_command(
+    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    version: int | None = typer.Option(None, "--version", min=1, help="Version to bundle (default: production)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write (refused when it exists and is not empty)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing non-empty --out folder."),
+    dry_run: bool = _DRY_RUN,
+    as_json: bool = _JSON,
+) -> None:
+    """Write what a service needs to serve a version without this platform: query.onnx, manifest.json and a
+    feature_store.yaml that Feast alone loads (see "Serving from another service" in the README)."""
+    from tower_platform.cli.context import feature_store
+    from tower_platform.serving.bundle import write_serving_bundle
+
+    settings = get_settings()
+    with open_registry(settings=settings) as registry, open_vectors(settings) as vectors:
+        bundle = write_serving_bundle(registry, vectors, feature_store(settings), model=model, version=version,
+                                      out=out, force=force, dry_run=dry_run)
+    manifest = bundle.manifest
+    if as_json:
+        print_json({"folder": str(bundle.folder), "dry_run": bundle.dry_run, "manifest": manifest})
+        return
+    print_mapping(
+        f"{'dry run: would write' if bundle.dry_run else 'wrote'} the serving bundle of {model} "
+        f"v{manifest['version']} to {bundle.folder}",
+        {
+            "files": ", ".join(f"{name} ({entry['sha256'][:12]}…)" for name, entry in manifest["files"].items())
+                     + ", manifest.json",
+            "feature service": f"{manifest['features']['feature_service']} (full feature names)",
+            "vectors": f"{manifest['vectors']['kind']}: alias '{manifest['vectors']['alias']}' -> "
+                       f"{manifest['vectors']['collection']}",
+            "exclusion": manifest["exclusion"]["feature"],
+            "version check": f"payload.{manifest['version_check']['payload_field']} == {manifest['version']}",
+        },
+    )

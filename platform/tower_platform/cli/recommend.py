@@ -1,7 +1,8 @@
 """``towerctl recommend USER_ID``: top-k items for a user from the production version of a model.
 
 Online features (Feast) -> the production version's ``query.onnx`` (sha256 checked against the registry) -> Qdrant
-search on the production alias, without the user's recent items, optionally within one category.
+search on the production alias, without the user's recent items, optionally within one category. The command
+passes clients (registry, vector store, feature store); ``tower_platform.pipeline.recommend`` does the rest.
 
 A user without online features (unknown, empty id, or features not materialized or expired) gets the cold-start
 answer: the tower run on missing inputs. It is made visible, never silent: a ``notice:`` line on stderr and
@@ -12,7 +13,7 @@ came back empty, so it costs nothing on the normal path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
@@ -22,15 +23,6 @@ from tower_platform.cli.context import open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_table
 from tower_platform.errors import NotFoundError, UsageError
 from tower_platform.settings import get_settings
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tower_platform.settings import Settings
-
-def query_source(settings: Settings, *, service_name: str, user_key: str) -> Any:
-    """The online query features of the deployment: the Feast repository (imported when used: it is slow to import)."""
-    from tower_platform.serving.retriever import OnlineQueryFeatures
-
-    return OnlineQueryFeatures(context.feature_store(settings), service_name=service_name, user_key=user_key)
 
 
 class KnownUserCheck:
@@ -108,15 +100,23 @@ def recommend_command(
     settings = get_settings()
     checks: list[KnownUserCheck] = []
 
-    def features(service: str, user_key: str) -> KnownUserCheck:
-        checks.append(KnownUserCheck(query_source(settings, service_name=service, user_key=user_key),
-                                     user_key=user_key, require_known=require_known_user))
+    def features(source: Any, user_key: str) -> KnownUserCheck:
+        checks.append(KnownUserCheck(source, user_key=user_key, require_known=require_known_user))
         return checks[-1]
 
     with open_registry(write=True, settings=settings) as registry, open_vectors(settings) as vectors:
         name = model or _only_model(registry)
         serving_check.warn(serving_check.check(registry, vectors, name))
-        result = recommend(registry, vectors, features, model=name, user_id=user_id, k=k, category=category)
+        result = recommend(
+            registry,
+            vectors,
+            context.feature_store(settings),  # Feast is imported when the features are first read
+            model=name,
+            user_id=user_id,
+            k=k,
+            category=category,
+            wrap_features=features,
+        )
         if category is not None and not result.items:
             check_category(vectors, collection_name(result.model, result.version), category=category,
                            label=f"{result.model} v{result.version}")

@@ -1,5 +1,6 @@
-"""Export a trained version: ONNX towers (parity-checked), estimator state, checkpoint, monitor inputs and the
-``spec.json`` that ``towerctl models register`` reads back (:mod:`tower_platform.registry.exported_model`)."""
+"""Export a trained version: ONNX towers (parity-checked, carrying the serving contract of
+:mod:`tower_platform.serving.contract`), estimator state, checkpoint, monitor inputs and the ``spec.json`` that
+``towerctl models register`` reads back (:mod:`tower_platform.registry.exported_model`)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def export_version(
     sample = table.slice(0, 0)
     for period in ("test", "validation", "train"):  # real rows of every period, latest first
         sample = pa.concat_tables([sample, period_rows(table, (period,)).slice(0, 256)])
+    from tower_platform.serving.contract import serving_contract
+
     # staged under .<folder>.tmp-<token> beside it (tower_platform.staging): the folder appears only when complete,
     # and the leftovers of killed or failed exports of this model are removed first
     with staged_folder(final.parent, final.name, replace=False) as staging:
@@ -76,6 +79,7 @@ def export_version(
                 feature_service=feature_service_label(training_set),
                 sample=sample,
                 item_sample=corpus.slice(0, 512),
+                extra_metadata=serving_contract(training_set.schema).to_metadata(),
             )
         except ExportParityError as exc:
             raise ConfigError(f"Export of {model} v{version} failed its ONNX parity check: {exc}") from exc

@@ -20,6 +20,20 @@ CATEGORIES = ("Action", "Comedy", "Drama")
 ITEM_IDS = tuple(f"i{k}" for k in range(N_ITEMS))
 
 
+class DictOnlineStore:
+    """A feature store's ``online_features(service_name, entity_rows)`` over fixed rows (the CLI tests' Feast)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.services: list[str] = []
+
+    def online_features(self, service_name, entity_rows):
+        self.services.append(service_name)
+        found = [self.rows[r["user_id"]] for r in entity_rows]
+        names = sorted({name for row in found for name in row})
+        return {name: [row.get(name) for row in found] for name in names}
+
+
 class DictQueryFeatures:
     def __init__(self, rows):
         self.rows = rows
@@ -52,7 +66,7 @@ def _towers(folder, *, version: int, seed: int = 0):
             ReferenceFeature("user_id", "categorical", ("u1", "u2")),
             ReferenceFeature("user_history__recent_items", "multi_categorical", ITEM_IDS, max_len=4),
         ],
-        dimension=DIM, model_name="movies", model_version=version,
+        dimension=DIM, model_name="movies", model_version=version, feature_service="movies_query+movies_items",
         schema={"query": [{"name": "user_history__recent_items", "vocab_group": "item_id"}]},
         tables={"user_id": np.zeros((3, DIM), np.float32), "user_history__recent_items": table}, seed=seed,
     )
@@ -162,7 +176,7 @@ def test_refuses_a_tampered_query_tower(production, tmp_path):
 # -- CLI: towerctl recommend against a real SQLite registry, a promoted version and Qdrant local storage ----------
 @pytest.fixture
 def promoted(tmp_path, monkeypatch):
-    from tower_platform.cli import recommend as recommend_cli
+    from tower_platform.cli import context
     from tower_platform.registry.promotion import promote
     from tower_platform.registry.store import SqlRegistryStore
     from tower_platform.settings import get_settings
@@ -183,7 +197,8 @@ def promoted(tmp_path, monkeypatch):
                                    distance="cosine", verified=True)
         registry.mark_indexed("movies", 1, actor="test")
         promote(registry, vectors, "movies", 1, actor="test")
-    monkeypatch.setattr(recommend_cli, "query_source", lambda _s, **_kw: DictQueryFeatures(USERS))
+    online = DictOnlineStore(USERS)
+    monkeypatch.setattr(context, "feature_store", lambda _settings: online)
     yield settings
     get_settings.cache_clear()
 
@@ -206,6 +221,10 @@ def test_cli_recommend_json_and_table(promoted):
     assert [r["rank"] for r in body["items"]] == [1, 2, 3, 4]
     assert {r["category"] for r in body["items"]} == {"Drama"} and "i7" not in {r["item_id"] for r in body["items"]}
     assert set(body["timings_ms"]) == {"features_ms", "query_tower_ms", "search_ms", "total_ms"}
+    from tower_platform.cli import context
+
+    # the query service of the tower's label `movies_query+movies_items` (an export without a serving contract)
+    assert context.feature_store(promoted).services == ["movies_query"]
     table = _invoke("recommend", "u2", "--model", "movies")
     assert table.exit_code == 0 and "movies v1: top 10 for user u2" in table.stdout
     assert "query tower" in table.stderr
