@@ -65,14 +65,25 @@ def test_the_registered_onnx_towers_reproduce_the_trained_towers(trained: tuple[
         assert float(np.abs(torch_vectors).max()) > 0.1  # trained vectors, not zeros
 
 
-def test_a_bad_setting_fails_every_rank_with_rank_zeros_exit_code_and_message(tmp_path: Path) -> None:
+def test_a_bad_setting_is_refused_before_any_rank_starts(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "tower_platform", "train", "--nproc", "2", "--set", "temperature=-1"],
+        [sys.executable, "-m", "tower_platform", "train", "--nproc", "2", "--set", "loss.temperature=-1"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "TOWER_HOME": str(tmp_path)},
     )
-    assert result.returncode == 6, result.stderr[-3000:]  # ConfigError, as in one process
-    assert "temperature" in result.stderr
-    assert "towerctl train on 2 processes failed: rank 0 exited with code 6" in result.stderr
+    assert result.returncode == 2, result.stderr[-3000:]  # a bad --set value, as in one process
+    assert "--set loss.temperature=-1" in result.stderr
+    assert "data-parallel run" not in result.stderr  # no rank was started
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_a_failing_rank_gives_its_exit_code_and_message(tmp_path: Path) -> None:
+    # a valid setting that fails on the ranks: no dataset sources under this home yet (ingest never ran)
+    result = subprocess.run(
+        [sys.executable, "-m", "tower_platform", "train", "--nproc", "2"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TOWER_HOME": str(tmp_path / "home")},
+    )
+    assert result.returncode != 0, result.stderr[-3000:]
+    assert f"towerctl train on 2 processes failed: rank 0 exited with code {result.returncode}" in result.stderr
 
 
 def test_nproc_is_refused_under_torchrun(tmp_path: Path) -> None:

@@ -88,6 +88,7 @@ def train_command(
 
             raise UsageError("--nproc starts the processes itself; under torchrun leave it out (torchrun's "
                              "--nproc-per-node sets the number of processes).")
+        _checked_settings(config, overrides)  # a bad config or --set is refused here, before any process starts
         arguments = ["train", *(["--config", str(Path(config).resolve())] if config is not None else [])]
         arguments += [value for item in overrides for value in ("--set", item)]
         arguments += ["--refit" if refit else "--no-refit", *(["--register"] if register else []),
@@ -114,17 +115,23 @@ def train_command(
             fit.finish()
 
 
-def _train(config: Path | None, overrides: list[str], *, refit: bool, register: bool, as_json: bool,
-           fit: Any = None) -> None:
+def _checked_settings(config: Path | None, overrides: list[str]) -> Any:
+    """The dataset config and its tower config with ``--set`` applied, each checked (refusals name the key)."""
     from tower_platform.datasets.config import load_dataset_config
     from tower_platform.pipeline.config import tower_config_from
+
+    dataset = load_dataset_config(config_path(config))
+    return dataset, tower_config_from(dataset, overrides=parse_overrides(overrides), written_as=written_as(overrides))
+
+
+def _train(config: Path | None, overrides: list[str], *, refit: bool, register: bool, as_json: bool,
+           fit: Any = None) -> None:
     from tower_platform.pipeline.export import export_version
     from tower_platform.pipeline.train import train_and_evaluate
     from tower_platform.features.training_set import build_training_set
 
     settings = get_settings()
-    dataset = load_dataset_config(config_path(config))
-    tower_config = tower_config_from(dataset, overrides=parse_overrides(overrides), written_as=written_as(overrides))
+    dataset, tower_config = _checked_settings(config, overrides)
     context.writable_home(settings)
     store = context.feature_store(settings)
     training_set = build_training_set(store, dataset)
