@@ -3,7 +3,8 @@
     models 1──* model_versions 1──0..1 collections
        │              ▲  │
        ├──* aliases ──┘  └──* alignment_reports 1──* alignment_segments
-       │                      (one report per version and run; one segment row per category / popularity bucket)
+       │                      (one report per version and run; one segment row per category / popularity bucket,
+       │                       plus one for the pooled small categories)
        └──* audit_log            (append-only: the store never updates or deletes a row)
 
 (PK (model_id, alias) -> version in ``aliases``; "production" is the one alias in use.)
@@ -32,6 +33,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -41,6 +43,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -152,7 +155,7 @@ class AuditEventRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
-SEGMENT_KINDS: tuple[str, ...] = ("category", "popularity")
+SEGMENT_KINDS: tuple[str, ...] = ("category", "popularity", "pooled")  # pooled: migration 0006
 
 
 def _segment_kind_check() -> str:
@@ -186,7 +189,8 @@ class AlignmentReportRow(Base):
 
 
 class AlignmentSegmentRow(Base):
-    """The figures of one category (``kind`` = category) or popularity bucket (``kind`` = popularity) of a report."""
+    """The figures of one category (``kind`` = category), popularity bucket (popularity) or the pooled small
+    categories (pooled) of a report; ``pooled`` flags a category judged inside the pooled segment (migration 0006)."""
 
     __tablename__ = "alignment_segments"
     __table_args__ = (
@@ -209,6 +213,7 @@ class AlignmentSegmentRow(Base):
     ndcg: Mapped[float | None] = mapped_column(Float)
     coverage: Mapped[float] = mapped_column(Float)
     deltas: Mapped[dict[str, Any]] = mapped_column(JSON)
+    pooled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 __all__ = [
