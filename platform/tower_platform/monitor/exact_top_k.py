@@ -36,6 +36,8 @@ K) top-K; never a queries x items matrix.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -176,6 +178,67 @@ class _RunningTopK:
         self.items = merged_items.gather(1, where)
 
 
+@dataclass(frozen=True, eq=False)
+class _QueryBlock:
+    """One block of queries: float32 and screened vectors, their norms, and their history as (row, item) pairs."""
+
+    exact: torch.Tensor  # (B, D) float32
+    screened: torch.Tensor  # (B, D)
+    norms: torch.Tensor  # (B,) ||q~||
+    residuals: torch.Tensor  # (B,) ||q~ - q||
+    history_rows: torch.Tensor  # (h,) local query row
+    history_items: torch.Tensor  # (h,) item row
+
+    def exclude_history(self, scores: torch.Tensor, i0: int, i1: int) -> None:
+        inside = (self.history_items >= i0) & (self.history_items < i1)
+        scores[self.history_rows[inside], self.history_items[inside] - i0] = -torch.inf
+
+
+def _query_block(queries, q0: int, q1: int, dtype: torch.dtype) -> _QueryBlock:
+    exact = torch.from_numpy(np.ascontiguousarray(queries.vectors[q0:q1], dtype=np.float32))  # (B, D)
+    screened = exact.to(dtype)
+    norms, residuals = _norms(exact, screened)
+    indptr = queries.history_indptr
+    lengths = np.diff(indptr[q0 : q1 + 1])
+    return _QueryBlock(
+        exact, screened, norms, residuals,
+        torch.from_numpy(np.repeat(np.arange(q1 - q0), lengths)),
+        torch.from_numpy(np.asarray(queries.history_indices[indptr[q0] : indptr[q1]], dtype=np.int64)),
+    )
+
+
+def _seed(block: _QueryBlock, items: _Screen, best: _RunningTopK, first: int) -> None:
+    """The exact top-K of the first ``first`` items (one float32 GEMM): the lower bounds the screen starts from."""
+    scores = block.exact @ items.exact[:first].T  # (B, first)
+    block.exclude_history(scores, 0, first)
+    kk = min(best.k, first)
+    values, where = torch.topk(scores, kk, dim=1)
+    best.scores[:, :kk], best.items[:, :kk] = values, where
+
+
+def _screened_candidates(block: _QueryBlock, items: _Screen, best: _RunningTopK, scores: torch.Tensor, i0: int,
+                         i1: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, item) of every item of [i0, i1) that can still enter its query's top-K (``scores``: the screened
+    block, padded with -inf to whole groups)."""
+    x_norm, x_residual = items.chunk_bound(i0, i1)
+    error = (block.norms * x_residual + block.residuals * (x_norm + x_residual)
+             + items.accumulation * block.norms * x_norm + 1e-30)  # (B,) e(q, x) in this chunk
+    lower = best.kth.clone()  # (B,) lower bound of each final K-th score; -inf while fewer than K are known
+    unknown = torch.isinf(lower)
+    if unknown.any():  # from the chunk's own K-th screened score
+        kth = torch.topk(scores[unknown].float(), min(best.k, i1 - i0), dim=1).values[:, -1].double()
+        lower[unknown] = kth / (1 + items.u * torch.sign(kth)) - error[unknown]
+    reach = lower - error
+    cut = reach - items.u * reach.abs()  # f(t - e): no item of the final top-K screens below it
+    positive = bool((cut > 0).all())
+    rows, cols = _candidates(_order_keys(scores, positive_cut=positive),
+                             _cut_keys(cut, items.dtype, positive_cut=positive), GROUP)
+    if not positive:  # a cut of -inf lets the padding and the excluded history through
+        keep = (cols < i1 - i0) & (scores[rows, cols.clamp(max=scores.shape[1] - 1)] > -torch.inf)
+        rows, cols = rows[keep], cols[keep]
+    return rows, cols + i0
+
+
 def top_k_items(
     queries,
     item_vectors: np.ndarray,
@@ -197,48 +260,26 @@ def top_k_items(
     if k == 0 or len(queries) == 0:
         return top
     item_chunk = max(GROUP, item_chunk - item_chunk % GROUP)
-    indptr = queries.history_indptr
-    buffer = torch.empty((min(query_chunk, len(queries)), min(item_chunk, -(-n_items // GROUP) * GROUP)),
-                         dtype=items.dtype)  # reused: fresh pages for every block cost as much as the GEMM
-    for q0 in range(0, len(queries), query_chunk):
+    first = min(item_chunk, n_items)
+    buffer = torch.empty((min(query_chunk, len(queries)), item_chunk), dtype=items.dtype)  # reused: fresh pages
+    for q0 in range(0, len(queries), query_chunk):  # for every block would cost as much as the GEMM itself
         q1 = min(q0 + query_chunk, len(queries))
-        block = torch.from_numpy(np.ascontiguousarray(queries.vectors[q0:q1], dtype=np.float32))  # (B, D)
-        screened = block.to(items.dtype)
-        query_norms, query_residuals = _norms(block, screened)  # (B,) ||q~||, ||dq||
-        lengths = np.diff(indptr[q0 : q1 + 1])
-        hist_rows = torch.from_numpy(np.repeat(np.arange(q1 - q0), lengths))  # (h,) local query row
-        hist_items = torch.from_numpy(np.asarray(queries.history_indices[indptr[q0] : indptr[q1]], dtype=np.int64))
+        block = _query_block(queries, q0, q1, items.dtype)
         best = _RunningTopK(q1 - q0, k)
-        for i0 in range(0, n_items, item_chunk):
+        _seed(block, items, best, first)
+        for i0 in range(first, n_items, item_chunk):
             i1 = min(i0 + item_chunk, n_items)
             width = -(-(i1 - i0) // GROUP) * GROUP  # whole groups
             scores = buffer[: q1 - q0, :width]
             if width == i1 - i0 and q1 - q0 == buffer.shape[0]:
-                torch.mm(screened, items.screened[i0:i1].T, out=scores)  # (B, W)
+                torch.mm(block.screened, items.screened[i0:i1].T, out=scores)  # (B, W)
             else:
                 scores.fill_(-torch.inf)
-                scores[:, : i1 - i0] = screened @ items.screened[i0:i1].T
-            inside = (hist_items >= i0) & (hist_items < i1)
-            scores[hist_rows[inside], hist_items[inside] - i0] = -torch.inf
-            x_norm, x_residual = items.chunk_bound(i0, i1)
-            error = (query_norms * x_residual + query_residuals * (x_norm + x_residual)
-                     + items.accumulation * query_norms * x_norm + 1e-30)  # (B,) e(q, x) in this chunk
-            lower = best.kth.clone()  # (B,) lower bound of each final K-th score; -inf while fewer than K are known
-            unknown = torch.isinf(lower)
-            if unknown.any():  # from the chunk's own K-th screened score
-                kth = torch.topk(scores[unknown].float(), min(k, i1 - i0), dim=1).values[:, -1].double()
-                lower[unknown] = kth / (1 + items.u * torch.sign(kth)) - error[unknown]
-            reach = lower - error
-            cut = reach - items.u * reach.abs()  # f(t - e): no item of the final top-K screens below it
-            positive = bool((cut > 0).all())
-            rows, cols = _candidates(_order_keys(scores, positive_cut=positive),
-                                     _cut_keys(cut, items.dtype, positive_cut=positive), GROUP)
-            if not positive:  # a cut of -inf lets the padding and the excluded history through
-                keep = (cols < i1 - i0) & (scores[rows, cols.clamp(max=width - 1)] > -torch.inf)
-                rows, cols = rows[keep], cols[keep]
-            cols = cols + i0
-            found = torch.einsum("cd,cd->c", block.index_select(0, rows), items.exact.index_select(0, cols))
-            best.add(rows, cols, found)
+                scores[:, : i1 - i0] = block.screened @ items.screened[i0:i1].T
+            block.exclude_history(scores, i0, i1)
+            rows, cols = _screened_candidates(block, items, best, scores, i0, i1)
+            best.add(rows, cols, torch.einsum("cd,cd->c", block.exact.index_select(0, rows),
+                                              items.exact.index_select(0, cols)))  # exact scores
         best.merge()
         chosen = best.items.clone()
         chosen[torch.isinf(best.scores)] = -1  # excluded or missing candidates
