@@ -14,12 +14,12 @@ between 0 and ||A||^2 + ||B||^2:
 - 1 exactly when <A, B> = 0: the two spread in orthogonal subspaces, in particular when the segment collapsed to one
   point (B = 0, every vector the same). Both zero (both collapsed) counts as identical: 0.
 - With r = ||B|| / ||A|| and cos = <A, B> / (||A|| ||B||) in [0, 1], d = (1 + r^2 - 2 r cos) / (1 + r^2), at least
-  (1 - r)^2 / (1 + r^2): a segment with the same shape but twice (or half) the spread scores 0.2, ten times 0.82.
+  (1 - r)^2 / (1 + r^2): a segment with the same shape but twice (or half) the spread scores 0.2, ten times 0.80.
   (For arbitrary symmetric matrices the ratio could reach 2, at B = -A; covariances cannot.)
 
 Sampling noise. n vectors drawn from an isotropic spread over k dimensions give a sample covariance whose expected
 ||B||^2 is ||A||^2 (1 + k / n) with <A, B> ~ ||A||^2, so a perfectly aligned segment scores d ~ (k/n) / (2 + k/n):
-0.62 for k = 64 and n = 20 items, 0.39 for n = 50, 0.14 for n = 400. This is why segments with few items are judged
+0.62 for k = 64 and n = 20 items, 0.39 for n = 50, 0.07 for n = 400. This is why segments with few items are judged
 pooled rather than on their own (:mod:`tower_platform.monitor.thresholds`).
 
 Memory: one (D, D) covariance at a time; the (S, D) means and (S,) distances are all that is kept per segment.

@@ -30,8 +30,12 @@ LABEL_CHARS = 28
 
 
 def _label(segment: AlignmentSegment) -> str:
+    """The name, shortened in the middle (names often differ only at their end)."""
     name = segment.segment if segment.kind != "pooled" else f"{segment.segment} (pooled)"
-    return name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…"
+    if len(name) <= LABEL_CHARS:
+        return name
+    head = (LABEL_CHARS - 1) // 2
+    return name[:head] + "…" + name[-(LABEL_CHARS - 1 - head):]
 
 
 def _ecdf(axes: Axes, values: list[float], *, label: str, color: str) -> None:
@@ -42,7 +46,7 @@ def _ecdf(axes: Axes, values: list[float], *, label: str, color: str) -> None:
               label=f"{label} ({ordered.size:,})")
 
 
-def _row(axes_pair, report: AlignmentReport, figure: str, *, title: str, limit: float | None, n: int,
+def _row(axes_pair, report: AlignmentReport, figure: str, *, title: str, ranking: str, limit: float | None, n: int,
          breached: set[tuple[str, str]]) -> None:
     left, right = axes_pair
     ranked = _lowest_recall(report.segments, n) if figure == "recall" else worst(report.segments, figure, n=n)
@@ -54,12 +58,10 @@ def _row(axes_pair, report: AlignmentReport, figure: str, *, title: str, limit: 
     if figure == "recall" and report.against_version is not None:
         theirs = [np.nan if s.recall is None or s.deltas.get("recall") is None else s.recall - s.deltas["recall"]
                   for s in ranked]
-        left.scatter(np.nan_to_num(theirs), y, color="black", marker="|", s=120, label=f"v{report.against_version}",
-                     zorder=3)
-        left.legend(loc="lower right")
+        left.scatter(np.nan_to_num(theirs), y, color="black", marker="|", s=120, zorder=3)
     left.set_yticks(y, [_label(s) for s in ranked], fontsize=8)
     left.invert_yaxis()
-    left.set_title(f"worst {len(ranked)} gated segments: {title}", fontsize=10)
+    left.set_title(f"{title}: the {len(ranked)} gated segments with the {ranking}", fontsize=10)
     if limit is not None:
         left.axvline(limit, color="tab:red", linestyle="--", linewidth=1)
     categories = report.by_kind("category")
@@ -98,13 +100,16 @@ def plot_report(report: AlignmentReport, path: str | Path, *, thresholds: Monito
     figure, axes = plt.subplots(3, 2, figsize=FIGSIZE, gridspec_kw={"width_ratios": [1.1, 1.0]})
     against = f"against v{report.against_version}" if report.against_version is not None else "no comparison"
     figure.suptitle(f"{report.model} v{report.version} run {report.run} (K={report.k}, {against}): "
-                    f"{len(report.by_kind('category')):,} categories, distance relative to '{report.major_category}'")
-    _row(axes[0], report, "relative_alignment", title="alignment distance (0 = like the major category, 1 = "
-         "collapsed)", limit=judged.max_alignment_distance, n=judged.worst, breached=breached)
+                    f"{len(report.by_kind('category')):,} categories, distance relative to '{report.major_category}'"
+                    "\nbars: red = the segment breaches a gate, purple = the pooled small categories; dashed = gate")
+    _row(axes[0], report, "relative_alignment", title="alignment distance (1 = collapsed)", ranking="largest distance",
+         limit=judged.max_alignment_distance, n=judged.worst, breached=breached)
     axes[0][1].set_xlim(0, 1)
-    _row(axes[1], report, "recall", title=f"Recall@{report.k}", limit=None, n=judged.worst, breached=breached)
-    _row(axes[2], report, "coverage", title=f"coverage@{report.k}", limit=judged.min_coverage, n=judged.worst,
-         breached=breached)
+    compared = report.against_version is not None
+    _row(axes[1], report, "recall", title=f"Recall@{report.k}", limit=None, n=judged.worst, breached=breached,
+         ranking=f"largest drop (ticks: v{report.against_version})" if compared else "lowest recall")
+    _row(axes[2], report, "coverage", title=f"coverage@{report.k}", ranking="lowest coverage", limit=judged.min_coverage,
+         n=judged.worst, breached=breached)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.png")
