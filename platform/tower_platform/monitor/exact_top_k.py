@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 QUERY_CHUNK = 1024
-ITEM_CHUNK = 16_384
+ITEM_CHUNK = 32_768
 GROUP = 64  # items per group of the candidate search (ITEM_CHUNK is a multiple of it)
 
 

@@ -7,7 +7,8 @@
     promote(registry, vectors, "movies", 2, actor="ops", gate=gate, force=True, reason="known regression")
 
 It reuses the candidate's latest stored report when that report was compared with the current production version
-and used the same K and pooling minimums (breaches are re-judged with the current thresholds); otherwise it runs
+and used the same K and pooling minimums (breaches are re-judged with the current thresholds; a report stored before
+pooling and the bounded distance existed is measured again); otherwise it runs
 the report (and stores it). The verdict carries every breach (worst first within each check) for the audit event,
 and a summary for the refusal: the counts, the first ``worst`` breaches and the command that shows the full list. The test queries come from ``inputs`` when given (``towerctl run`` has them in memory), else from the
 candidate's artifact folder (``monitor/*.parquet``). A version that cannot be measured (no test queries) passes with
@@ -90,9 +91,10 @@ class AlignmentGate:
         if self.inputs is not None:  # fresh test queries were handed over: measure on them
             return None
         reports = self.registry.alignment_reports(candidate.model, version=candidate.version)
-        pooling = self.thresholds.pooling()
+        current = self.thresholds.to_dict()
         matching = [r for r in reports if r.against_version == against and r.k == self.thresholds.k
-                    and all(r.thresholds.get(key) == value for key, value in pooling.items())]
+                    and set(current) <= set(r.thresholds)  # older reports: another distance scale, no pooling
+                    and all(r.thresholds[key] == value for key, value in self.thresholds.pooling().items())]
         return matching[-1] if matching else None
 
     def _inputs(self, candidate: ModelVersion) -> MonitorInputs | None:

@@ -78,6 +78,10 @@ class MonitorThresholds:
                      "min_queries"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"monitor threshold {name}={getattr(self, name)} is negative; give 0 or more.")
+        if self.max_alignment_distance > 1:
+            raise ConfigError(f"monitor threshold max_alignment_distance={self.max_alignment_distance:g} is above 1, "
+                              "the largest relative alignment distance there is (a collapsed segment); give a value "
+                              "in [0, 1] (1 turns the gate off).")
         if not 0.5 <= self.recall_confidence < 1:
             raise ConfigError(f"monitor threshold recall_confidence={self.recall_confidence} must be at least 0.5 "
                               "and below 1; give e.g. 0.95.")

@@ -180,6 +180,8 @@ def test_thresholds_from_the_dataset_section_and_a_file(tmp_path):
         load_thresholds(dataset_section={"k": "ten"})
     with pytest.raises(ConfigError, match="recall_confidence=1.0 must be at least 0.5 and below 1"):
         load_thresholds(dataset_section={"recall_confidence": 1.0})
+    with pytest.raises(ConfigError, match="max_alignment_distance=2.5 is above 1, the largest relative alignment"):
+        load_thresholds(dataset_section={"max_alignment_distance": 2.5})  # a threshold of the old, unbounded scale
     with pytest.raises(ConfigError, match="worst=0 must be at least 1"):
         load_thresholds(dataset_section={"worst": 0})
     assert load_thresholds(dataset_section={"worst": 3, "min_items": 5}).pooling() == {"min_items": 5, "min_queries": 30}
