@@ -41,8 +41,15 @@ def _cell_delta(segment: AlignmentSegment, name: str) -> Any:
     return None if value is None else f"{value:+.4f}"
 
 
+def segment_name(segment: AlignmentSegment) -> str:
+    """The name as tables show it: the pooled segment and the categories inside it are marked."""
+    if segment.kind == "pooled":
+        return f"{segment.segment} (the pool)"
+    return f"{segment.segment} (pooled)" if segment.pooled else segment.segment
+
+
 def segment_cells(segment: AlignmentSegment) -> list[Any]:
-    name = segment.segment if segment.kind != "pooled" else f"{segment.segment} (pooled)"
+    name = segment_name(segment)
     return [
         name,
         segment.item_count,
@@ -67,7 +74,7 @@ def _segment_table(title: str, segments: list[AlignmentSegment], breached: set[t
 def print_alignment_report(report: AlignmentReport, *, thresholds: MonitorThresholds | None = None) -> None:
     """The summary of a report (bounded whatever the number of categories), breached segments in bold red."""
     from tower_platform.monitor.summary import summarise, worst
-    from tower_platform.monitor.thresholds import CHECKS
+    from tower_platform.monitor.thresholds import CHECKS, gated_on
 
     judged = judged_thresholds(report, thresholds)
     summary = summarise(report.segments, judged)
@@ -85,10 +92,11 @@ def print_alignment_report(report: AlignmentReport, *, thresholds: MonitorThresh
         failing = any(b.figure == check for b in summary.breaches)
         if (check == "recall" and not compared) or (check == "mean_norm" and not failing):
             continue  # nothing to rank (no comparison) / every norm within its gate
-        ranked = worst(report.segments, check, n=judged.worst)
+        ranked = worst(report.segments, check, n=judged.worst, thresholds=judged)
         if ranked:
-            _segment_table(f"worst {len(ranked)} of {summary.n_gated + (1 if summary.n_pooled else 0):,} gated "
-                           f"segments by {WORST_TITLES[check]}", ranked, breached)
+            n_gated = sum(1 for s in report.segments if s.kind in ("category", "pooled") and gated_on(s, check, judged))
+            _segment_table(f"worst {len(ranked)} of {n_gated:,} gated segments by {WORST_TITLES[check]}", ranked,
+                           breached)
     listed = summary.listed()
     if listed:
         print_table(f"breaches (the first {len(listed)} of {len(summary.breaches):,}, worst first per check)",

@@ -18,7 +18,7 @@ import numpy as np
 
 from tower_platform.errors import InputError
 from tower_platform.monitor.summary import worst
-from tower_platform.monitor.thresholds import MonitorThresholds, find_breaches, judged_alone
+from tower_platform.monitor.thresholds import MonitorThresholds, find_breaches, gated_on
 from tower_platform.registry.entities import AlignmentReport, AlignmentSegment
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +31,7 @@ LABEL_CHARS = 28
 
 def _label(segment: AlignmentSegment) -> str:
     """The name, shortened in the middle (names often differ only at their end)."""
-    name = segment.segment if segment.kind != "pooled" else f"{segment.segment} (pooled)"
+    name = segment.segment + (" (the pool)" if segment.kind == "pooled" else " (pooled)" if segment.pooled else "")
     if len(name) <= LABEL_CHARS:
         return name
     head = (LABEL_CHARS - 1) // 2
@@ -46,14 +46,16 @@ def _ecdf(axes: Axes, values: list[float], *, label: str, color: str) -> None:
               label=f"{label} ({ordered.size:,})")
 
 
-def _row(axes_pair, report: AlignmentReport, figure: str, *, title: str, ranking: str, limit: float | None, n: int,
-         breached: set[tuple[str, str]]) -> None:
+def _row(axes_pair, report: AlignmentReport, figure: str, *, title: str, ranking: str, limit: float | None,
+         thresholds: MonitorThresholds, breached: set[tuple[str, str]]) -> None:
     left, right = axes_pair
-    ranked = _lowest_recall(report.segments, n) if figure == "recall" else worst(report.segments, figure, n=n)
+    n = thresholds.worst
+    ranked = (_lowest_recall(report.segments, thresholds) if figure == "recall"
+              else worst(report.segments, figure, n=n, thresholds=thresholds))
     values = [np.nan if s.figure(figure) is None else float(s.figure(figure)) for s in ranked]
     y = np.arange(len(ranked))
-    colors = ["tab:red" if (s.kind, s.segment) in breached else
-              ("tab:purple" if s.kind == "pooled" else "tab:blue") for s in ranked]
+    colors = ["tab:red" if (s.kind, s.segment) in breached else "tab:purple" if s.kind == "pooled" else
+              "tab:gray" if s.pooled else "tab:blue" for s in ranked]
     left.barh(y, np.nan_to_num(values), color=colors)
     if figure == "recall" and report.against_version is not None:
         theirs = [np.nan if s.recall is None or s.deltas.get("recall") is None else s.recall - s.deltas["recall"]
@@ -76,12 +78,14 @@ def _row(axes_pair, report: AlignmentReport, figure: str, *, title: str, ranking
     right.legend(loc="lower right", fontsize=8)
 
 
-def _lowest_recall(segments, n: int) -> list[AlignmentSegment]:
+def _lowest_recall(segments, thresholds: MonitorThresholds) -> list[AlignmentSegment]:
     """Gated segments by largest recall drop when compared, else by lowest Recall@K."""
-    dropped = worst(segments, "recall", n=n)
+    n = thresholds.worst
+    dropped = worst(segments, "recall", n=n, thresholds=thresholds)
     if dropped:
         return dropped
-    measured = [s for s in segments if s.kind in ("category", "pooled") and judged_alone(s) and s.recall is not None]
+    measured = [s for s in segments if s.kind in ("category", "pooled") and gated_on(s, "recall", thresholds)
+                and s.recall is not None]
     return sorted(measured, key=lambda s: s.recall)[:n]
 
 
@@ -101,15 +105,16 @@ def plot_report(report: AlignmentReport, path: str | Path, *, thresholds: Monito
     against = f"against v{report.against_version}" if report.against_version is not None else "no comparison"
     figure.suptitle(f"{report.model} v{report.version} run {report.run} (K={report.k}, {against}): "
                     f"{len(report.by_kind('category')):,} categories, distance relative to '{report.major_category}'"
-                    "\nbars: red = the segment breaches a gate, purple = the pooled small categories; dashed = gate")
+                    "\nbars: red = the segment breaches a gate, purple = the pooled small categories, "
+                    "gray = a pooled category; dashed = gate")
     _row(axes[0], report, "relative_alignment", title="alignment distance (1 = collapsed)", ranking="largest distance",
-         limit=judged.max_alignment_distance, n=judged.worst, breached=breached)
+         limit=judged.max_alignment_distance, thresholds=judged, breached=breached)
     axes[0][1].set_xlim(0, 1)
     compared = report.against_version is not None
-    _row(axes[1], report, "recall", title=f"Recall@{report.k}", limit=None, n=judged.worst, breached=breached,
+    _row(axes[1], report, "recall", title=f"Recall@{report.k}", limit=None, thresholds=judged, breached=breached,
          ranking=f"largest drop (ticks: v{report.against_version})" if compared else "lowest recall")
     _row(axes[2], report, "coverage", title=f"coverage@{report.k}", ranking="lowest coverage", limit=judged.min_coverage,
-         n=judged.worst, breached=breached)
+         thresholds=judged, breached=breached)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.png")

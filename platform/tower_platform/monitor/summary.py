@@ -19,7 +19,7 @@ from tower_platform.monitor.thresholds import (
     Breach,
     MonitorThresholds,
     find_breaches,
-    judged_alone,
+    gated_on,
     recall_drop,
 )
 from tower_platform.registry.entities import AlignmentSegment
@@ -30,6 +30,7 @@ class ReportSummary:
     n_categories: int  # categories evaluated
     n_gated: int  # categories gated on their own
     n_pooled: int  # categories judged inside the pooled segment
+    n_pooled_large: int  # pooled categories with min_items items: still gated on the alignment distance
     pooled_items: int
     pooled_queries: int
     breaches: tuple[Breach, ...]  # every breach, by check, worst first
@@ -46,13 +47,16 @@ class ReportSummary:
         return {CHECK_LABELS[c]: counts[c] for c in CHECKS if counts[c]}
 
     def counts_sentence(self) -> str:
-        """e.g. "1,604 categories evaluated: 120 gated on their own, 1,484 pooled into 'small categories' (9,850 items,
-        2,210 test queries)"."""
+        """e.g. "1,604 categories evaluated: 120 gated on every check, 1,484 with fewer than 50 items or 30 test
+        queries pooled into 'small categories' (9,850 items, 2,210 test queries; 40 of them with 50 items or more still
+        gated on the alignment distance)"."""
         t = self.thresholds
+        large = (f"; {self.n_pooled_large:,} of them with {t.min_items} items or more still gated on the alignment "
+                 "distance" if self.n_pooled_large else "")
         pooled = (f", {self.n_pooled:,} with fewer than {t.min_items} items or {t.min_queries} test queries pooled "
-                  f"into 'small categories' ({self.pooled_items:,} items, {self.pooled_queries:,} test queries)"
+                  f"into 'small categories' ({self.pooled_items:,} items, {self.pooled_queries:,} test queries{large})"
                   if self.n_pooled else "")
-        return f"{self.n_categories:,} categories evaluated: {self.n_gated:,} gated on their own{pooled}"
+        return f"{self.n_categories:,} categories evaluated: {self.n_gated:,} gated on every check{pooled}"
 
     def breach_sentence(self) -> str:
         """e.g. "3 gate breaches in 1 segment (alignment distance 1, coverage 1, recall drop 1)"."""
@@ -77,6 +81,7 @@ def summarise(segments: Sequence[AlignmentSegment], thresholds: MonitorThreshold
         n_categories=len(categories),
         n_gated=sum(1 for s in categories if not s.pooled),
         n_pooled=sum(1 for s in categories if s.pooled),
+        n_pooled_large=sum(1 for s in categories if s.pooled and s.item_count >= thresholds.min_items),
         pooled_items=pool.item_count if pool is not None else 0,
         pooled_queries=pool.n_queries if pool is not None else 0,
         breaches=tuple(find_breaches(segments, thresholds)),
@@ -92,11 +97,11 @@ def _value(segment: AlignmentSegment, check: str) -> float | None:
     return segment.figure(check)
 
 
-def worst(segments: Sequence[AlignmentSegment], check: str, *, n: int, kinds: tuple[str, ...] = ("category", "pooled"),
-          ) -> list[AlignmentSegment]:
-    """The ``n`` gated segments of ``kinds`` that fare worst on ``check``: largest alignment distance, lowest
+def worst(segments: Sequence[AlignmentSegment], check: str, *, n: int, thresholds: MonitorThresholds,
+          kinds: tuple[str, ...] = ("category", "pooled")) -> list[AlignmentSegment]:
+    """The ``n`` segments of ``kinds`` gated on ``check`` that fare worst on it: largest alignment distance, lowest
     coverage, largest norm error, largest recall drop (segments without the figure are left out)."""
-    measured = [(v, s) for s in segments if s.kind in kinds and judged_alone(s)
+    measured = [(v, s) for s in segments if s.kind in kinds and gated_on(s, check, thresholds)
                 and (v := _value(s, check)) is not None]
     ascending = check == "coverage"
     measured.sort(key=lambda pair: pair[0] if ascending else -pair[0])

@@ -21,12 +21,14 @@ Which segments are gated, on what:
 - a category is gated on its own when it has at least ``min_items`` items and ``min_queries`` test queries; the
   others are ``pooled``: their own figures are recorded, and they are judged together as the segment of kind
   ``pooled`` ("small categories"), which is gated like a category;
-- alignment distance: categories and the pooled segment with at least ``min_items`` items. A healthy segment of n
-  items scores about (k/n) / (2 + k/n) from sampling alone (k: the dimensions its vectors spread over; 0.39 at
-  k = 64, n = 50), a collapsed one exactly 1.0;
-- coverage: categories and the pooled segment with ``min_items`` items and ``min_queries`` test queries (a category
-  nobody asks for is not reached, and that is no defect);
-- mean norm: every gated segment with items (categories, the pooled segment, popularity buckets);
+- alignment distance: every category (pooled or not) and the pooled segment with at least ``min_items`` items -- the
+  figure needs items, not queries, so a large category that few test queries target is still checked. A healthy
+  segment of n items scores about (k/n) / (2 + k/n) from sampling alone (k: the dimensions its vectors spread over;
+  0.39 at k = 64, n = 50), a collapsed one exactly 1.0;
+- coverage: categories gated on their own and the pooled segment, with ``min_items`` items and ``min_queries`` test
+  queries (a category nobody asks for is not reached, and that is no defect);
+- mean norm: every segment judged alone (categories, the pooled segment, popularity buckets) and every category
+  with ``min_items`` items;
 - recall drop: every gated segment with ``min_queries`` test queries on both versions, when the drop is significant:
   the Wilson upper bound (at ``recall_confidence``) of the candidate's Recall@K, ub, must lie below
   (1 - max_recall_drop) x the compared version's Recall@K. With 30 queries and a production recall of 0.4, a
@@ -172,8 +174,28 @@ def _breach(segment: AlignmentSegment, figure: str, value: float, threshold: flo
 
 
 def judged_alone(segment: AlignmentSegment) -> bool:
-    """Categories not pooled, the pooled segment and the popularity buckets are gated; pooled categories are not."""
+    """Categories not pooled, the pooled segment and the popularity buckets are gated on every check; a pooled
+    category only on the item figures, and only with enough items (see :func:`gated_on`)."""
     return not (segment.kind == "category" and segment.pooled)
+
+
+def gated_on(segment: AlignmentSegment, check: str, thresholds: MonitorThresholds) -> bool:
+    """Whether ``segment`` has the support that ``check`` needs (recall: also on the compared version, which
+    :func:`segment_breaches` checks). The item figures (alignment distance, mean norm) need ``min_items`` items and no
+    test query at all, so a large category with few queries is still gated on them; the query figures (coverage,
+    recall) only apply to segments judged alone."""
+    if segment.item_count == 0:
+        return False
+    enough_items = segment.item_count >= thresholds.min_items
+    if check == "relative_alignment":
+        return segment.kind in ("category", "pooled") and enough_items
+    if check == "mean_norm":
+        return judged_alone(segment) or enough_items
+    if not judged_alone(segment):
+        return False
+    if check == "coverage":
+        return segment.kind in ("category", "pooled") and enough_items and segment.n_queries >= thresholds.min_queries
+    return segment.n_queries >= thresholds.min_queries  # recall
 
 
 def recall_drop(segment: AlignmentSegment) -> float | None:
@@ -208,32 +230,30 @@ def _recall_breach(s: AlignmentSegment, thresholds: MonitorThresholds) -> Breach
     if least_drop <= thresholds.max_recall_drop:
         return None
     return _breach(s, "recall", drop, thresholds.max_recall_drop,
-                   f"Recall@{thresholds.k} {s.recall:.3f} on {s.n_queries} queries dropped {drop:.0%} against the "
-                   f"compared version's {theirs:.3f} (at least {least_drop:.0%} at {thresholds.recall_confidence:.0%}"
-                   f" confidence; maximum drop {thresholds.max_recall_drop:.0%})", least_drop - thresholds.max_recall_drop)
+                   f"Recall@{thresholds.k} {s.recall:.3f} on {s.n_queries} queries, down {drop:.0%} from "
+                   f"{theirs:.3f} (at least {least_drop:.0%} at {thresholds.recall_confidence:.0%} confidence; "
+                   f"maximum drop {thresholds.max_recall_drop:.0%})", least_drop - thresholds.max_recall_drop)
 
 
 def segment_breaches(s: AlignmentSegment, thresholds: MonitorThresholds) -> list[Breach]:
-    """The gates one segment breaches (none for a pooled category: it is judged in the pooled segment)."""
-    if not judged_alone(s) or s.item_count == 0:
-        return []
+    """The gates one segment breaches, on the checks it has the support for (:func:`gated_on`)."""
     found: list[Breach] = []
-    item_gated = s.kind in ("category", "pooled") and s.item_count >= thresholds.min_items
     limit = thresholds.max_alignment_distance
-    if item_gated and s.relative_alignment is not None and s.relative_alignment > limit:
+    if (gated_on(s, "relative_alignment", thresholds) and s.relative_alignment is not None
+            and s.relative_alignment > limit):
         found.append(_breach(s, "relative_alignment", s.relative_alignment, limit,
                              f"alignment distance {s.relative_alignment:.3f} above the maximum {limit:g} (1 = collapsed)",
                              s.relative_alignment - limit))
-    if item_gated and s.n_queries >= thresholds.min_queries and s.coverage < thresholds.min_coverage:
+    if gated_on(s, "coverage", thresholds) and s.coverage < thresholds.min_coverage:
         found.append(_breach(s, "coverage", s.coverage, thresholds.min_coverage,
                              f"coverage@{thresholds.k} {s.coverage:.3f} below the minimum {thresholds.min_coverage:g}",
                              thresholds.min_coverage - s.coverage))
     norm_error = abs(s.mean_norm - 1.0)
-    if norm_error > thresholds.max_norm_error:
+    if gated_on(s, "mean_norm", thresholds) and norm_error > thresholds.max_norm_error:
         found.append(_breach(s, "mean_norm", s.mean_norm, thresholds.max_norm_error,
                              f"mean vector norm {s.mean_norm:.4f} is off 1 by more than {thresholds.max_norm_error:g}",
                              norm_error - thresholds.max_norm_error))
-    recall = _recall_breach(s, thresholds)
+    recall = _recall_breach(s, thresholds) if gated_on(s, "recall", thresholds) else None
     if recall is not None:
         found.append(recall)
     return found

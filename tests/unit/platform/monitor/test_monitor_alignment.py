@@ -146,7 +146,8 @@ def test_breaches_name_the_segment_and_figure_pool_small_categories_and_need_a_s
         ("B", "relative_alignment"), ("B", "coverage"), ("tail", "mean_norm"), ("B", "recall")]
     assert found[3].value == pytest.approx(0.875)  # the observed drop (0.40 - 0.05) / 0.40
     assert found[3].severity == pytest.approx(0.6492 - 0.5, abs=1e-3)
-    assert "dropped 88% against the compared version's 0.400 (at least 65% at 95% confidence" in found[3].message
+    assert found[3].message == ("category 'B': Recall@100 0.050 on 40 queries, down 88% from 0.400 (at least 65% "
+                                "at 95% confidence; maximum drop 50%)")
     assert found[1].message == "category 'B': coverage@100 0.000 below the minimum 0.005"
     relaxed = MonitorThresholds(max_alignment_distance=1.0, min_coverage=0.0, max_recall_drop=0.8, max_norm_error=0.05)
     assert find_breaches([collapsed, noisy, small, pool, bucket], relaxed) == []
@@ -209,3 +210,12 @@ def test_monitor_inputs_skip_unserved_and_repeated_targets_and_exclude_histories
     assert queries.targets.tolist() == [2, 0] and queries.n_skipped == 2
     assert queries.history_indptr.tolist() == [0, 1, 1] and queries.history_indices.tolist() == [1]
     np.testing.assert_array_equal(inputs.interaction_counts(np.array(["i0", "i1", "i2"])), [0, 1, 0])
+
+
+def test_a_pooled_category_with_enough_items_is_still_gated_on_the_item_figures():
+    # 80 items but 3 test queries: pooled (query figures judged in the pool), yet its collapse and norms are checked
+    big = _segment("category", "E", 80, relative=1.0, norm=1.5, queries=3, coverage=0.0, recall=0.0, pooled=True,
+                   deltas={"recall": -0.5, "n_queries": 0})
+    tiny = _segment("category", "F", 10, relative=1.0, norm=1.5, queries=3, coverage=0.0, pooled=True)
+    found = find_breaches([big, tiny], MonitorThresholds())
+    assert [(b.segment, b.figure) for b in found] == [("E", "relative_alignment"), ("E", "mean_norm")]

@@ -100,8 +100,11 @@ def test_fifty_collapsed_categories_give_a_summary_not_a_wall_of_text(catalogue,
     big = [s.segment for s in sorted(healthy.segments, key=lambda s: -s.item_count) if s.kind == "category"][1:51]
     figures = _figures(catalogue.collapse(big), pooled=None)
     summary = summarise(figures.segments, DEFAULTS)
-    gated_collapsed = [s for s in figures.segments if s.segment in big and not s.pooled]
-    assert summary.by_check["alignment distance"] >= len(gated_collapsed) >= 5
+    pooled_collapsed = [s for s in figures.segments if s.segment in big and s.pooled]
+    assert len(pooled_collapsed) >= 20  # few test queries target them: pooled, yet big enough to be checked ...
+    distance = [b for b in summary.breaches if b.figure == "relative_alignment"]
+    assert sorted(b.segment for b in distance) == sorted(big)  # ... so every collapsed category is named
+    assert summary.n_pooled_large >= len(pooled_collapsed)
     assert len(summary.listed()) == DEFAULTS.worst
     assert len(summary.breach_sentence()) + len(summary.counts_sentence()) < 400
 

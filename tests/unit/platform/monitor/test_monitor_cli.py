@@ -101,7 +101,7 @@ def test_alignment_json_breach_exit_code_plot_and_summary_match(two_versions, tm
         assert cells[3] == format_cell(segment["relative_alignment"])
         assert cells[7] == format_cell(segment["recall"])
         assert cells[10] == format_cell(segment["coverage"])
-    assert "3 categories evaluated: 3 gated on their own" in table
+    assert "3 categories evaluated: 3 gated on every check" in table
     assert "coverage@10 0.000 below the minimum" in table
 
 
