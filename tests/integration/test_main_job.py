@@ -31,7 +31,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # Qdrant local storage persists every point on its own: keep it in memory-backed storage where there is one.
     qdrant_dir = Path(tempfile.mkdtemp(prefix="tower-qdrant-", dir=shm if shm.is_dir() else None))
     lenient = home / "monitor-lenient.yaml"  # a 15-step model serves some categories badly: gate on norms only
-    lenient.write_text("monitor:\n  min_coverage: 0.0\n  max_alignment_distance: 1000.0\n  max_recall_drop: 1.0\n")
+    lenient.write_text("monitor:\n  min_coverage: 0.0\n  max_alignment_distance: 1.0\n  max_recall_drop: 1.0\n")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TOWER_HOME", str(home))
         patch.setenv("TOWER_QDRANT__PATH", str(qdrant_dir))

@@ -33,7 +33,7 @@ def retail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pat
     shm = Path("/dev/shm")
     qdrant_dir = Path(tempfile.mkdtemp(prefix="tower-qdrant-", dir=shm if shm.is_dir() else None))
     lenient = root / "monitor-lenient.yaml"  # a 10-step model serves many sub classes badly: gate on norms only
-    lenient.write_text("monitor:\n  min_coverage: 0.0\n  max_alignment_distance: 1000.0\n  max_recall_drop: 1.0\n")
+    lenient.write_text("monitor:\n  min_coverage: 0.0\n  max_alignment_distance: 1.0\n  max_recall_drop: 1.0\n")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TOWER_HOME", str(root / "home"))
         patch.setenv("TOWER_QDRANT__PATH", str(qdrant_dir))

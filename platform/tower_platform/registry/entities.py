@@ -140,12 +140,16 @@ ALIGNMENT_FIGURES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class AlignmentSegment:
-    """The figures of one category (``kind`` = "category") or popularity bucket (``kind`` = "popularity").
+    """The figures of one category (``kind`` = "category"), popularity bucket ("popularity") or the pooled small
+    categories ("pooled", segment "small categories").
 
     alignment_distance = ||C(S_major) - C(S)||_F^2 between the covariance of the segment's item vectors and that of
-    the major category (the one with the most items); relative_alignment divides it by ||C(S_major)||_F^2 (a segment
-    collapsed to one point scores 1.0). recall / ndcg are None when no test query targets the segment. ``deltas``
-    maps each figure to this version's value minus the compared version's (None where either side has none).
+    the major category (the one with the most items); relative_alignment = alignment_distance /
+    (||C(S_major)||_F^2 + ||C(S)||_F^2), in [0, 1] (1.0: collapsed to one point, or spread orthogonally to the
+    major category; see tower_platform.monitor.covariance). recall / ndcg are None when no test query targets the
+    segment. ``deltas`` maps each figure to this version's value minus the compared version's (None where either
+    side has none). ``pooled``: a category below the minimum items or test queries, judged inside the pooled
+    segment rather than on its own (its own figures are still recorded).
     """
 
     kind: str
@@ -161,6 +165,7 @@ class AlignmentSegment:
     ndcg: float | None
     coverage: float  # share of the segment's items in anyone's top-K over the test queries
     deltas: dict[str, float | None] = field(default_factory=dict)
+    pooled: bool = False
 
     def figure(self, name: str) -> float | int | None:
         return getattr(self, name)

@@ -79,6 +79,8 @@ class GateVerdict:
     gate: str  # e.g. "alignment"
     breaches: tuple[dict[str, Any], ...] = ()
     details: dict[str, Any] | None = None  # recorded in the promote audit event (e.g. the report's run)
+    summary: str | None = None  # for a refusal: what was breached, in one clause (default: every breach's message)
+    listing: tuple[str, ...] = ()  # for a refusal: the few breaches worth a line each
 
     @property
     def passed(self) -> bool:
@@ -240,6 +242,14 @@ def _plan_rollback(store: SqlRegistryStore, vectors: VectorAliasStore, model: st
 def _require_gate_passed(verdict: GateVerdict, candidate: ModelVersion, *, force: bool) -> None:
     if verdict.passed or force:
         return
+    if verdict.summary is not None:  # a summary and a short list, however many breaches there are
+        raise MonitorBreachError(
+            f"Model '{candidate.model}' version {candidate.version} fails its {verdict.gate} gate: "
+            f"{verdict.summary}; promote anyway with --force --reason TEXT."
+            + "".join(f"\n  - {line}" for line in verdict.listing)
+            + (f"\n  ... and {len(verdict.breaches) - len(verdict.listing):,} more"
+               if len(verdict.breaches) > len(verdict.listing) else "")
+        )
     found = "; ".join(str(b.get("message")) for b in verdict.breaches)
     raise MonitorBreachError(
         f"Model '{candidate.model}' version {candidate.version} breaches {len(verdict.breaches)} {verdict.gate} "

@@ -3,7 +3,8 @@
     models 1──* model_versions 1──0..1 collections
        │              ▲  │
        ├──* aliases ──┘  └──* alignment_reports 1──* alignment_segments
-       │                      (one report per version and run; one segment row per category / popularity bucket)
+       │                      (one report per version and run; one segment row per category / popularity bucket,
+       │                       plus one for the pooled small categories)
        ├──* audit_log            (append-only: the store never updates or deletes a row)
        └──* promotion_intents    (one per promotion, rollback or realignment; at most one pending per model)
 
@@ -49,6 +50,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -205,7 +207,7 @@ class PromotionIntentRow(Base):
     audit_event_id: Mapped[int | None] = mapped_column(ForeignKey("audit_log.id", ondelete="RESTRICT"))
 
 
-SEGMENT_KINDS: tuple[str, ...] = ("category", "popularity")
+SEGMENT_KINDS: tuple[str, ...] = ("category", "popularity", "pooled")  # pooled: migration 0005
 
 
 def _segment_kind_check() -> str:
@@ -239,7 +241,8 @@ class AlignmentReportRow(Base):
 
 
 class AlignmentSegmentRow(Base):
-    """The figures of one category (``kind`` = category) or popularity bucket (``kind`` = popularity) of a report."""
+    """The figures of one category (``kind`` = category), popularity bucket (popularity) or the pooled small
+    categories (pooled) of a report; ``pooled`` flags a category judged inside the pooled segment (migration 0005)."""
 
     __tablename__ = "alignment_segments"
     __table_args__ = (
@@ -262,6 +265,7 @@ class AlignmentSegmentRow(Base):
     ndcg: Mapped[float | None] = mapped_column(Float)
     coverage: Mapped[float] = mapped_column(Float)
     deltas: Mapped[dict[str, Any]] = mapped_column(JSON)
+    pooled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 __all__ = [
