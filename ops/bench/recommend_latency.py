@@ -1,6 +1,6 @@
 """Latency of ``Retriever.recommend`` (features -> query tower -> Qdrant search) against its parts run alone.
 
-    .venv/bin/python ops/bench/recommend_latency.py [--items 9742] [--users 610] [--calls 500] [--storage memory|local]
+    .venv/bin/python ops/bench/recommend_latency.py [--items 9742] [--users 610] [--calls 500] [--storage memory|edge]
 
 Prints p50/p99 of each stage inside the retriever and of the same three steps run alone, in one process, then
 total / (sum of the parts alone) at p50 (target: <= 1.2, i.e. the retriever adds little glue of its own).
@@ -22,6 +22,7 @@ import numpy as np
 from tower_platform.vectors.writer import QdrantEmbeddingWriter
 from tower_platform.serving.onnx_tower import OnnxTower
 from tower_platform.serving.retriever import Retriever
+from tower_platform.vectors.edge import EdgeVectorStore
 from tower_platform.vectors.store import QdrantVectorStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the reference tower of the tests
@@ -70,12 +71,12 @@ def main() -> None:
     parser.add_argument("--dimension", type=int, default=64)
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--storage", choices=("memory", "local"), default="memory")
+    parser.add_argument("--storage", choices=("memory", "edge"), default="memory")
     args = parser.parse_args()
 
     bench = _load_writer_bench()
     work = Path(tempfile.mkdtemp(prefix="tower-bench-"))
-    store = QdrantVectorStore.memory() if args.storage == "memory" else QdrantVectorStore.local(work / "qdrant")
+    store = QdrantVectorStore.memory() if args.storage == "memory" else EdgeVectorStore(work / "vectors")
     try:
         corpus = bench.synthetic_corpus(args.items)
         item_path = bench.item_tower(work / "item.onnx", n_items=args.items, dimension=args.dimension)

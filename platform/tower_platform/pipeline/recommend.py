@@ -9,7 +9,7 @@ from tower_platform.errors import ConflictError
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.registry.store import SqlRegistryStore
     from tower_platform.serving.retriever import QueryFeatureSource
-    from tower_platform.vectors.store import QdrantVectorStore
+    from tower_platform.vectors.points import VectorStore
 
 QUERY_TOWER = "query.onnx"
 
@@ -29,7 +29,7 @@ def online_query_features(store: Any) -> QueryFeatures:
 
 def recommend(
     registry: SqlRegistryStore,
-    vectors: QdrantVectorStore,
+    vectors: VectorStore,
     query_features: QueryFeatures,
     *,
     model: str,
