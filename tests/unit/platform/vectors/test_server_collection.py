@@ -134,3 +134,24 @@ def test_impossible_layouts_are_config_errors_naming_the_setting(monkeypatch):
             get_settings()
     finally:
         get_settings.cache_clear()
+
+
+def test_compose_offers_a_single_server_and_a_three_node_cluster_keyed_from_the_environment():
+    from pathlib import Path
+
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).resolve().parents[4] / "ops" / "compose.yaml").read_text())
+    services = compose["services"]
+    nodes = {name: s for name, s in services.items() if name.startswith("qdrant-node-")}
+    assert sorted(nodes) == ["qdrant-node-0", "qdrant-node-1", "qdrant-node-2"]
+    assert services["qdrant"]["profiles"] == ["single"] and "profiles" not in services["postgres"]
+    for name, node in nodes.items():
+        assert node["profiles"] == ["cluster"] and node["environment"]["QDRANT__CLUSTER__ENABLED"] == "true"
+        assert node["command"][:3] == ["./qdrant", "--uri", f"http://{name}:6335"]
+        assert not any(str(p).endswith(":6335") for p in node.get("ports", []))  # peer port never published
+    assert "--bootstrap" not in nodes["qdrant-node-0"]["command"]
+    assert all(n["command"][3:] == ["--bootstrap", "http://qdrant-node-0:6335"]
+               for name, n in nodes.items() if name != "qdrant-node-0")
+    for service in (services["qdrant"], *nodes.values()):  # the key comes from the environment, with no default
+        assert service["environment"]["QDRANT__SERVICE__API_KEY"].startswith("${TOWER_QDRANT__API_KEY:?")
