@@ -208,7 +208,8 @@ def index(paths: Paths, size: dict[str, int]) -> dict[str, Any]:
     with SqlRegistryStore(settings.registry_url) as registry, open_vector_store(settings) as vectors:
         indexed = index_version(registry, vectors, corpus, model=MODEL, version=1, actor="pipeline_scale",
                                 progress=False)
-    return {"items": indexed.items, "items_per_s": round(indexed.items_per_s), "recall": indexed.recall}
+    return {"items": indexed.items, "write_items_per_s": round(indexed.items_per_s), "build_s": indexed.build_s,
+            "verify_s": indexed.verify_s, "recall": indexed.recall}
 
 
 def recommend(paths: Paths, size: dict[str, int]) -> dict[str, Any]:

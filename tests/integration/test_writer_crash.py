@@ -60,6 +60,30 @@ RUNNER = textwrap.dedent(
 ).replace("BATCH", "10")
 
 
+BUILD_RUNNER = textwrap.dedent(
+    """
+    import sys
+    import pyarrow.parquet as pq
+    from tower_platform.cli import embeddings
+    from tower_platform.cli.main import app
+    from tower_platform.vectors.writer import StaticItemSource
+    from tower_platform.vectors.edge import EdgeVectorStore
+
+    corpus = pq.read_table(sys.argv[1])
+    embeddings.item_source = lambda settings: StaticItemSource(corpus)
+    finish = EdgeVectorStore.finish_bulk_load
+
+    def announced_finish(self, *args, **kwargs):  # every point is written: the test lets the graph build start
+        print("building", flush=True)
+        sys.stdin.readline()
+        finish(self, *args, **kwargs)
+
+    EdgeVectorStore.finish_bulk_load = announced_finish
+    app(["embeddings", "write", "movies", "--version", "2"], prog_name="towerctl")
+    """
+)
+
+
 def _corpus() -> pa.Table:
     idx = np.arange(N_ITEMS)
     return pa.table(
@@ -133,11 +157,12 @@ def deployment(home, tmp_path, monkeypatch):
     return settings, corpus, corpus_path
 
 
-def _run_writer(corpus_path, tmp_path, *, kill_after_batches: int | None, delay_s: float = 0.0) -> int:
+def _run_writer(corpus_path, tmp_path, *, kill_after_batches: int | None, delay_s: float = 0.0,
+                runner: str = RUNNER) -> int:
     """Run the writer; with ``kill_after_batches``, SIGKILL it ``delay_s`` after it was let go past that many
-    upserts (so the kill lands between batches or inside the next one)."""
+    announcements (upserts for RUNNER, so the kill lands between batches or inside the next one)."""
     script = tmp_path / "run_writer.py"
-    script.write_text(RUNNER)
+    script.write_text(runner)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(tmp_path / "writer.log", "ab") as log:
         process = subprocess.Popen(
@@ -201,5 +226,36 @@ def test_killed_writer_leaves_nothing_promotable_and_a_rerun_completes(deploymen
         assert report.point_count == N_ITEMS  # one point per item after several partial runs
         assert registry.get_version("movies", 2).status == "indexed"
         assert vectors.alias_target("movies") == "movies__v1"  # writing never moved the alias
+        promote(registry, vectors, "movies", 2, actor="test")
+        assert vectors.alias_target("movies") == "movies__v2"
+
+
+def test_writer_killed_while_building_the_graph_leaves_nothing_promotable_and_a_rerun_builds_it(
+    deployment, tmp_path, monkeypatch
+):
+    from tower_platform.registry.promotion import promote
+    from tower_platform.registry.store import SqlRegistryStore
+    from tower_platform.settings import Settings
+
+    settings, corpus, corpus_path = deployment
+    monkeypatch.setenv("TOWER_EDGE__EXACT_BELOW", "50")  # 200 items: the writer builds an HNSW graph at the end
+    seed = time.time_ns() % 1_000_000
+    rng = random.Random(seed)
+    delays = [rng.uniform(0.0, 0.05) for _ in range(2)]  # into the graph build (optimize) or just before it
+    print(f"kill seed {seed}: delays {delays}")
+    for delay in delays:
+        code = _run_writer(corpus_path, tmp_path, kill_after_batches=1, delay_s=delay, runner=BUILD_RUNNER)
+        assert code == -signal.SIGKILL
+        assert _assert_not_servable(settings, corpus) == N_ITEMS  # every point was written before the build began
+
+    assert _run_writer(corpus_path, tmp_path, kill_after_batches=None, runner=BUILD_RUNNER) == 0, (
+        (tmp_path / "writer.log").read_text()
+    )
+    graphed = Settings()  # reads TOWER_EDGE__EXACT_BELOW
+    with SqlRegistryStore(graphed.registry_url) as registry, open_vector_store(graphed) as vectors:
+        assert vectors.indexed_count("movies__v2") == N_ITEMS  # the rerun built the whole graph
+        report = verify_collection(vectors, tower=graphed.artifacts_dir / "movies/v2/item.onnx", items=corpus)
+        assert report.point_count == N_ITEMS and report.recall is not None and report.recall >= 0.95
+        assert registry.get_version("movies", 2).status == "indexed"
         promote(registry, vectors, "movies", 2, actor="test")
         assert vectors.alias_target("movies") == "movies__v2"

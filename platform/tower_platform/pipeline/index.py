@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,13 +36,15 @@ class IndexedVersion:
     items: int
     written: int
     skipped: int
-    items_per_s: float
+    items_per_s: float  # embedding and upserts, the index build apart
     dimension: int
     distance: str
     sampled: int
     max_abs_diff: float
     status: str
     recall: float | None = None  # recall@K of the embedded engine's graph against exact search (None: a server)
+    build_s: float = 0.0  # the index build after the last batch (finish_bulk_load)
+    verify_s: float = 0.0  # verification: count, ids, norms, parity sample, recall
 
 
 def index_version(
@@ -72,7 +75,9 @@ def index_version(
     if rebuild:
         _delete_for_rebuild(vectors, writer.collection, model=model, version=version)
     written = writer.write(corpus, model=model, version=version)
+    began = time.perf_counter()
     verified = verify_collection(vectors, tower=writer.tower, items=corpus)
+    verify_s = time.perf_counter() - began
     registry.record_collection(model, version, name=verified.collection, point_count=verified.point_count,
                                dimension=verified.dimension, distance=verified.distance, verified=True, actor=actor)
     indexed = registry.mark_indexed(model, version, actor=actor, reason="item vectors written and verified")
@@ -88,4 +93,6 @@ def index_version(
         max_abs_diff=float(verified.max_abs_diff),
         status=indexed.status,
         recall=verified.recall,
+        build_s=round(written.build_seconds, 3),
+        verify_s=round(verify_s, 3),
     )
