@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         judged = stage in JUDGED
         if judged:
             worst, largest = max(worst, growth), max(largest, big["peak"] / 2**30)
-        note = f"(target <= x{TARGET_GROWTH:.0f} for x{data_ratio:.0f} the data)" if judged else "(synthetic data, not judged)"
+        note = (f"(target <= x{TARGET_GROWTH:.0f} for x{data_ratio:.0f} the data)" if judged
+                else "(synthetic data, not judged)")
         print(f"{stage:<12} time x{growth:6.1f} {note}  memory above baseline x{memory:6.2f}  "
               f"peak {big['peak'] / 2**30:5.2f} GiB")
     print(f"largest stage growth x{worst:.1f} (target <= x{TARGET_GROWTH:.0f}); largest stage peak {largest:.2f} GiB "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,7 @@ from tower_platform.registry.entities import ALIGNMENT_FIGURES, AlignmentReport,
 
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors.points import VectorStore
+    from tower_platform.vectors.store import QdrantVectorStore
 
 PRODUCTION = "production"
 CATEGORY_FIELD = "category"
@@ -32,7 +32,7 @@ POPULARITY_FIELD = "popularity"
 SCROLL_PAGE = 4096
 
 
-def read_served_items(vectors: VectorStore, collection: str, *, inputs: MonitorInputs) -> ServedItems:
+def read_served_items(vectors: QdrantVectorStore, collection: str, *, inputs: MonitorInputs) -> ServedItems:
     """Every point of ``collection`` with its vector, payload category and popularity bucket, read page by page into
     one matrix (:func:`tower_platform.vectors.reading.read_collection`).
 
@@ -56,7 +56,7 @@ def read_served_items(vectors: VectorStore, collection: str, *, inputs: MonitorI
 
 
 def measure_version(
-    vectors: VectorStore, version: ModelVersion, *, inputs: MonitorInputs, k: int
+    vectors: QdrantVectorStore, version: ModelVersion, *, inputs: MonitorInputs, k: int
 ) -> AlignmentFigures:
     """The figures of one version: its collection's vectors and its query tower on the inputs' test queries."""
     from tower_platform.serving.onnx_tower import OnnxTower
@@ -105,7 +105,7 @@ def resolve_against(registry: SqlRegistryStore, model: str, version: int, agains
 
 def build_alignment_report(
     registry: SqlRegistryStore,
-    vectors: VectorStore,
+    vectors: QdrantVectorStore,
     *,
     model: str,
     version: int,
@@ -147,7 +147,7 @@ def build_alignment_report(
 
 
 def _compared_segments(
-    registry: SqlRegistryStore, vectors: VectorStore, compared: ModelVersion, *, inputs: MonitorInputs, k: int
+    registry: SqlRegistryStore, vectors: QdrantVectorStore, compared: ModelVersion, *, inputs: MonitorInputs, k: int
 ) -> tuple[AlignmentSegment, ...]:
     """The compared version on the same queries; when its query tower cannot read them (other features), its latest
     stored report with the same K."""

@@ -1,6 +1,6 @@
 """The embedded vector store on qdrant-edge: one shard folder per collection, aliases as pointer files.
 
-``EdgeVectorStore`` speaks the same methods and types as :class:`~tower_platform.vectors.QdrantVectorStore`
+``EdgeVectorStore`` speaks the same methods and types as :class:`~tower_platform.vectors.store.QdrantVectorStore`
 (collections named ``<model>__v<N>``, item ids in, :class:`SearchHit` out) on Qdrant's in-process engine::
 
     <root>/<collection>/     one EdgeShard (segments, write-ahead log, edge_config.json)
@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from tower_platform.errors import ConflictError, NotFoundError, UnavailableError
+from tower_platform.naming import DISTANCES
 from tower_platform.vectors.alias_file import AliasPointers, check_name
 from tower_platform.vectors.index import EdgeIndexConfig
-from tower_platform.naming import DISTANCES
 from tower_platform.vectors.points import (
     CATEGORY_FIELD,
     ITEM_ID_FIELD,

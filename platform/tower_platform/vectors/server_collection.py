@@ -43,12 +43,15 @@ class ServerCollectionConfig:
                 "lower it or raise the replication factor."
             )
         if self.quantization not in QUANTIZATIONS:
-            raise ConfigError(f"Qdrant collection setting quantization={self.quantization!r} is not one of {QUANTIZATIONS}.")
+            raise ConfigError(
+                f"Qdrant collection setting quantization={self.quantization!r} is not one of {QUANTIZATIONS}."
+            )
         if self.quantile is not None and not 0.5 <= self.quantile <= 1.0:
             raise ConfigError(f"Qdrant collection setting quantile={self.quantile} must lie between 0.5 and 1.0.")
 
     def create_arguments(self) -> dict[str, Any]:
-        """The keyword arguments of ``QdrantClient.create_collection`` besides name and vectors (None: server default)."""
+        """The keyword arguments of ``QdrantClient.create_collection`` besides name and vectors (None: the server's
+        default)."""
         from qdrant_client import models
 
         quantization = None

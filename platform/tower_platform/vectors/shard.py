@@ -20,7 +20,7 @@ from typing import Any
 
 from tower_platform.errors import ConflictError, NotFoundError, TowerError, UnavailableError
 from tower_platform.vectors.index import EdgeIndexConfig
-from tower_platform.vectors.store import CATEGORY_FIELD, POINT_ID_NAMESPACE
+from tower_platform.vectors.points import CATEGORY_FIELD, POINT_ID_NAMESPACE
 
 SHARD_CONFIG_FILE = "edge_config.json"  # written by qdrant-edge in every shard folder
 CREATING_PREFIX = ".creating-"  # .creating-<pid>-<collection>-<uuid>: a shard being built by process <pid>

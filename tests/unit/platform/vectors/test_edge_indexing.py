@@ -111,8 +111,8 @@ def registered(tmp_path, monkeypatch):
     spec = folder / "spec.json"
     spec.write_text("{}")
     with SqlRegistryStore(settings.registry_url) as registry:
-        register_placeholder_version(registry, artifacts={p.name: (str(p), file_sha256(p)) for p in (item, query, spec)},
-                                     feature_service="movies_item", features=["item_id"])
+        artifacts = {p.name: (str(p), file_sha256(p)) for p in (item, query, spec)}
+        register_placeholder_version(registry, artifacts=artifacts, feature_service="movies_item", features=["item_id"])
     monkeypatch.setattr(embeddings_cli, "item_source", lambda _settings: StaticItemSource(_corpus()))
     yield settings
     get_settings.cache_clear()
@@ -134,7 +134,8 @@ def test_cli_refuses_to_index_below_the_floor_then_indexes_after_raising_the_set
     refused = _invoke("embeddings", "write", "movies", "--version", "1")
     assert refused.exit_code == 4, refused.output
     (line,) = [text for text in refused.stderr.splitlines() if text.startswith("error:")]  # after the progress bar
-    assert "Traceback" not in refused.stderr and line.startswith("error: vector collection 'movies__v1' finds") and "TOWER_EDGE__EF" in line
+    assert "Traceback" not in refused.stderr and "TOWER_EDGE__EF" in line
+    assert line.startswith("error: vector collection 'movies__v1' finds")
     with SqlRegistryStore(registered.registry_url) as registry:
         assert registry.get_version("movies", 1).status == "registered"  # written, but not indexed
 
@@ -168,7 +169,8 @@ def test_rebuild_refuses_the_collection_production_serves(registered, monkeypatc
     with SqlRegistryStore(registered.registry_url) as registry:
         assert registry.get_version("movies", 1).status == "production"
     with EdgeVectorStore(registered.edge_path) as store:
-        assert store.collection_info("movies__v1").point_count == N_ITEMS and store.alias_target("movies") == "movies__v1"
+        assert store.collection_info("movies__v1").point_count == N_ITEMS
+        assert store.alias_target("movies") == "movies__v1"
 
 
 @pytest.mark.parametrize("backend", ["edge", "server-api"])
