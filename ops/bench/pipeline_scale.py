@@ -149,7 +149,7 @@ def training_set(paths: Paths, size: dict[str, int]) -> dict[str, Any]:
     built = build_training_set(_store(paths), load_dataset_config(paths.config))
     write_training_set(built, paths.training_set)
     with open(paths.training_meta, "wb") as handle:
-        pickle.dump(replace(built, table=built.table.slice(0, 0)), handle)
+        pickle.dump(replace(built, table=built.table.schema.empty_table()), handle)  # a slice pickles its buffers
     return {"rows": built.table.num_rows, "columns": built.table.num_columns}
 
 
