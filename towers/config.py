@@ -178,6 +178,8 @@ class TrainerConfig:
     progress: bool = True  # a progress bar on stderr
     autocast_bf16: bool = True  # bf16 autocast when training on CUDA
     log_every: int = 10  # steps between progress-bar refreshes (each refresh syncs the device)
+    sparse_embeddings: bool = False  # row-sparse gradients for the embedding tables, updated lazily
+    #                                  (towers/training/sparse.py): per-step cost independent of the vocabularies
 
     def __post_init__(self) -> None:
         _require(self.optimizer in ("adamw", "adagrad"), "training.optimizer", "'adamw' or 'adagrad'", self.optimizer)

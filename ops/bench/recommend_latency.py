@@ -43,13 +43,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"epochs": 1, "max_steps": 15, "embedding_dim": 16, "output_dim": 16, "hidden_dims": [32], "batch_size": 512}
 LENIENT_GATES = "monitor:\n  min_coverage: 0.0\n  max_alignment_distance: 1000.0\n  max_recall_drop: 1.0\n"
-# `towerctl` with its vector store factory pointed at the edge root (until the embedded edge store is the default)
-CLI_ON_EDGE = (
-    "import sys; from pathlib import Path; import tower_platform.vectors.store as s; "
-    "from tower_platform.vectors.edge import EdgeVectorStore; root = Path(sys.argv.pop(1)); "
-    "s.open_vector_store = lambda settings, **kw: EdgeVectorStore(root); "
-    "from tower_platform.cli.main import main; sys.argv[0] = 'towerctl'; main()"
-)
+# `towerctl` in this interpreter (the embedded edge store under $TOWER_HOME/vectors is the default backend)
+CLI = "import sys; from tower_platform.cli.main import main; sys.argv[0] = 'towerctl'; main()"
 
 
 def percentiles(values: list[float]) -> tuple[float, float]:
@@ -94,7 +89,7 @@ def wall_times(command: list[str], *, runs: int, env: dict[str, str]) -> list[fl
 def start_up(home: Path, user: str, *, runs: int) -> list[tuple[str, list[float]]]:
     env = {**os.environ, "TOWER_HOME": str(home)}
     env.pop("TOWER_DATABASE_URL", None)
-    towerctl = [sys.executable, "-c", CLI_ON_EDGE, str(home / "vectors")]
+    towerctl = [sys.executable, "-c", CLI]
     return [
         ("python -c pass (interpreter)", wall_times([sys.executable, "-c", "pass"], runs=runs, env=env)),
         ("python -c 'import feast'", wall_times([sys.executable, "-c", "import feast"], runs=runs, env=env)),

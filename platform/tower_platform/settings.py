@@ -20,12 +20,46 @@ ENV_NESTED_DELIMITER = "__"
 
 
 class QdrantSettings(BaseModel):
-    """Qdrant: local storage under ``$TOWER_HOME/qdrant`` unless ``url`` is set (``TOWER_QDRANT__URL``)."""
+    """A Qdrant server or cluster (``TOWER_QDRANT__URL``, ``TOWER_QDRANT__API_KEY``) and how its collections are laid
+    out; without a URL the embedded engine serves (:class:`EdgeSettings`). None leaves the server's default."""
 
     url: str | None = None
     api_key: SecretStr | None = None
-    path: Path | None = None  # default: $TOWER_HOME/qdrant
     timeout_s: float = Field(default=30.0, gt=0)
+    shard_number: int | None = None  # shards per collection
+    replication_factor: int | None = None  # copies of each shard
+    write_consistency_factor: int | None = None  # copies that acknowledge a write
+    on_disk: bool = False  # original vectors memory-mapped from disk
+    quantization: str = "none"  # "none" | "int8" (scalar quantisation for search)
+    quantile: float | None = None  # int8: share of values that sets the range, e.g. 0.99
+    quantization_always_ram: bool = True  # int8: quantised vectors stay in RAM
+    path: Path | None = None  # retired: qdrant-client local storage (default $TOWER_HOME/qdrant), refused when found
+
+    def collection_layout(self) -> dict[str, Any]:
+        """The fields of ``vectors.server_collection.ServerCollectionConfig``."""
+        return self.model_dump(include={"shard_number", "replication_factor", "write_consistency_factor", "on_disk",
+                                        "quantization", "quantile", "quantization_always_ram"})
+
+
+class EdgeSettings(BaseModel):
+    """The embedded engine (qdrant-edge), the default when no Qdrant URL is set (``TOWER_EDGE__...``).
+
+    None leaves the default of ``vectors.index.EdgeIndexConfig`` (listed in the README's settings table).
+    """
+
+    path: Path | None = None  # one shard folder per collection and the alias pointers; default $TOWER_HOME/vectors
+    exact_below: int | None = None  # collections with fewer points are searched exactly, without a graph
+    m: int | None = None  # HNSW edges per node (collections written afterwards)
+    ef_construct: int | None = None  # HNSW candidates while building (collections written afterwards)
+    ef: int | None = None  # HNSW candidates while searching (takes effect at once)
+    recall_floor: float | None = None  # a version is not marked indexed below this recall@K against exact search
+    recall_queries: int | None = None  # stored vectors sampled as queries for the recall check
+    recall_k: int | None = None  # K of the recall check
+    lock_timeout_s: float = Field(default=30.0, gt=0)  # wait this long for a shard another process holds open
+
+    def index_settings(self) -> dict[str, Any]:
+        """The fields set here of ``vectors.index.EdgeIndexConfig``."""
+        return self.model_dump(exclude_none=True, exclude={"path", "lock_timeout_s"})
 
 
 class Settings(BaseSettings):
@@ -35,6 +69,7 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None  # default: sqlite:///$TOWER_HOME/registry.db
     feature_repo: Path | None = None  # default: the feature_repo/ shipped with the package
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
     monitor_config: Path | None = None
 
     @property
@@ -49,7 +84,13 @@ class Settings(BaseSettings):
 
     @property
     def qdrant_path(self) -> Path:
+        """Where qdrant-client's local storage lived (retired as a backend; only checked for leftovers)."""
         return (self.qdrant.path or self.home_dir / "qdrant").expanduser().resolve()
+
+    @property
+    def edge_path(self) -> Path:
+        """The embedded vector store: one qdrant-edge shard folder per collection, and the alias pointers."""
+        return (self.edge.path or self.home_dir / "vectors").expanduser().resolve()
 
     @property
     def artifacts_dir(self) -> Path:

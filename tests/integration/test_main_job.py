@@ -28,20 +28,20 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     home = tmp_path_factory.mktemp("main_job").resolve()
     shm = Path("/dev/shm")
-    # Qdrant local storage persists every point on its own: keep it in memory-backed storage where there is one.
-    qdrant_dir = Path(tempfile.mkdtemp(prefix="tower-qdrant-", dir=shm if shm.is_dir() else None))
+    # the embedded vector store in memory-backed storage where there is one (a loaded disk does not slow the test)
+    vectors_dir = Path(tempfile.mkdtemp(prefix="tower-vectors-", dir=shm if shm.is_dir() else None))
     lenient = home / "monitor-lenient.yaml"  # a 15-step model serves some categories badly: gate on norms only
     lenient.write_text("monitor:\n  min_coverage: 0.0\n  max_alignment_distance: 1.0\n  max_recall_drop: 1.0\n")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TOWER_HOME", str(home))
-        patch.setenv("TOWER_QDRANT__PATH", str(qdrant_dir))
+        patch.setenv("TOWER_EDGE__PATH", str(vectors_dir))
         patch.setenv("TOWER_MONITOR_CONFIG", str(lenient))
         patch.delenv("TOWER_DATABASE_URL", raising=False)
         patch.delenv("TOWER_QDRANT__URL", raising=False)
         get_settings.cache_clear()
         yield home
     get_settings.cache_clear()
-    shutil.rmtree(qdrant_dir, ignore_errors=True)
+    shutil.rmtree(vectors_dir, ignore_errors=True)
 
 
 def _invoke(*args: str):

@@ -31,12 +31,12 @@ def retail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pat
     root = tmp_path_factory.mktemp("retail").resolve()
     config = write_retail_dataset(root / "data")
     shm = Path("/dev/shm")
-    qdrant_dir = Path(tempfile.mkdtemp(prefix="tower-qdrant-", dir=shm if shm.is_dir() else None))
+    vectors_dir = Path(tempfile.mkdtemp(prefix="tower-vectors-", dir=shm if shm.is_dir() else None))
     lenient = root / "monitor-lenient.yaml"  # a 10-step model serves many sub classes badly: gate on norms only
     lenient.write_text("monitor:\n  min_coverage: 0.0\n  max_alignment_distance: 1.0\n  max_recall_drop: 1.0\n")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TOWER_HOME", str(root / "home"))
-        patch.setenv("TOWER_QDRANT__PATH", str(qdrant_dir))
+        patch.setenv("TOWER_EDGE__PATH", str(vectors_dir))
         patch.setenv("TOWER_MONITOR_CONFIG", str(lenient))
         patch.delenv("TOWER_DATABASE_URL", raising=False)
         patch.delenv("TOWER_QDRANT__URL", raising=False)
@@ -44,7 +44,7 @@ def retail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pat
         get_settings.cache_clear()
         yield root, config
     get_settings.cache_clear()
-    shutil.rmtree(qdrant_dir, ignore_errors=True)
+    shutil.rmtree(vectors_dir, ignore_errors=True)
 
 
 def _invoke(*args: str):

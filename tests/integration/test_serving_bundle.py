@@ -82,7 +82,6 @@ def deployment(tmp_path_factory, tower_home, feature_store, training_set, bundle
     from tower_platform.registry.promotion import promote
     from tower_platform.registry.store import SqlRegistryStore
     from tower_platform.settings import get_settings
-    from tower_platform.vectors import store as vector_store_module
     from tower_platform.vectors.edge import EdgeVectorStore
 
     work = tmp_path_factory.mktemp("serving")
@@ -102,8 +101,7 @@ def deployment(tmp_path_factory, tower_home, feature_store, training_set, bundle
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TOWER_DATABASE_URL", url)
         patch.delenv("TOWER_QDRANT__URL", raising=False)
-        # the CLI's vector store: the embedded edge store at `root` (the default backend once edge is the default)
-        patch.setattr(vector_store_module, "open_vector_store", lambda settings, **_: EdgeVectorStore(root))
+        patch.setenv("TOWER_EDGE__PATH", str(root))  # the CLI's vector store: the embedded edge store at `root`
         get_settings.cache_clear()
         yield {"work": work, "url": url, "root": root, "training_set": training_set, "feature_store": feature_store,
                "trained": trained, "corpus": corpus}

@@ -62,12 +62,26 @@ def seed_everything(seed: int) -> None:
 
 
 def build_optimizer(model: nn.Module, config: TrainerConfig) -> torch.optim.Optimizer:
+    if config.sparse_embeddings:  # a lazy optimizer for the embedding tables (towers/training/sparse.py)
+        from towers.training.sparse import SplitOptimizer
+
+        return SplitOptimizer.build(model, config)  # type: ignore[return-value]
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     if config.optimizer == "adagrad":
         return torch.optim.Adagrad(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     raise TowersConfigError(f"optimizer {config.optimizer!r} is not 'adamw' or 'adagrad'")
+
+
+def clip_gradients(parameters: Any, max_norm: float, *, sparse: bool) -> None:
+    """Clip to one global norm; row-sparse embedding gradients need the norm of their values."""
+    if sparse:
+        from towers.training.sparse import clip_grad_norm
+
+        clip_grad_norm(parameters, max_norm)
+    else:
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
 
 
 class Trainer:
@@ -168,7 +182,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            clip_gradients(self.model.parameters(), self.config.grad_clip, sparse=self.config.sparse_embeddings)
         self.optimizer.step()
         return loss.detach()
 

@@ -3,7 +3,8 @@
     settings()          the cached :class:`~tower_platform.settings.Settings` (TOWER_HOME exported for Feast)
     open_registry()     the SQL registry (a writing command may first create an empty default SQLite schema)
     feature_store()     the Feast repository of $TOWER_HOME (feast is imported only when it is used)
-    open_vectors()      Qdrant: a server when ``TOWER_QDRANT__URL`` is set, else local storage under $TOWER_HOME
+    open_vectors()      Qdrant: a server when ``TOWER_QDRANT__URL`` is set, else the embedded engine (qdrant-edge)
+                        under $TOWER_HOME/vectors
     current_actor()     the default actor of the audit log
 
 Only the CLI reads settings; everything below it receives these clients as parameters.
@@ -21,7 +22,7 @@ from tower_platform.settings import Settings, get_settings
 if TYPE_CHECKING:  # pragma: no cover - heavy imports stay inside the functions
     from tower_platform.features.store import FeastFeatureStore
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors.store import QdrantVectorStore
+    from tower_platform.vectors.points import VectorStore
 
 
 def settings(*, write: bool = False) -> Settings:
@@ -83,8 +84,9 @@ def feature_store(settings: Settings) -> FeastFeatureStore:
     return open_feature_store(repo_dir=settings.feature_repo_dir, home_dir=settings.home_dir)
 
 
-def open_vectors(settings: Settings) -> QdrantVectorStore:
-    """The vector store of the deployment (use it as a context manager: local storage holds a lock)."""
+def open_vectors(settings: Settings) -> VectorStore:
+    """The vector store of the deployment (use it as a context manager: the embedded engine keeps the shards it
+    opens locked until it is closed)."""
     from tower_platform.vectors.store import open_vector_store
 
     warn_if_insecure(settings)

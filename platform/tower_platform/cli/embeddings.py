@@ -43,9 +43,12 @@ def write_command(
     model: str = MODEL_ARGUMENT,
     version: int = typer.Option(..., "--version", help="Model version whose item vectors to write."),
     batch_size: int = typer.Option(1024, "--batch-size", min=1, help="Items per ONNX run and upsert."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Delete the version's collection first and write it again "
+                                 "(new HNSW settings take effect); refused for the production collection."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Embed every item with the version's item.onnx, verify the collection, record it and mark the version indexed."""
+    """Embed every item with the version's item.onnx, build its index, verify the collection (recall of the graph
+    included), record it and mark the version indexed."""
     from tower_platform.pipeline.index import index_version
 
     settings = get_settings()
@@ -53,7 +56,7 @@ def write_command(
         corpus = item_source(settings).item_corpus(datetime.now(UTC))
         with open_vectors(settings) as vectors:
             indexed = index_version(registry, vectors, corpus, model=model, version=version, actor=current_actor(),
-                                    batch_size=batch_size)
+                                    batch_size=batch_size, rebuild=rebuild)
     result = {"model": model, "version": version, **vars(indexed)}
     if as_json:
         print_json(result)
@@ -68,7 +71,8 @@ def verify_command(
     sample_size: int = typer.Option(128, "--sample", min=1, help="Stored vectors compared with fresh ones."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Check a version's collection (count, ids, unit norms, parity of a sample, dimension, distance); mark it indexed."""
+    """Check a version's collection (count, ids, unit norms, parity of a sample, dimension, distance, recall of the
+    graph against exact search); mark it indexed."""
     from tower_platform.vectors.writer import verify_collection
     from tower_platform.serving.onnx_tower import OnnxTower
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -34,31 +34,25 @@ SCROLL_PAGE = 4096
 
 
 def read_served_items(vectors: QdrantVectorStore, collection: str, *, inputs: MonitorInputs) -> ServedItems:
-    """Every point of ``collection`` with its vector, payload category and popularity bucket.
+    """Every point of ``collection`` with its vector, payload category and popularity bucket, read page by page into
+    one matrix (:func:`tower_platform.vectors.reading.read_collection`).
 
     A point without a popularity bucket in its payload gets one from the training interaction counts (the embedding
-    writer's rule: head = top 20 %, tail = at most 5 interactions).
+    writer's rule, the evaluation's buckets).
     """
-    ids: list[str] = []
-    pages: list[np.ndarray] = []
-    categories: list[Any] = []
-    buckets: list[Any] = []
-    for page in vectors.scroll(collection, batch_size=SCROLL_PAGE, with_vectors=True):
-        if any(p.vector is None for p in page):
-            raise ConflictError(f"Qdrant collection '{collection}' has points without vectors; write it again.")
-        pages.append(np.stack([p.vector for p in page]).astype(np.float32))  # (P, D)
-        ids.extend(p.item_id for p in page)
-        categories.extend(p.payload.get(CATEGORY_FIELD) for p in page)
-        buckets.extend(p.payload.get(POPULARITY_FIELD) for p in page)
-    if not ids:
+    from tower_platform.vectors.reading import read_collection
+
+    contents = read_collection(vectors, collection, fields=(CATEGORY_FIELD, POPULARITY_FIELD), page_size=SCROLL_PAGE)
+    if not len(contents):
         raise ConflictError(f"Qdrant collection '{collection}' is empty; run `towerctl embeddings write` first.")
-    item_ids = np.asarray(ids, dtype=str)
-    counts = inputs.interaction_counts(item_ids)
+    buckets = contents.payload[POPULARITY_FIELD]
+    counts = inputs.interaction_counts(contents.item_ids)
     popularity = np.asarray(buckets, dtype=object)
     unset = pa.array(buckets, type=pa.string()).is_null().to_numpy(zero_copy_only=False)
     if unset.any():
         popularity[unset] = popularity_buckets(counts)[unset]
-    return ServedItems(ids=item_ids, vectors=np.concatenate(pages), categories=np.asarray(categories, dtype=object),
+    return ServedItems(ids=contents.item_ids, vectors=contents.vectors,
+                       categories=np.asarray(contents.payload[CATEGORY_FIELD], dtype=object),
                        popularity=popularity, interaction_counts=counts)
 
 

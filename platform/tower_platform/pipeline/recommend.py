@@ -9,14 +9,14 @@ from tower_platform.errors import ConflictError
 
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors.store import QdrantVectorStore
+    from tower_platform.vectors.points import VectorStore
 
 QUERY_TOWER = "query.onnx"
 
 
 def recommend(
     registry: SqlRegistryStore,
-    vectors: QdrantVectorStore,
+    vectors: VectorStore,
     feature_store: Any,
     *,
     model: str,

@@ -17,7 +17,7 @@ from tower_platform.pipeline.train import Echo, TrainedVersion, period_rows, qui
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.features.training_set import TrainingSet
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors.store import QdrantVectorStore
+    from tower_platform.vectors.points import VectorStore
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def run_pipeline(
     repo_dir: Path,
     artifacts_dir: Path,
     open_registry: Callable[[], SqlRegistryStore],
-    open_vectors: Callable[[], QdrantVectorStore],
+    open_vectors: Callable[[], VectorStore],
     source: Path | None = None,
     training_overrides: dict[str, Any] | None = None,
     refit: bool = True,

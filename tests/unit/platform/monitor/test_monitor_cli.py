@@ -36,12 +36,12 @@ def two_versions(home, world) -> None:
     from tower_platform.registry.migration import upgrade_schema
     from tower_platform.registry.promotion import promote
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors.store import QdrantVectorStore
+    from tower_platform.vectors.store import open_vector_store
 
     settings = Settings()
     settings.home_dir.mkdir(parents=True)
     upgrade_schema(settings.registry_url)
-    with SqlRegistryStore(settings.registry_url) as registry, QdrantVectorStore.local(settings.qdrant_path) as vectors:
+    with SqlRegistryStore(settings.registry_url) as registry, open_vector_store(settings) as vectors:
         add_version(registry, vectors, world, settings.artifacts_dir, collapsed=False)
         add_version(registry, vectors, world, settings.artifacts_dir, collapsed=True)
         promote(registry, vectors, "movies", 1, actor="ops")

@@ -11,7 +11,7 @@ from tower_platform.errors import ConflictError, IntegrityError
 from tower_platform.registry.artifact import file_sha256
 from reference_tower import ReferenceFeature, build_reference_tower
 from tower_platform.serving.retriever import Retriever
-from tower_platform.vectors.store import QdrantVectorStore
+from tower_platform.vectors.store import QdrantVectorStore, open_vector_store
 from registry_support import migrated_home, register_placeholder_version
 
 N_ITEMS = 30
@@ -187,7 +187,7 @@ def promoted(tmp_path, monkeypatch):
     item, query = _towers(folder, version=1)
     spec = folder / "spec.json"
     spec.write_text("{}")
-    with SqlRegistryStore(settings.registry_url) as registry, QdrantVectorStore.local(settings.qdrant_path) as vectors:
+    with SqlRegistryStore(settings.registry_url) as registry, open_vector_store(settings) as vectors:
         register_placeholder_version(
             registry, artifacts={p.name: (str(p), file_sha256(p)) for p in (item, query, spec)},
             feature_service="movies_query", features=[],
