@@ -104,9 +104,10 @@ class LinearItemModel:
     def _product(self, history: sp.csr_matrix, *, dtype: Any) -> np.ndarray:
         """Dense [B, F] history @ weights."""
         _, weights = self._fitted()
-        product = history @ weights
-        product = product.toarray() if sp.issparse(product) else np.asarray(product)
-        return product.astype(dtype, copy=False)
+        if sp.issparse(weights):
+            return sparse_product(history, sp.csr_matrix(weights)).astype(dtype, copy=False)
+        return np.asarray(history @ weights).astype(dtype, copy=False)
+
 
     def score_histories(self, batch: HistoryBatch) -> np.ndarray:
         space, _ = self._fitted()
@@ -130,3 +131,36 @@ class LinearItemModel:
         scores = np.empty((running.shape[0], len(space)), dtype=np.float32)  # (B, F) in the queries' order
         scores[increments.order] = running
         return space.scatter(scores, fill=self.uncovered_score)
+
+
+PRODUCT_ENTRIES = 1 << 23  # (history item, neighbour) pairs expanded at once by sparse_product
+
+
+def sparse_product(history: sp.csr_matrix, weights: sp.csr_matrix, *, entries: int = PRODUCT_ENTRIES) -> np.ndarray:
+    """Dense float64 [B, F] of binary-valued CSR history [B, F] times CSR weights [F, F].
+
+    Each history item (b, i) contributes row i of the weights to row b: the pairs (b, j, w_ij) are expanded and
+    summed by one bincount per group of rows holding about ``entries`` pairs. Far faster than a sparse x sparse
+    product whose result is dense anyway, and bounded in memory whatever the history lengths.
+    """
+    n_rows, n_cols = history.shape[0], weights.shape[1]
+    out = np.zeros((n_rows, n_cols), dtype=np.float64)  # (B, F)
+    per_item = np.diff(weights.indptr)  # (F,) stored weights per row
+    pairs = np.bincount(np.repeat(np.arange(n_rows), np.diff(history.indptr)), minlength=n_rows,
+                        weights=per_item[history.indices])  # (B,) pairs of each history row
+    bounds = np.searchsorted(np.cumsum(pairs), np.arange(entries, pairs.sum() + entries, entries), side="right")
+    begin = 0
+    for end in np.unique(np.r_[np.minimum(np.maximum(bounds, 1), n_rows), n_rows]):
+        if end <= begin:
+            continue
+        lo, hi = history.indptr[begin], history.indptr[end]
+        items = history.indices[lo:hi]  # (h,) history items of rows begin..end
+        rows = np.repeat(np.arange(begin, end), np.diff(history.indptr[begin : end + 1]))  # (h,)
+        counts = per_item[items]  # (h,)
+        total = int(counts.sum())
+        positions = np.repeat(weights.indptr[items] - (np.cumsum(counts) - counts), counts) + np.arange(total)
+        values = weights.data[positions] * np.repeat(history.data[lo:hi], counts)  # (pairs,)
+        keys = np.repeat(rows - begin, counts) * n_cols + weights.indices[positions]  # (pairs,)
+        out[begin:end] = np.bincount(keys, weights=values, minlength=(end - begin) * n_cols).reshape(end - begin, n_cols)
+        begin = end
+    return out

@@ -185,3 +185,16 @@ def test_recent_window_follows_the_logs_time_unit():
 def test_the_classical_baselines_are_named_once():
     names = list(classical_baselines(ease_l2=200.0, recent_days=(7, 30)))
     assert names == ["MostPopular", "MostPopular (last 7 days)", "MostPopular (last 30 days)", "ItemKNN", "EASE (l2 200)"]
+
+
+@pytest.mark.parametrize("entries", [1, 7, 1 << 23])  # a row at a time, a few rows, everything at once
+def test_sparse_product_equals_the_dense_product(entries):
+    from towers.evaluation.item_space import sparse_product
+
+    rng = np.random.default_rng(8)
+    dense = (rng.random((9, 30)) < 0.3).astype(np.float32)
+    dense[4] = 0.0  # an empty history
+    history = sp.csr_matrix(dense)
+    weights = sp.csr_matrix(np.where(rng.random((30, 30)) < 0.2, rng.random((30, 30)), 0.0).astype(np.float32))
+    expected = history.toarray().astype(np.float64) @ weights.toarray().astype(np.float64)
+    np.testing.assert_allclose(sparse_product(sp.csr_matrix(history), weights, entries=entries), expected, rtol=1e-12)
