@@ -1,6 +1,7 @@
 """Retrieval quality on a dataset with the time split and the next-item protocol (full corpus, no sampled metrics).
 
-Rows: MostPopular, ItemKNN, EASE (lambda tuned on validation), and the two-tower model as plain in-batch softmax,
+Rows: the classical baselines (MostPopular, also over the last 7 and 30 days, ItemKNN, EASE with lambda tuned on
+validation), and the two-tower model as plain in-batch softmax,
 with the sampling-bias correction, and corrected + mixed negatives (mean +- std over seeds). Every model is selected
 on validation (fit on train) and reported on test (fit on train + validation), exactly as docs/evaluation.md says.
 
@@ -49,7 +50,7 @@ def prepare(config: Path, source: Path | None, home: Path):
 
 def baseline_rows(training_set, store) -> dict[str, dict[str, float]]:
     from tower_platform.pipeline.train import split_times
-    from towers.evaluation import EASE, EvaluationData, ItemKNN, MostPopular
+    from towers.evaluation import EASE, EvaluationData, classical_baselines
 
     validation_time, test_time = split_times(training_set)
     validation = EvaluationData.build(training_set.table, corpus=store.item_corpus(validation_time),
@@ -62,10 +63,10 @@ def baseline_rows(training_set, store) -> dict[str, dict[str, float]]:
         if figure.metrics["recall@100"] > best:
             best_l2, best = l2, figure.metrics["recall@100"]
     rows = {}
-    for name, model in (("MostPopular", MostPopular()), ("ItemKNN", ItemKNN()),
-                        (f"EASE (l2 {best_l2:g}, tuned on validation)", EASE(l2=best_l2))):
+    for name, model in classical_baselines(ease_l2=best_l2).items():
         report = test.evaluate_baseline(model, fit_periods=("train", "validation"), eval_period="test")
-        rows[name] = {"test": report.headline(), "seeds": 1}
+        label = f"EASE (l2 {best_l2:g}, tuned on validation)" if isinstance(model, EASE) else name
+        rows[label] = {"test": report.headline(), "seeds": 1}
     return rows
 
 

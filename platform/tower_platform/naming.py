@@ -55,3 +55,8 @@ def collection_name(model: str, version: int) -> str:
 def production_alias(model: str) -> str:
     """The Qdrant alias that serves a model's production version: ``<model>``."""
     return model
+
+
+def tuning_study_name(dataset: str) -> str:
+    """The default Optuna study of ``towerctl tune`` on a dataset: ``tune-<dataset>``."""
+    return f"tune-{dataset}"

@@ -97,6 +97,16 @@ class Settings(BaseSettings):
         return self.home_dir / "artifacts"
 
     @property
+    def tuning_storage_url(self) -> str:
+        """The Optuna storage of ``towerctl tune`` studies."""
+        return f"sqlite:///{self.home_dir / 'tuning.db'}"
+
+    @property
+    def tuning_dir(self) -> Path:
+        """Where ``towerctl tune`` writes tuned dataset configs by default."""
+        return self.home_dir / "tuning"
+
+    @property
     def sources_dir(self) -> Path:
         return self.home_dir / "sources"
 

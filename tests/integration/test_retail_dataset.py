@@ -107,3 +107,18 @@ def test_monitor_alignment_measures_the_sub_classes(run):
     assert report["model"] == "products" and report["version"] == 1
     categories = [s for s in report["segments"] if s["kind"] == "category"]
     assert len(categories) > 100 and all(s["segment"].startswith("sub class ") for s in categories)
+
+
+def test_evaluate_runs_every_baseline_with_the_ease_item_cut(retail, run):
+    _, config = retail
+    result = _invoke("evaluate", "--config", str(config), "--baselines", "--stage", "validation", "--json",
+                     "--ease-max-items", "300", "--recent-days", "7", "--recent-days", "30")
+    assert result.exit_code == 0, result.stderr
+    reports = json.loads(result.stdout)
+    assert list(reports) == ["MostPopular", "MostPopular (last 7 days)", "MostPopular (last 30 days)", "ItemKNN",
+                             "EASE (l2 200)"]
+    assert all(r["n_queries"] == reports["MostPopular"]["n_queries"] > 0 for r in reports.values())
+    # the generator sells 1,800 of its 2,000 articles: more fit items than the 300 EASE covers
+    assert "EASE covers 300 of " in result.stderr
+    bad = _invoke("evaluate", "--config", str(config), "--recent-days", "0")
+    assert bad.exit_code == 2 and "--recent-days" in bad.stderr

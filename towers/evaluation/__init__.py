@@ -4,15 +4,19 @@
     items        FitItems, CategoryIndex, popularity buckets  ranking   rank_targets, Scorer
     metrics      next_item_metrics, clustered_standard_error  report    EvaluationReport, CutoffReport
     next_item    evaluate_next_item (primary)                 cutoff    evaluate_at_cutoff (secondary)
-    protocol     EvaluationData (an Arrow training set)       baseline  MostPopular, ItemKNN, EASE, tune
+    protocol     EvaluationData (an Arrow training set)       baseline  MostPopular, classical_baselines, tune
+    item_knn     ItemKNN (blocked sparse top-k neighbours)    ease      EASE (over the most interacted items)
 """
 
 from towers.evaluation.baseline import (
     EASE,
     EASE_LAMBDAS,
+    EASE_MAX_ITEMS,
+    RECENT_WINDOWS_DAYS,
     HistoryModel,
     ItemKNN,
     MostPopular,
+    classical_baselines,
     cutoff_scorer,
     fit_on_periods,
     next_item_scorer,
@@ -30,11 +34,13 @@ from towers.evaluation.split import PERIODS, InteractionLog, TimeSplit, as_int64
 __all__ = [
     "EASE",
     "EASE_LAMBDAS",
+    "EASE_MAX_ITEMS",
     "HEAD_SHARE",
     "KS",
     "MRR_DEPTH",
     "PERIODS",
     "POPULARITY_BUCKETS",
+    "RECENT_WINDOWS_DAYS",
     "TAIL_MAX_COUNT",
     "CategoryIndex",
     "CutoffReport",
@@ -53,6 +59,7 @@ __all__ = [
     "TimeSplit",
     "as_int64_time",
     "epoch_micros",
+    "classical_baselines",
     "clustered_standard_error",
     "cutoff_scorer",
     "evaluate_at_cutoff",

@@ -35,6 +35,7 @@ from towers.features.schema import FeatureSchema
 SPLIT_COLUMN = "split"
 TIMESTAMP_COLUMN = "event_timestamp"
 UNKNOWN_CATEGORY = "(none)"
+MICROS_PER_SECOND = 1_000_000  # the log's timestamps are epoch microseconds
 
 
 class Embedder(Protocol):
@@ -86,6 +87,7 @@ class EvaluationData:
             np.asarray(table.column(SPLIT_COLUMN).to_pylist(), dtype=object).astype(str),
             len(user_ids),
             len(item_ids),
+            MICROS_PER_SECOND,
         )
         if schema.item_category and schema.item_category in corpus.column_names:
             categories = [_category_list(v) for v in corpus.column(schema.item_category).to_pylist()]

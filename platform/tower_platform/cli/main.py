@@ -1,7 +1,7 @@
 """``towerctl``: the root app of the admin CLI.
 
 One sub-app per noun (``data``, ``features``, ``models``, ``embeddings``, ``db``, ``monitor``) plus the top-level
-verbs (``train``, ``evaluate``, ``recommend``, ``run``, ``quickstart``). Errors from :mod:`tower_platform.errors`
+verbs (``train``, ``evaluate``, ``tune``, ``recommend``, ``run``, ``quickstart``). Errors from :mod:`tower_platform.errors`
 are converted once, here at the edge: message to stderr, exit code from the hierarchy, traceback only with
 ``--verbose``. Heavy imports (feast, torch, qdrant_client) happen inside the commands that need them.
 """
@@ -14,7 +14,7 @@ import traceback
 import typer
 from typer.core import TyperGroup
 
-from tower_platform.cli import data, db, embeddings, features, models, monitor, pipeline, recommend, train
+from tower_platform.cli import data, db, embeddings, features, models, monitor, pipeline, recommend, train, tune
 from tower_platform.cli import warning_filter
 from tower_platform.cli.output import err_console
 from tower_platform.errors import TowerError, map_towers_error
@@ -74,6 +74,7 @@ app.add_typer(data.data_app, name="data")
 app.add_typer(features.features_app, name="features")
 app.command("train")(train.train_command)
 app.command("evaluate")(train.evaluate_command)
+app.command("tune")(tune.tune_command)
 app.add_typer(models.models_app, name="models")
 app.add_typer(embeddings.embeddings_app, name="embeddings")
 app.command("recommend")(recommend.recommend_command)

@@ -165,8 +165,18 @@ def _train(config: Path | None, overrides: list[str], *, refit: bool, register: 
 def evaluate_command(
     config: Path | None = _CONFIG,
     artifact_dir: Path | None = typer.Option(None, "--artifacts", help="An export folder to evaluate (towers.pt)."),
-    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also run MostPopular, ItemKNN, EASE."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines",
+                                   help="Also run MostPopular (all time and recent windows), ItemKNN, EASE."),
     ease_l2: float = typer.Option(200.0, "--ease-l2", help="EASE regularisation (tune it on validation)."),
+    ease_max_items: int | None = typer.Option(
+        None, "--ease-max-items", min=0,
+        help="EASE covers only the N most interacted fit items (default 10,000; 0: every fit item); "
+             "the others are never recommended by it."),
+    ease_min_count: int = typer.Option(1, "--ease-min-count", min=1,
+                                       help="EASE covers only items with at least this many fit interactions."),
+    recent_days: list[float] = typer.Option(
+        [], "--recent-days",
+        help="MostPopular over the last N days of the fit data (repeatable; default 7 and 30)."),
     stage: str = typer.Option("test", "--stage", help="test (fit on train + validation) or validation (fit on train)."),
     as_json: bool = _JSON,
 ) -> None:
@@ -175,13 +185,15 @@ def evaluate_command(
     from tower_platform.errors import UsageError
     from tower_platform.features.training_set import build_training_set
     from tower_platform.pipeline.train import split_times
-    from towers.evaluation import EASE, EvaluationData, ItemKNN, MostPopular
+    from towers.evaluation import EASE, EASE_MAX_ITEMS, RECENT_WINDOWS_DAYS, EvaluationData, classical_baselines
     from towers.training import TrainedTowers
 
     if stage not in ("test", "validation"):
         raise UsageError(f"--stage {stage!r} must be 'test' or 'validation'.")
     if artifact_dir is None and not baselines:
         raise UsageError("Nothing to evaluate: pass --artifacts FOLDER and/or --baselines.")
+    if any(days <= 0 for days in recent_days):
+        raise UsageError(f"--recent-days {min(recent_days):g} must be a number of days > 0, e.g. --recent-days 7.")
     settings = get_settings()
     dataset = load_dataset_config(config_path(config))
     store = context.feature_store(settings)
@@ -192,8 +204,13 @@ def evaluate_command(
     data = EvaluationData.build(training_set.table, corpus=corpus, schema=training_set.schema)
     reports: dict[str, Any] = {}
     if baselines:
-        for name, model in (("MostPopular", MostPopular()), ("ItemKNN", ItemKNN()), (f"EASE (l2 {ease_l2:g})", EASE(l2=ease_l2))):
+        max_items = EASE_MAX_ITEMS if ease_max_items is None else (ease_max_items or None)
+        models = classical_baselines(ease_l2=ease_l2, ease_max_items=max_items, ease_min_count=ease_min_count,
+                                     recent_days=recent_days or RECENT_WINDOWS_DAYS)
+        for name, model in models.items():
             reports[name] = data.evaluate_baseline(model, fit_periods=fit, eval_period=stage)
+            if isinstance(model, EASE):
+                err_console.print(model.describe(), highlight=False)
     if artifact_dir is not None:
         from tower_platform.errors import NotFoundError
         from tower_platform.pipeline.export import CHECKPOINT_FILE
