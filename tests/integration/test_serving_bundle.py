@@ -197,7 +197,8 @@ def test_the_bundle_holds_the_registered_tower_and_every_serving_fact(deployment
     assert "user_history__recent_items" in features["feature_names"]
     assert all("__" in name for name in features["feature_names"])  # full names only
     assert features["user_id_input"] == "user_id"  # DAT is on in the bundled config: the tower takes the id
-    assert set(features["elapsed_features"]) == {"user_history__days_since_first"}
+    assert set(features["elapsed_features"]) == {  # of both towers: the item tower's too, for the writer
+        "user_history__days_since_first", "user_history__days_since_previous", "item_stats__days_since_first"}
     assert features["elapsed_features"]["user_history__days_since_first"]["unit_seconds"] == 86400.0
     inputs = {i["name"]: i for i in manifest["query_tower"]["inputs"]}
     assert inputs["user_history__recent_items"]["padded_length"] == 20 and inputs["user_history__recent_items"][
@@ -214,7 +215,9 @@ def test_the_bundle_holds_the_registered_tower_and_every_serving_fact(deployment
     serving = OnnxTower(bundle_v1 / "query.onnx").metadata.serving
     assert serving.declared and serving.query_feature_service == "query_features"
     assert (serving.exclude_feature, serving.payload_version_field) == ("user_history__recent_items", "model_version")
-    assert serving.elapsed_features == {"user_history__days_since_first": 86400.0}
+    assert serving.elapsed_features == {"user_history__days_since_first": 86400.0,
+                                        "user_history__days_since_previous": 86400.0,
+                                        "item_stats__days_since_first": 86400.0}
 
 
 def test_the_bundle_command_refuses_what_it_cannot_serve(deployment, bundle_v1):

@@ -224,7 +224,7 @@ def test_latest_small_config_gives_todays_row_counts(tmp_path):
     from tower_platform.paths import bundled_config
 
     report = ingest(load_dataset_config(bundled_config()), home_dir=tmp_path)
-    assert report.rows == {"interactions": 100_836, "item_profile": 9_742, "user_history": 85_046, "item_stats": 109_280}
+    assert report.rows == {"interactions": 100_836, "item_profile": 9_742, "user_history": 85_046, "item_stats": 303_518}
     assert (report.first_event.isoformat(), report.last_event.isoformat()) == (
         "1996-03-29T18:36:55+00:00", "2018-09-24T14:27:30+00:00")
     profile = pq.read_table(tmp_path / "sources" / "item_profile.parquet").slice(0, 1).to_pylist()[0]
@@ -239,7 +239,7 @@ def test_100k_config_gives_todays_row_counts_users_and_latin1_titles(tmp_path):
 
     report = ingest(load_dataset_config(bundled_config("movielens-100k")), home_dir=tmp_path, source=ML100K)
     assert report.rows == {"interactions": 100_000, "item_profile": 1_682, "user_history": 49_439, "user_profile": 943,
-                           "item_stats": 66_594}
+                           "item_stats": 141_449}
     items = pq.read_table(tmp_path / "sources" / "item_profile.parquet")
     first = items.slice(0, 1).to_pylist()[0]
     assert first["genres"] == ["Animation", "Children's", "Comedy"] and first["release_year"] == 1995.0
