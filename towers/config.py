@@ -29,6 +29,7 @@ from towers.errors import TowersConfigError
 
 OptimizerName = Literal["adamw", "adagrad"]
 LossFunction = Literal["softmax", "bce"]
+EstimatorUpdate = Literal["occurrence", "presence"]
 Masking = Literal["random", "correlated"]
 SslSampling = Literal["corpus", "training"]
 UnseenId = Literal["zero", "learned"]
@@ -84,6 +85,8 @@ class LossConfig:
     estimator_buckets: int = 1 << 16  # H, size of each array of the streaming frequency estimator
     estimator_hashes: int = 2  # m, number of arrays (the multi-hash variant when > 1)
     estimator_alpha: float = 0.01  # learning rate of the estimator
+    estimator_update: EstimatorUpdate = "occurrence"  # "occurrence": expected copies per batch (Yi et al.);
+    # "presence": the former form, P(item appears in a batch), de-duplicated per batch and capped at 1
 
     def __post_init__(self) -> None:
         _require(self.temperature > 0, "loss.temperature", "> 0", self.temperature)

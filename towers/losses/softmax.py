@@ -3,17 +3,21 @@
 Notation: B queries, N candidates (the B in-batch items, then B' items sampled uniformly from the corpus), D dims.
 The positive of query i is candidate i. With mixed negatives the candidates' log sampling probabilities are
 
-    log q_j = log p_j              for an in-batch candidate j < B (p_j: the streaming estimate of the probability
-                                   that item j appears in a training batch)
-    log q_j = log(B' / |corpus|)   for a uniformly sampled candidate j >= B (the probability that a given corpus item
-                                   is among the B' uniform draws of a step, B' << |corpus|)
+    log q_j = log p_j              for an in-batch candidate j < B (p_j: the streaming estimate of the expected
+                                   number of occurrences of item j in a training batch)
+    log q_j = log(B' / |corpus|)   for a uniformly sampled candidate j >= B (the expected number of times a given
+                                   corpus item is among the B' draws with replacement of a step; > 1 when B' > |corpus|)
 
 and the corrected logit is s^c(x_i, y_j) = <q_i, v_j> / tau - log q_j (Yi et al., RecSys 2019; the positive is
 corrected too). Accidental hits (candidate j != i carrying the same item as the positive of i) get logit -inf.
 The loss is L = -(1/B) * sum_i r_i * log softmax_j(s^c(x_i, .))_i with reward weights r_i. Queued item embeddings
-(``towers/sampling/queue.py``) are further candidates after the uniform ones, with log q_j = log(min(1, p_j * Q / B)); a
+(``towers/sampling/queue.py``) are further candidates after the uniform ones, with log q_j = log(p_j * Q / B); a
 candidate ``excluded`` for row i (a queued copy of its positive) gets logit -inf there too. ``sampled_binary_cross_
 entropy`` is the alternative main loss: a logistic loss on the positive and on S random negatives.
+
+Logits are computed in float32 even under autocast (``full_precision``): inside ``torch.autocast`` a matmul of
+float32 tensors still runs in bf16/fp16, which would round logits of ~20 (tau = 0.05) by ~0.06 and the sampling
+correction with them.
 """
 
 from __future__ import annotations
@@ -24,9 +28,15 @@ import torch
 import torch.nn.functional as F
 
 
+def full_precision(tensor: torch.Tensor) -> torch.autocast:
+    """A context that switches autocast off on ``tensor``'s device, so casts to float32 inside it hold."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
 def similarity_logits(queries: torch.Tensor, candidates: torch.Tensor, *, temperature: float) -> torch.Tensor:
-    """queries [B, D], candidates [N, D] -> logits [B, N] = <q_i, v_j> / temperature."""
-    return queries @ candidates.transpose(0, 1) / temperature  # [B, N]
+    """queries [B, D], candidates [N, D] -> float32 logits [B, N] = <q_i, v_j> / temperature (autocast or not)."""
+    with full_precision(queries):
+        return queries.float() @ candidates.float().transpose(0, 1) / temperature  # [B, N]
 
 
 def correct_sampling_bias(logits: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -35,8 +45,9 @@ def correct_sampling_bias(logits: torch.Tensor, log_q: torch.Tensor) -> torch.Te
 
 
 def uniform_log_q(num_sampled: int, corpus_size: int, *, device: torch.device | None = None) -> torch.Tensor:
-    """log q [B'] of B' candidates drawn uniformly (with replacement) from a corpus: log(B' / |corpus|) each."""
-    value = math.log(min(num_sampled / corpus_size, 1.0))
+    """log q [B'] of B' candidates drawn uniformly (with replacement) from a corpus: log(B' / |corpus|) each, the
+    expected number of draws of an item (uncapped: B' > |corpus| draws an item more than once on average)."""
+    value = math.log(num_sampled / corpus_size)
     return torch.full((num_sampled,), value, dtype=torch.float32, device=device)  # [B']
 
 
@@ -69,10 +80,11 @@ def weighted_softmax_cross_entropy(logits: torch.Tensor, *, weights: torch.Tenso
     L = (1/B) * sum_i r_i * (logsumexp_j logits[i, j] - logits[i, i]); r_i = 1 when weights is None.
     """
     labels = torch.arange(logits.shape[0], device=logits.device)  # [B]
-    per_example = F.cross_entropy(logits.float(), labels, reduction="none")  # [B]
-    if weights is not None:
-        per_example = per_example * weights.to(per_example.dtype)
-    return per_example.mean()
+    with full_precision(logits):
+        per_example = F.cross_entropy(logits.float(), labels, reduction="none")  # [B]
+        if weights is not None:
+            per_example = per_example * weights.to(per_example.dtype)
+        return per_example.mean()
 
 
 def in_batch_softmax_loss(
@@ -89,7 +101,7 @@ def in_batch_softmax_loss(
     """The composed loss: queries [B, D], candidates [N, D] (first B are the positives), log_q [N] or None for the
     plain softmax, positive_ids [B] and candidate_ids [N] to remove accidental hits (both or neither), weights [B],
     excluded bool [B, N]: candidates that are never negatives of row i (e.g. queued copies of its positive)."""
-    logits = similarity_logits(queries.float(), candidates.float(), temperature=temperature)  # [B, N]
+    logits = similarity_logits(queries, candidates, temperature=temperature)  # [B, N] float32
     if log_q is not None:
         logits = correct_sampling_bias(logits, log_q)
     if positive_ids is not None and candidate_ids is not None:
@@ -115,12 +127,13 @@ def sampled_binary_cross_entropy(
     L = (1/B) * sum_i r_i * (softplus(-s_ii) + sum_s softplus(s_is)), s = <q, v> / temperature; a negative that is
     row i's own positive item (positive_ids [B] == negative_ids [S]) is left out of row i.
     """
-    positive = (queries.float() * positives.float()).sum(dim=1) / temperature  # [B]
-    negative = similarity_logits(queries.float(), negatives.float(), temperature=temperature)  # [B, S]
-    negative_terms = F.softplus(negative)  # [B, S]
-    if positive_ids is not None and negative_ids is not None:
-        negative_terms = negative_terms * (positive_ids.unsqueeze(1) != negative_ids.unsqueeze(0)).to(negative.dtype)
-    per_example = F.softplus(-positive) + negative_terms.sum(dim=1)  # [B]
-    if weights is not None:
-        per_example = per_example * weights.to(per_example.dtype)
-    return per_example.mean()
+    with full_precision(queries):
+        positive = (queries.float() * positives.float()).sum(dim=1) / temperature  # [B]
+        negative = similarity_logits(queries, negatives, temperature=temperature)  # [B, S]
+        negative_terms = F.softplus(negative)  # [B, S]
+        if positive_ids is not None and negative_ids is not None:
+            negative_terms = negative_terms * (positive_ids.unsqueeze(1) != negative_ids.unsqueeze(0)).to(negative.dtype)
+        per_example = F.softplus(-positive) + negative_terms.sum(dim=1)  # [B]
+        if weights is not None:
+            per_example = per_example * weights.to(per_example.dtype)
+        return per_example.mean()

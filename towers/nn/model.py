@@ -16,7 +16,7 @@ from towers.errors import TowersConfigError
 from towers.features.encoder import FeatureEncoders
 from towers.features.schema import FeatureSpec
 from towers.nn.augmented import AugmentedVectors
-from towers.nn.tower import Tower, added_id
+from towers.nn.tower import Tower, unembedded_id
 
 
 class TwoTowerModel(nn.Module):
@@ -40,12 +40,12 @@ class TwoTowerModel(nn.Module):
             item_augmented = self._augmented_vectors(encoders, item_specs, schema.item_id)
         self.query_tower = Tower(
             query_specs, tables=tables, encoders=encoders, config=config,
-            skip_embedding=added_id(schema.user_id, schema.query, wanted=config.encoders.use_user_id),
+            skip_embedding=unembedded_id(schema.user_id, wanted=config.encoders.use_user_id),
             augmented=query_augmented, augmented_id=schema.user_id if dat else None,
         )
         self.item_tower = Tower(
             item_specs, tables=tables, encoders=encoders, config=config,
-            skip_embedding=added_id(schema.item_id, schema.item, wanted=config.encoders.use_item_id),
+            skip_embedding=unembedded_id(schema.item_id, wanted=config.encoders.use_item_id),
             augmented=item_augmented, augmented_id=schema.item_id if dat else None,
             maskable=config.ssl.enabled,
         )

@@ -27,10 +27,10 @@ def module_key(name: str) -> str:
     return name.replace(".", "_")
 
 
-def added_id(name: str, features: tuple[FeatureSpec, ...], *, wanted: bool) -> frozenset[str]:
-    """The id column as a feature not to embed: an input only for DAT's augmented vector (not asked for, not in the
-    schema's own features)."""
-    return frozenset() if wanted or name in {f.name for f in features} else frozenset({name})
+def unembedded_id(name: str, *, wanted: bool) -> frozenset[str]:
+    """The id column as a feature not to embed when ``encoders.use_item_id`` / ``use_user_id`` is false: then it is an
+    input only for DAT's augmented vector (whether the schema lists it as a feature or not)."""
+    return frozenset() if wanted else frozenset({name})
 
 
 class Tower(nn.Module):

@@ -55,7 +55,7 @@ class RetrievalTask(nn.Module):
         self.config = config
         self.estimator = StreamingFrequencyEstimator(
             buckets=loss.estimator_buckets, hashes=loss.estimator_hashes, alpha=loss.estimator_alpha,
-            seed=config.training.seed,
+            seed=config.training.seed, update=loss.estimator_update,
         )
         self.corpus: CorpusSampler | None = None
         self.queue = ItemEmbeddingQueue(loss.queue_size, config.towers.output_dim) if loss.queue_size > 0 else None
@@ -79,9 +79,7 @@ class RetrievalTask(nn.Module):
         loss = self.config.loss
         embeddings, candidate_keys, log_q = items, keys, None
         if loss.sampling_bias_correction:
-            if self.training:
-                self.estimator.update(keys)
-            log_q = self.estimator.log_probability(keys)  # [B]
+            log_q = self.estimator.log_probability(keys)  # [B] (updated with this batch in forward)
         if loss.uniform_negatives > 0:
             corpus = self._corpus("loss.uniform_negatives > 0")
             sampled, sampled_keys = corpus.sample(loss.uniform_negatives)  # {name: [B', ...]}, [B']
@@ -139,6 +137,8 @@ class RetrievalTask(nn.Module):
         self, model: TwoTowerModel, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """A batch of tensors -> (scalar loss, logs of detached tensors: main, each auxiliary term, loss)."""
+        if self.training:  # every main loss: the estimator's state is registered with the version
+            self.estimator.update(batch[ITEM_KEY])
         queries = model.embed_queries(batch)  # [B, D]
         items = model.embed_items(batch)  # [B, D]
         if self.config.loss.function == "bce":

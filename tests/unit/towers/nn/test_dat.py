@@ -143,3 +143,32 @@ def test_dat_with_senet_exports_with_parity_and_unseen_users_get_the_default(tmp
     missing = rows.set_column(rows.column_names.index("user_id"), "user_id", pa.array([None, None, None], pa.string()))
     assert np.allclose(out, towers.embed_queries(missing), atol=1e-5)  # unseen ids embed like missing ones
     assert not np.allclose(out, towers.embed_queries(rows), atol=1e-3)  # known users carry their augmented vector
+
+
+def test_category_covariances_are_float32_under_bf16_autocast() -> None:
+    from towers.losses.dat import category_covariances
+
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(40, 16, generator=generator) * 3 + 10  # large means: bf16 would lose the covariance
+    categories = torch.tensor([1] * 20 + [2] * 20)
+    expected = category_alignment_loss(embeddings, categories, min_items=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        covariances, _ = category_covariances(embeddings, categories, min_items=2)
+        loss = category_alignment_loss(embeddings, categories, min_items=2)
+    assert covariances.dtype == torch.float32
+    assert torch.allclose(covariances[0], torch.cov(embeddings[:20].T), atol=1e-4)
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_bce_main_loss_updates_the_frequency_estimator() -> None:
+    # the registered frequency_estimator.npz comes from this state; before the fix it stayed all zeros under bce
+    config = TowerConfig().with_overrides({"embedding_dim": 8, "hidden_dims": [16], "output_dim": 8,
+                                           "loss.function": "bce", "bce_negatives": 4})
+    model, batch = _model(config)
+    model.attach_corpus({n: batch[n] for n in model.model.item_names}, batch[ITEM_KEY])
+    model.loss(batch)
+    state = model.task.estimator.state_arrays()
+    assert int(state["step"]) == 1 and state["interval"].sum() > 0 and state["last_seen"].max() == 1.0
+    model.eval()
+    model.loss(batch)  # not while evaluating
+    assert int(model.task.estimator.step) == 1
