@@ -95,7 +95,7 @@ def prepare(config: TowerConfig, *, recent_len: int = 20) -> tuple[TrainableTowe
     arrays = {**encoders.encode(train, "query"), **encoders.encode(train, "item")}
     arrays[ITEM_KEY] = item_keys(train, keys, item_id="item_id")
     model = TrainableTowers.build(config, encoders)
-    if config.loss.uniform_negatives > 0:
+    if config.needs_corpus:
         corpus_arrays = encoders.encode(corpus, "item")
         model.attach_corpus(
             {n: torch.from_numpy(a) for n, a in corpus_arrays.items()},

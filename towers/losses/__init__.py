@@ -4,6 +4,7 @@ from towers.losses.dat import category_alignment_loss, category_covariances, mim
 from towers.losses.masking import FeatureMaskingTask
 from towers.losses.softmax import (
     correct_sampling_bias,
+    full_corpus_softmax_loss,
     in_batch_softmax_loss,
     mixed_negative_log_q,
     remove_accidental_hits,
@@ -18,6 +19,7 @@ __all__ = [
     "category_alignment_loss",
     "category_covariances",
     "correct_sampling_bias",
+    "full_corpus_softmax_loss",
     "in_batch_softmax_loss",
     "mimic_loss",
     "mixed_negative_log_q",

@@ -15,6 +15,10 @@ The loss is L = -(1/B) * sum_i r_i * log softmax_j(s^c(x_i, .))_i with reward we
 candidate ``excluded`` for row i (a queued copy of its positive) gets logit -inf there too. ``sampled_binary_cross_
 entropy`` is the alternative main loss: a logistic loss on the positive and on S random negatives.
 
+The exact full-corpus softmax (``full_corpus_softmax_loss``) scores every corpus item for every query and needs no
+sampling correction: L = -(1/B) * sum_i r_i * log(exp(s_ii) / (exp(s_ii) + sum_{c != y_i} exp(s_ic))), the positive
+scored with its fresh in-batch embedding and its own corpus row left out (the accidental hit of a full softmax).
+
 Logits are computed in float32 even under autocast (``full_precision``): inside ``torch.autocast`` a matmul of
 float32 tensors still runs in bf16/fp16, which would round logits of ~20 (tau = 0.05) by ~0.06 and the sampling
 correction with them.
@@ -134,6 +138,34 @@ def sampled_binary_cross_entropy(
         if positive_ids is not None and negative_ids is not None:
             negative_terms = negative_terms * (positive_ids.unsqueeze(1) != negative_ids.unsqueeze(0)).to(negative.dtype)
         per_example = F.softplus(-positive) + negative_terms.sum(dim=1)  # [B]
+        if weights is not None:
+            per_example = per_example * weights.to(per_example.dtype)
+        return per_example.mean()
+
+
+def full_corpus_softmax_loss(
+    queries: torch.Tensor,
+    positives: torch.Tensor,
+    corpus: torch.Tensor,
+    *,
+    temperature: float,
+    positive_keys: torch.Tensor,
+    corpus_keys: torch.Tensor,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The exact softmax over the whole corpus: queries [B, D], positives [B, D] (row i's item), corpus [C, D] with
+    keys corpus_keys [C], positive_keys [B] -> scalar.
+
+    Candidates of row i: its positive (column 0), then every corpus item except those with row i's key (the corpus
+    copy of the positive, replaced by column 0). A positive absent from the corpus is still column 0.
+    """
+    with full_precision(queries):
+        positive = (queries.float() * positives.float()).sum(dim=1, keepdim=True) / temperature  # [B, 1]
+        others = similarity_logits(queries, corpus, temperature=temperature)  # [B, C]
+        others = others.masked_fill(positive_keys.unsqueeze(1) == corpus_keys.unsqueeze(0), float("-inf"))  # [B, C]
+        logits = torch.cat([positive, others], dim=1)  # [B, 1 + C]
+        labels = torch.zeros(logits.shape[0], dtype=torch.int64, device=logits.device)  # [B]
+        per_example = F.cross_entropy(logits, labels, reduction="none")  # [B]
         if weights is not None:
             per_example = per_example * weights.to(per_example.dtype)
         return per_example.mean()

@@ -16,6 +16,7 @@ from towers.errors import TowersConfigError
 from towers.features.encoder import FeatureEncoders
 from towers.features.schema import FeatureSpec
 from towers.nn.augmented import AugmentedVectors
+from towers.nn.sequence import unmatched_sequences
 from towers.nn.tower import Tower, unembedded_id
 
 
@@ -33,6 +34,13 @@ class TwoTowerModel(nn.Module):
         for table in tables.values():
             nn.init.normal_(table.weight, std=0.1)
         query_specs, item_specs = encoders.specs["query"], encoders.specs["item"]
+        unknown = unmatched_sequences(config.encoders.sequences, query_specs + item_specs)
+        if unknown:
+            lists = [s.name for s in query_specs + item_specs if s.kind == "multi_categorical"]
+            raise TowersConfigError(
+                f"encoders.sequences names {', '.join(map(repr, unknown))}, which is no multi-valued feature of the "
+                f"towers; name one of {lists} (or its part after the last '__')."
+            )
         dat = config.dat.enabled
         query_augmented = item_augmented = None
         if dat:

@@ -1,8 +1,9 @@
 """A tower: feature embeddings -> MLP -> an L2-normalised vector.
 
-A tower embeds each input (categorical: one row of a table; multi_categorical: the masked mean of its rows; numeric:
-the standardised value clipped to +-Z_CLIP and a missing indicator), concatenates them, runs an MLP and
-L2-normalises the output. Optional pieces, each exported to ONNX: SENet field gating (``towers/nn/senet.py``) and
+A tower embeds each input (categorical: one row of a table; multi_categorical: the masked mean of its rows, or a
+transformer sequence encoder when ``encoders.sequences`` names the feature (``towers/nn/sequence.py``); numeric: the
+standardised value clipped to +-Z_CLIP and a missing indicator), concatenates them, runs an MLP and L2-normalises
+the output. Optional pieces, each exported to ONNX: SENet field gating (``towers/nn/senet.py``) and
 DAT augmented vectors (``towers/nn/augmented.py``); training-only: learned defaults for the SSL views' masked fields.
 """
 
@@ -18,6 +19,7 @@ from towers.features.encoder import FeatureEncoders, group_of
 from towers.features.schema import FeatureSpec
 from towers.nn.augmented import AugmentedVectors
 from towers.nn.senet import FieldGate
+from towers.nn.sequence import sequence_encoders
 
 Z_CLIP = 10.0  # standardised numeric values are clipped to [-Z_CLIP, Z_CLIP] (outliers cannot saturate a tower)
 
@@ -64,6 +66,10 @@ class Tower(nn.Module):
         self.numeric_names = [s.name for s in specs if s.kind == "numeric"]
         self.string_specs = [s for s in specs if s.kind != "numeric" and s.name not in skip_embedding]
         self.tables = nn.ModuleDict({module_key(group_of(s)): tables[group_of(s)] for s in self.string_specs})
+        encoders_by_feature = sequence_encoders(
+            tuple(self.string_specs), dim=config.towers.embedding_dim, configs=config.encoders.sequences
+        )
+        self.sequences = nn.ModuleDict({module_key(name): e for name, e in encoders_by_feature.items()})
         stats = [encoders.numeric[name] for name in self.numeric_names]
         self.register_buffer("numeric_mean", torch.tensor([s.mean for s in stats], dtype=torch.float32))  # [F_num]
         self.register_buffer("numeric_std", torch.tensor([s.std for s in stats], dtype=torch.float32))  # [F_num]
@@ -96,6 +102,8 @@ class Tower(nn.Module):
             ids = features[spec.name]
             if spec.kind == "categorical":
                 parts.append(table(ids))  # [B, E]
+            elif module_key(spec.name) in self.sequences:
+                parts.append(self.sequences[module_key(spec.name)](ids, table(ids)))  # [B, E]
             else:
                 vectors = table(ids)  # [B, L, E]
                 mask = (ids != 0).to(vectors.dtype).unsqueeze(-1)  # [B, L, 1]

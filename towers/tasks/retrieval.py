@@ -2,17 +2,28 @@
 
 Given the query embeddings [B, D] and the positive items' embeddings [B, D] of a batch, the task
 
-1. assembles the candidates: the B in-batch items, then B' items drawn uniformly from the corpus (mixed negatives),
-   then the Q queued embeddings of earlier batches (``towers/sampling/queue.py``);
-2. assembles log q [N] of every candidate: the streaming frequency estimate for in-batch and queued items
-   (``towers/sampling/frequency.py``), log(B' / |corpus|) for uniform ones (``towers/losses/softmax.py``);
+1. assembles the candidates (``loss.negatives="sampled"``): the B in-batch items, then B' items drawn uniformly
+   from the corpus (mixed negatives), then the Q queued embeddings of earlier batches (``towers/sampling/queue.py``);
+2. assembles log q [N] of every candidate: the streaming frequency estimate of the expected copies per batch for
+   in-batch and queued items (``towers/sampling/frequency.py``), log(B' / |corpus|) for uniform ones
+   (``towers/losses/softmax.py``);
 3. applies the loss: the corrected softmax with accidental hits removed (queued copies of a row's positive are
-   excluded from that row), or the sampled binary cross-entropy (``loss.function="bce"``);
+   excluded from that row), the sampled binary cross-entropy (``loss.function="bce"``), or the exact softmax over
+   every corpus item (``loss.negatives="full_corpus"``: no sampling, no correction; the corpus embeddings come from
+   ``towers/sampling/corpus_table.py``);
 4. adds the auxiliary objectives it composes (``towers/tasks/auxiliary.py``), each with its weight:
 
     L = L_main + ssl.weight * L_ssl + lambda1 * L_mimic_u + lambda2 * L_mimic_v + lambda3 * L_CA
 
 and returns ``(loss, logs)`` with every term detached for logging. The towers only embed.
+
+Which negatives to use: the exact full-corpus softmax when the item tower can run over the whole corpus at every
+step (up to ~100k items on a GPU, ~10-20k on a CPU; ``loss.corpus_refresh_steps`` > 1 trades exact item gradients for
+speed); otherwise in-batch negatives with the sampling-bias correction plus many uniform negatives
+(``loss.uniform_negatives`` in the thousands), which approach it at a cost that does not grow with the corpus.
+
+Seams: ``candidates`` (the sampled path's candidate set and log q) and ``corpus_embeddings`` (the full-corpus path's
+candidates) are the two places a distributed trainer widens the candidate set with other ranks' items.
 """
 
 from __future__ import annotations
@@ -25,9 +36,15 @@ from torch import nn
 from towers.config import TowerConfig
 from towers.errors import TowersConfigError
 from towers.features.schema import ITEM_KEY, WEIGHT
-from towers.losses.softmax import in_batch_softmax_loss, mixed_negative_log_q, sampled_binary_cross_entropy
+from towers.losses.softmax import (
+    full_corpus_softmax_loss,
+    in_batch_softmax_loss,
+    mixed_negative_log_q,
+    sampled_binary_cross_entropy,
+)
 from towers.nn.model import TwoTowerModel
 from towers.sampling.corpus import CorpusSampler
+from towers.sampling.corpus_table import CorpusEmbeddingTable
 from towers.sampling.frequency import StreamingFrequencyEstimator
 from towers.sampling.queue import ItemEmbeddingQueue
 from towers.tasks.auxiliary import AuxiliaryLoss
@@ -59,6 +76,7 @@ class RetrievalTask(nn.Module):
         )
         self.corpus: CorpusSampler | None = None
         self.queue = ItemEmbeddingQueue(loss.queue_size, config.towers.output_dim) if loss.queue_size > 0 else None
+        self.corpus_table = CorpusEmbeddingTable(loss.corpus_refresh_steps)
         self.auxiliaries = nn.ModuleList(auxiliaries)
 
     def attach_corpus(self, features: dict[str, torch.Tensor], keys: torch.Tensor, *, model: TwoTowerModel) -> None:
@@ -122,6 +140,25 @@ class RetrievalTask(nn.Module):
             excluded=candidates.excluded,
         )
 
+    def corpus_embeddings(
+        self, items: torch.Tensor, keys: torch.Tensor, *, model: TwoTowerModel
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The full-corpus candidates: (embeddings [C, D], keys [C]) of every corpus item."""
+        corpus = self._corpus("loss.negatives='full_corpus'")
+        embeddings = self.corpus_table.embeddings(model.item_tower, corpus, items=items, keys=keys)  # [C, D]
+        return embeddings, corpus.keys
+
+    def full_corpus_loss(
+        self, queries: torch.Tensor, items: torch.Tensor, batch: dict[str, torch.Tensor], *, model: TwoTowerModel
+    ) -> torch.Tensor:
+        """The exact softmax over every corpus item (no sampling, so no correction)."""
+        keys = batch[ITEM_KEY]  # [B]
+        corpus, corpus_keys = self.corpus_embeddings(items, keys, model=model)
+        return full_corpus_softmax_loss(
+            queries, items, corpus, temperature=self.config.loss.temperature, positive_keys=keys,
+            corpus_keys=corpus_keys, weights=batch.get(WEIGHT),
+        )
+
     def bce_loss(
         self, queries: torch.Tensor, items: torch.Tensor, batch: dict[str, torch.Tensor], *, model: TwoTowerModel
     ) -> torch.Tensor:
@@ -143,6 +180,8 @@ class RetrievalTask(nn.Module):
         items = model.embed_items(batch)  # [B, D]
         if self.config.loss.function == "bce":
             main = self.bce_loss(queries, items, batch, model=model)
+        elif self.config.loss.negatives == "full_corpus":
+            main = self.full_corpus_loss(queries, items, batch, model=model)
         else:
             main = self.softmax_loss(queries, items, batch, model=model)
         total, logs = main, {"main": main.detach()}
