@@ -37,6 +37,7 @@ SslSampling = Literal["corpus", "training"]
 UnseenId = Literal["zero", "learned"]
 Pooling = Literal["mean", "attention", "last"]
 Positions = Literal["learned", "none"]
+ItemFeatureSource = Literal["event", "corpus"]
 
 
 def _require(condition: bool, key: str, rule: str, value: Any) -> None:
@@ -81,9 +82,15 @@ class EncoderConfig:
     use_user_id: bool = False  # the user id column is an input of the query tower (vocab group "user_id")
     sequences: Sequences = ()  # {feature: SequenceConfig} as sorted pairs (a mapping in YAML and to_dict); a
     # multi-valued feature not named here is mean-pooled
+    item_features: ItemFeatureSource = "event"  # a training row's item features: "event" = as of its event (the
+    # training set's point-in-time columns); "corpus" = the corpus's, as of the fit data's cutoff, the same features
+    # as corpus-drawn negatives and the served embeddings (time-varying item features then do not tell positives
+    # from uniform negatives by their date)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sequences", _sequences(self.sequences, key="encoders.sequences"))
+        _require(self.item_features in ("event", "corpus"), "encoders.item_features", "'event' or 'corpus'",
+                 self.item_features)
         _require(self.min_count >= 1, "encoders.min_count", ">= 1", self.min_count)
         _require(self.oov_buckets >= 1, "encoders.oov_buckets", ">= 1", self.oov_buckets)
         _require(self.max_vocab_size is None or self.max_vocab_size >= 1, "encoders.max_vocab_size", ">= 1 or null",

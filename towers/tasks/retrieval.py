@@ -140,22 +140,26 @@ class RetrievalTask(nn.Module):
             excluded=candidates.excluded,
         )
 
-    def corpus_embeddings(
-        self, items: torch.Tensor, keys: torch.Tensor, *, model: TwoTowerModel
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The full-corpus candidates: (embeddings [C, D], keys [C]) of every corpus item."""
+    def corpus_embeddings(self, keys: torch.Tensor, *, model: TwoTowerModel) -> tuple[torch.Tensor, torch.Tensor]:
+        """The full-corpus candidates: (embeddings [C, D], keys [C]) of every corpus item (the batch's items ``keys``
+        [B] fresh in a cached table)."""
         corpus = self._corpus("loss.negatives='full_corpus'")
-        embeddings = self.corpus_table.embeddings(model.item_tower, corpus, items=items, keys=keys)  # [C, D]
+        embeddings = self.corpus_table.embeddings(model.item_tower, corpus, keys=keys)  # [C, D]
         return embeddings, corpus.keys
 
     def full_corpus_loss(
         self, queries: torch.Tensor, items: torch.Tensor, batch: dict[str, torch.Tensor], *, model: TwoTowerModel
     ) -> torch.Tensor:
-        """The exact softmax over every corpus item (no sampling, so no correction)."""
+        """The exact softmax over every corpus item (no sampling, so no correction). The positive is scored with its
+        corpus row, like every negative: a training row's own item features are as of its event, the corpus's as of
+        the cutoff, and mixing the two lets the towers tell positives by their features' date (a time-varying count
+        is lower on the positive). A positive absent from the corpus keeps its in-batch embedding."""
         keys = batch[ITEM_KEY]  # [B]
-        corpus, corpus_keys = self.corpus_embeddings(items, keys, model=model)
+        corpus, corpus_keys = self.corpus_embeddings(keys, model=model)
+        rows = self.corpus_table.rows_of(self._corpus("loss.negatives='full_corpus'"), keys)  # [B], -1: absent
+        positives = torch.where((rows >= 0).unsqueeze(1), corpus[rows.clamp(min=0)].to(items.dtype), items)  # [B, D]
         return full_corpus_softmax_loss(
-            queries, items, corpus, temperature=self.config.loss.temperature, positive_keys=keys,
+            queries, positives, corpus, temperature=self.config.loss.temperature, positive_keys=keys,
             corpus_keys=corpus_keys, weights=batch.get(WEIGHT),
         )
 

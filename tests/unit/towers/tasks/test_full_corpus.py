@@ -100,3 +100,22 @@ def test_full_corpus_training_lowers_the_loss() -> None:
     assert model.task.estimator.step.item() == 30  # the estimator is kept for the registry either way
     assert loss.item() < first - 0.5  # about log(300) = 5.7 at the start
     assert batch[ITEM_KEY].max() < model.task.corpus.size
+
+
+def test_the_positive_is_scored_with_its_corpus_features_like_every_negative() -> None:
+    # a training row's item features are as of its event, the corpus's as of the cutoff; a positive embedded from
+    # its own (older) features would differ from all negatives in a way the towers learn to spot
+    from synthetic_interactions import ITEM_YEAR
+
+    model, batch = trainable_towers(FULL)
+    model.eval()  # no dropout: the same inputs give the same loss
+    batch = {name: tensor[:40] for name, tensor in batch.items()}
+    with torch.no_grad():
+        loss, _ = model.loss(batch)
+        older = dict(batch, **{ITEM_YEAR: batch[ITEM_YEAR] - 30.0})  # the rows' own features changed
+        assert model.loss(older)[0].item() == pytest.approx(loss.item(), abs=1e-6)
+        corpus = model.model.item_tower(model.task.corpus.features())  # [C, D]
+        queries = model.model.embed_queries(batch)
+        rows = model.task.corpus_table.rows_of(model.task.corpus, batch[ITEM_KEY])
+        expected = torch.nn.functional.cross_entropy(queries @ corpus.T / 1.0, rows)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
