@@ -40,7 +40,15 @@ def full_precision(tensor: torch.Tensor) -> torch.autocast:
 def similarity_logits(queries: torch.Tensor, candidates: torch.Tensor, *, temperature: float) -> torch.Tensor:
     """queries [B, D], candidates [N, D] -> float32 logits [B, N] = <q_i, v_j> / temperature (autocast or not)."""
     with full_precision(queries):
-        return queries.float() @ candidates.float().transpose(0, 1) / temperature  # [B, N]
+        return (queries.float() / temperature) @ candidates.float().transpose(0, 1)  # [B, N] (1/tau on [B, D])
+
+
+def corrected_logits(
+    queries: torch.Tensor, candidates: torch.Tensor, log_q: torch.Tensor, *, temperature: float
+) -> torch.Tensor:
+    """<q_i, v_j> / tau - log q_j [B, N] in one fused matmul-plus-bias (float32 under autocast too)."""
+    with full_precision(queries):
+        return torch.addmm(-log_q.float(), queries.float() / temperature, candidates.float().transpose(0, 1))
 
 
 def correct_sampling_bias(logits: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -72,10 +80,9 @@ def remove_accidental_hits(
     with -inf where candidate_ids[j] == positive_ids[i] and j != i.
     """
     same_item = positive_ids.unsqueeze(1) == candidate_ids.unsqueeze(0)  # [B, N]
-    diagonal = torch.zeros_like(same_item)
     rows = torch.arange(logits.shape[0], device=logits.device)
-    diagonal[rows, rows] = True
-    return logits.masked_fill(same_item & ~diagonal, float("-inf"))  # [B, N]
+    same_item[rows, rows] = False  # the diagonal is the positive itself
+    return logits.masked_fill(same_item, float("-inf"))  # [B, N]
 
 
 def weighted_softmax_cross_entropy(logits: torch.Tensor, *, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -105,9 +112,10 @@ def in_batch_softmax_loss(
     """The composed loss: queries [B, D], candidates [N, D] (first B are the positives), log_q [N] or None for the
     plain softmax, positive_ids [B] and candidate_ids [N] to remove accidental hits (both or neither), weights [B],
     excluded bool [B, N]: candidates that are never negatives of row i (e.g. queued copies of its positive)."""
-    logits = similarity_logits(queries, candidates, temperature=temperature)  # [B, N] float32
     if log_q is not None:
-        logits = correct_sampling_bias(logits, log_q)
+        logits = corrected_logits(queries, candidates, log_q, temperature=temperature)  # [B, N] float32
+    else:
+        logits = similarity_logits(queries, candidates, temperature=temperature)  # [B, N] float32
     if positive_ids is not None and candidate_ids is not None:
         logits = remove_accidental_hits(logits, positive_ids, candidate_ids)
     if excluded is not None:
