@@ -58,8 +58,12 @@ class SequenceConfig:
     feedforward: int = 128  # hidden width of each layer's feed-forward block
     dropout: float = 0.1  # dropout on the inputs, attention weights and residual branches (training only)
     positions: Positions = "learned"  # "learned": a position (recency rank) embedding per slot; "none"
+    width: int | None = None  # model width of the layers (the item vectors are projected to it); None: embedding_dim
+    length: int | None = None  # only the first (most recent) ``length`` slots of the list; None: all of them
 
     def __post_init__(self) -> None:
+        _require(self.width is None or self.width >= 1, "encoders.sequences.*.width", ">= 1 or null", self.width)
+        _require(self.length is None or self.length >= 1, "encoders.sequences.*.length", ">= 1 or null", self.length)
         _require(self.pooling in ("mean", "attention", "last"), "encoders.sequences.*.pooling",
                  "'mean', 'attention' or 'last'", self.pooling)
         _require(self.layers >= 0, "encoders.sequences.*.layers", ">= 0", self.layers)

@@ -2,13 +2,14 @@
 known history), pooled to one field of the tower.
 
 Input: ids [B, L] of a padded list (0 = padding; the platform's recent items are most recent first, so position 0
-is the most recent item) and their vectors [B, L, E] from the feature's (shared) embedding table. Steps:
+is the most recent item) and their vectors [B, L, E] from the feature's (shared) embedding table; ``length`` keeps
+the first L' <= L slots and ``width`` W projects the vectors to the layers' width (cost grows with L' * W^2). Steps:
 
-    x = vectors + P[position]                          learned position (recency rank) embeddings, optional
+    x = W_in vectors + P[position]                     learned position (recency rank) embeddings, optional
     x = layer_n(... layer_1(x))                        pre-norm layers: x + MHA(LN(x)), x + FFN(LN(x)); padded keys
                                                        get -inf attention scores
     x = LN(x)
-    out = x[:, 0]                                      pooling "last": the most recent position
+    out = x[:, 0]                                      pooling "last": the most recent position ([B, W])
         | sum_l softmax_l(<w, x_l> / sqrt(E)) x_l      pooling "attention": a learned query w over the valid positions
         | masked mean of x                             pooling "mean"
 
@@ -54,15 +55,21 @@ class SelfAttentionLayer(nn.Module):
 
 
 class SequenceEncoder(nn.Module):
-    """ids [B, L], vectors [B, L, E] -> one field [B, E] (see the module docstring)."""
+    """ids [B, L], vectors [B, L, E] -> one field [B, W] (W = ``width``, else E; see the module docstring)."""
 
     def __init__(self, *, dim: int, length: int, config: SequenceConfig, feature: str) -> None:
         super().__init__()
-        if dim % config.heads != 0:
+        width = config.width or dim
+        if width % config.heads != 0:
             raise TowersConfigError(
-                f"The sequence encoder of {feature!r} has {config.heads} heads, which do not divide "
-                f"towers.embedding_dim {dim}; pick a divisor of {dim} for encoders.sequences.*.heads."
+                f"The sequence encoder of {feature!r} has {config.heads} heads, which do not divide its width "
+                f"{width} (encoders.sequences.*.width, else towers.embedding_dim); pick a divisor of {width} for "
+                "encoders.sequences.*.heads."
             )
+        self.length = min(int(config.length or length), length)
+        self.width = width
+        self.input_projection = nn.Linear(dim, width) if width != dim else None
+        length, dim = self.length, width
         self.pooling = config.pooling
         self.positions = nn.Parameter(torch.randn(length, dim) * 0.02) if config.positions == "learned" else None
         self.layers = nn.ModuleList(
@@ -75,6 +82,9 @@ class SequenceEncoder(nn.Module):
         self.empty = nn.Parameter(torch.zeros(dim))
 
     def forward(self, ids: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        ids, vectors = ids[:, : self.length], vectors[:, : self.length]  # [B, L'], [B, L', E]
+        if self.input_projection is not None:
+            vectors = self.input_projection(vectors)  # [B, L', W]
         length = ids.shape[1]
         valid = ids != 0  # [B, L]
         empty = ~valid.any(dim=1)  # [B]

@@ -74,7 +74,10 @@ class Tower(nn.Module):
         self.register_buffer("numeric_mean", torch.tensor([s.mean for s in stats], dtype=torch.float32))  # [F_num]
         self.register_buffer("numeric_std", torch.tensor([s.std for s in stats], dtype=torch.float32))  # [F_num]
         self.field_names = [s.name for s in self.string_specs] + self.numeric_names
-        self.field_widths = [config.towers.embedding_dim] * len(self.string_specs) + [2] * len(self.numeric_names)
+        self.field_widths = [
+            encoders_by_feature[s.name].width if s.name in encoders_by_feature else config.towers.embedding_dim
+            for s in self.string_specs
+        ] + [2] * len(self.numeric_names)
         self.augmented = augmented
         self.augmented_id = augmented_id
         self.default_rate = config.dat.default_rate if augmented is not None else 0.0

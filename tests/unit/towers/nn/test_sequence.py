@@ -73,7 +73,7 @@ def test_bad_sequence_settings_are_named() -> None:
     encoders = FeatureEncoders.fit(train, schema=schema, config=TINY)
     with pytest.raises(TowersConfigError, match="names 'recent_itemz', which is no multi-valued feature"):
         TwoTowerModel(TINY.with_overrides({"encoders.sequences": {"recent_itemz": {}}}), encoders)
-    with pytest.raises(TowersConfigError, match="3 heads, which do not divide towers.embedding_dim 8"):
+    with pytest.raises(TowersConfigError, match="3 heads, which do not divide its width 8"):
         TwoTowerModel(TINY.with_overrides({"encoders.sequences": {"recent_items": {"heads": 3}}}), encoders)
     with pytest.raises(TowersConfigError, match="encoders.sequences.recent_items.pooling must be one of"):
         TowerConfig.from_dict({"encoders": {"sequences": {"recent_items": {"pooling": "max"}}}})
@@ -104,3 +104,24 @@ def test_exports_with_parity_on_padded_empty_and_full_histories(pooling: str, tm
     expected = towers.embed_queries(histories)
     assert np.abs(out - expected).max() <= 1e-5
     assert not np.allclose(out[0], out[2], atol=1e-3)  # an empty and a one-item history differ
+
+
+def test_width_and_length_shrink_the_encoder_and_still_export_with_parity(tmp_path: Path) -> None:
+    encoder = _encoder(pooling="last", layers=1, width=4, heads=2, length=3)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    vectors = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(4))
+    changed = vectors.clone()
+    changed[:, 3:] += 5.0  # slots beyond the first three are never read
+    with torch.no_grad():
+        out = encoder(ids, vectors)
+        assert out.shape == (1, 4) and torch.allclose(out, encoder(ids, changed), atol=1e-6)
+    assert encoder.positions is not None and encoder.positions.shape == (3, 4)
+    config = TINY.with_overrides({"encoders.sequences": {"recent_items": {"width": 4, "heads": 2, "length": 3}}})
+    train, corpus = training_table(n_users=40, per_user=10), corpus_table()
+    towers = fit_two_tower(train, corpus=corpus, schema=feature_schema(), config=config, progress=False)
+    assert towers.model.query_tower.field_widths[0] == 4
+    tokens = towers.encoders.vocabularies["item_id"].tokens
+    sample = pa.concat_tables([train.slice(0, 20), _histories(train, tokens)])
+    result = towers.export(tmp_path, model_name="m", model_version=1, feature_service="fs", sample=sample,
+                           item_sample=corpus.slice(0, 20))
+    assert result.max_abs_diff <= 1e-5
