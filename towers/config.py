@@ -56,7 +56,8 @@ class SequenceConfig:
     layers: int = 1  # transformer encoder layers (0: positions and pooling only)
     heads: int = 2  # attention heads; towers.embedding_dim must be divisible by it
     feedforward: int = 128  # hidden width of each layer's feed-forward block
-    dropout: float = 0.1  # dropout on the inputs, attention weights and residual branches (training only)
+    dropout: float = 0.0  # dropout on the inputs, attention weights and residual branches (training only; its random
+    # masks cost about as much as the layers on a CPU)
     positions: Positions = "learned"  # "learned": a position (recency rank) embedding per slot; "none"
     width: int | None = None  # model width of the layers (the item vectors are projected to it); None: embedding_dim
     length: int | None = None  # only the first (most recent) ``length`` slots of the list; None: all of them

@@ -61,14 +61,15 @@ def category_alignment_loss(embeddings: torch.Tensor, categories: torch.Tensor, 
     """embeddings [B, D] (item tower outputs), categories int64 [B] -> sum_k ||C(major) - C(k)||_F^2 (a float32
     scalar; zero when fewer than two categories have ``min_items`` rows).
 
-    Computed from the Gram matrix of the centred rows, never from the D x D covariances: with w_k = 1 / (n_k - 1),
-    <C_a, C_b> = w_a * w_b * sum_{i in a, j in b} (x_i . x_j)^2, so with T[a, b] = sum_{i in a, j in b} G_ij^2,
+    With rows centred by their category's mean, w_k = 1 / (n_k - 1), S = X_major^T X_major [D, D] and
+    T_kk = ||X_k^T X_k||_F^2 = sum_{i, j in k} (x_i . x_j)^2, the expansion of the squared norms gives
 
-        L = sum_k (w_k^2 T[k, k] - 2 w_k w_major T[k, major] + w_major^2 T[major, major]).
+        L = sum_{k != major} w_k^2 T_kk  +  (K + 1) w_major^2 ||S||_F^2  -  2 w_major sum_i w_{k(i)} x_i^T S x_i
 
-    One [B', B'] matmul (B' kept rows) and per-category sums by ``index_add``: the cost grows with B'^2 * D and not
-    with the number of categories (a dense [K, B, D] or per-category loop would). The expansion loses float32
-    precision only when two covariances nearly coincide (absolute error ~1e-7 of ||C||^2).
+    (the cross terms <C_k, C_major> = w_k w_major sum_{i in k} x_i^T S x_i). The within-category terms come from Gram
+    blocks of the rows outside the major category (``_within_category_terms``); nothing of shape [K, D, D] or
+    [K, B, D] is built, so the cost is at most B^2 * D and does not grow with the number of categories. The expansion loses
+    float32 precision only when covariances nearly coincide (absolute error ~1e-7 of ||C||^2).
     """
     with full_precision(embeddings):
         x = embeddings.float()  # [B, D]
@@ -84,10 +85,35 @@ def category_alignment_loss(embeddings: torch.Tensor, categories: torch.Tensor, 
         rows = counts[keep].to(x.dtype)  # [K]
         means = x.new_zeros(kept, x.shape[1]).index_add(0, group, rows_x) / rows.unsqueeze(1)  # [K, D]
         centred = rows_x - means[group]  # [B', D]
-        squared = (centred @ centred.transpose(0, 1)).pow(2)  # [B', B']
-        by_row = x.new_zeros(kept, squared.shape[1]).index_add(0, group, squared)  # [K, B']
-        blocks = x.new_zeros(kept, kept).index_add(1, group, by_row)  # [K, K]: T
         weight = 1.0 / (rows - 1).clamp(min=1)  # [K]
-        inner = blocks * weight.unsqueeze(1) * weight.unsqueeze(0)  # [K, K]: <C_a, C_b>
         major = int(rows.argmax())
-        return (inner.diagonal() - 2.0 * inner[:, major] + inner[major, major]).sum().clamp(min=0.0)
+        in_major = group == major  # [B']
+        major_x = centred[in_major]  # [n_major, D]
+        scatter = major_x.transpose(0, 1) @ major_x  # [D, D] = S
+        major_term = (kept + 1) * weight[major] ** 2 * (scatter * scatter).sum()
+        cross = (weight[group] * ((centred @ scatter) * centred).sum(dim=1)).sum()  # sum_i w_k(i) x_i^T S x_i
+        within = _within_category_terms(centred[~in_major], group[~in_major], weight, categories=kept)
+        return (within + major_term - 2.0 * weight[major] * cross).clamp(min=0.0)
+
+
+def _within_category_terms(x: torch.Tensor, group: torch.Tensor, weight: torch.Tensor, *, categories: int) -> torch.Tensor:
+    """sum_k w_k^2 sum_{i, j in k} (x_i . x_j)^2 over rows x [N, D] of categories ``group`` [N] (0..categories-1).
+
+    Either the Gram matrix of all rows masked to same-category pairs (N^2 * D), or the rows padded per category to
+    [K, n_max, D] and one batched matmul (K * n_max^2 * D), whichever is cheaper for this batch; both exact.
+    """
+    if x.shape[0] == 0:
+        return x.sum() * 0.0
+    counts = torch.bincount(group, minlength=categories)  # [K]
+    longest = int(counts.max())
+    if categories * longest * longest < x.shape[0] * x.shape[0]:
+        order = torch.argsort(group, stable=True)  # rows by category
+        sorted_group = group[order]
+        starts = torch.cumsum(counts, dim=0) - counts  # [K]
+        slot = torch.arange(x.shape[0], device=x.device) - starts[sorted_group]  # [N] place within the category
+        padded = x.new_zeros(categories, longest, x.shape[1]).index_put((sorted_group, slot), x[order])  # [K, n, D]
+        gram = padded @ padded.transpose(1, 2)  # [K, n, n], zero rows for the padding
+        return ((gram * gram).sum(dim=(1, 2)) * weight**2).sum()
+    gram = x @ x.transpose(0, 1)  # [N, N]
+    same = group.unsqueeze(1) == group.unsqueeze(0)  # [N, N]
+    return ((gram * gram).masked_fill(~same, 0.0).sum(dim=1) * weight[group] ** 2).sum()

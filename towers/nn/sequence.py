@@ -6,7 +6,7 @@ is the most recent item) and their vectors [B, L, E] from the feature's (shared)
 the first L' <= L slots and ``width`` W projects the vectors to the layers' width (cost grows with L' * W^2). Steps:
 
     x = W_in vectors + P[position]                     learned position (recency rank) embeddings, optional
-    x = layer_n(... layer_1(x))                        pre-norm layers: x + MHA(LN(x)), x + FFN(LN(x)); padded keys
+    x = layer_n(... layer_1(x))                        pre-norm layers: x + MHA(LN(x)), x + FFN(LN(x)) (ReLU); padded keys
                                                        get -inf attention scores
     x = LN(x)
     out = x[:, 0]                                      pooling "last": the most recent position ([B, W])
@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from towers.config import SequenceConfig
@@ -39,17 +40,20 @@ class SelfAttentionLayer(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.projection = nn.Linear(dim, dim)
         self.feedforward_norm = nn.LayerNorm(dim)
-        self.feedforward = nn.Sequential(nn.Linear(dim, feedforward), nn.GELU(), nn.Linear(feedforward, dim))
+        self.feedforward = nn.Sequential(nn.Linear(dim, feedforward), nn.ReLU(), nn.Linear(feedforward, dim))
         self.dropout = nn.Dropout(dropout)
+        self.attention_dropout = dropout
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """x [B, L, E], bias [B, 1, 1, L] (0 for a valid key, -inf for padding) -> [B, L, E]."""
         length, dim = x.shape[1], x.shape[2]
         qkv = self.qkv(self.attention_norm(x)).reshape(-1, length, 3, self.heads, self.head_dim)  # [B, L, 3, H, d]
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, L, d]
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias  # [B, H, L, L]
-        weights = self.dropout(torch.softmax(scores, dim=-1))  # [B, H, L, L]
-        context = (weights @ v).transpose(1, 2).reshape(-1, length, dim)  # [B, L, E]
+        # softmax(q k^T / sqrt(d) + bias) v, fused (dropout on the weights while training)
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.attention_dropout if self.training else 0.0
+        )  # [B, H, L, d]
+        context = context.transpose(1, 2).reshape(-1, length, dim)  # [B, L, E]
         x = x + self.dropout(self.projection(context))
         return x + self.dropout(self.feedforward(self.feedforward_norm(x)))  # [B, L, E]
 

@@ -187,3 +187,19 @@ def test_category_alignment_from_the_gram_matrix_equals_the_covariance_form() ->
     major = covariances[int(rows.argmax())]
     expected = (covariances - major).pow(2).sum()  # sum_k ||C(major) - C(k)||_F^2, straight from the definition
     assert category_alignment_loss(embeddings, categories, min_items=5).item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("spread", ["many small categories", "two large categories"])
+def test_within_category_terms_agree_on_both_paths(spread: str) -> None:
+    # the padded per-category path (cheap for many small categories) and the masked Gram path must give the same sum
+    from towers.losses.dat import _within_category_terms
+
+    generator = torch.Generator().manual_seed(5)
+    if spread == "many small categories":
+        group = torch.randint(0, 30, (200,), generator=generator)
+    else:
+        group = torch.cat([torch.zeros(120, dtype=torch.int64), torch.ones(80, dtype=torch.int64)])
+    x = torch.randn(200, 8, generator=generator, dtype=torch.float64)
+    weight = torch.rand(30, generator=generator, dtype=torch.float64) + 0.5
+    by_hand = sum(weight[k] ** 2 * ((x[group == k] @ x[group == k].T) ** 2).sum() for k in range(30))
+    assert _within_category_terms(x, group, weight, categories=30).item() == pytest.approx(by_hand.item(), rel=1e-9)
