@@ -97,23 +97,46 @@ def category_alignment_loss(embeddings: torch.Tensor, categories: torch.Tensor, 
 
 
 def _within_category_terms(x: torch.Tensor, group: torch.Tensor, weight: torch.Tensor, *, categories: int) -> torch.Tensor:
-    """sum_k w_k^2 sum_{i, j in k} (x_i . x_j)^2 over rows x [N, D] of categories ``group`` [N] (0..categories-1).
+    """sum_k w_k^2 T_kk, T_kk = sum_{i, j in k} (x_i . x_j)^2 = ||X_k^T X_k||_F^2, over rows x [N, D] of categories
+    ``group`` [N] (0..categories-1).
 
-    Either the Gram matrix of all rows masked to same-category pairs (N^2 * D), or the rows padded per category to
-    [K, n_max, D] and one batched matmul (K * n_max^2 * D), whichever is cheaper for this batch; both exact.
+    A category with more rows than dimensions (n_k > D) takes its scatter matrix X_k^T X_k (n_k * D^2); the others
+    take Gram blocks (n_k^2 * D), so each costs n_k * D * min(n_k, D) and the whole at most N * D^2. Blocks are
+    batched: rows padded per category ([K, n_max, D], one batched matmul) or, when the padding would cost more, the
+    Gram matrix of all those rows masked to same-category pairs. All paths are exact.
     """
     if x.shape[0] == 0:
         return x.sum() * 0.0
     counts = torch.bincount(group, minlength=categories)  # [K]
-    longest = int(counts.max())
-    if categories * longest * longest < x.shape[0] * x.shape[0]:
-        order = torch.argsort(group, stable=True)  # rows by category
-        sorted_group = group[order]
-        starts = torch.cumsum(counts, dim=0) - counts  # [K]
-        slot = torch.arange(x.shape[0], device=x.device) - starts[sorted_group]  # [N] place within the category
-        padded = x.new_zeros(categories, longest, x.shape[1]).index_put((sorted_group, slot), x[order])  # [K, n, D]
-        gram = padded @ padded.transpose(1, 2)  # [K, n, n], zero rows for the padding
-        return ((gram * gram).sum(dim=(1, 2)) * weight**2).sum()
+    large = counts > x.shape[1]  # [K]
+    total = x.sum() * 0.0
+    if bool(large.any()):
+        rows = large[group]  # [N]
+        padded, present = _padded_by_category(x[rows], group[rows])  # [K_large, n, D], [K_large]
+        scatter = padded.transpose(1, 2) @ padded  # [K_large, D, D]
+        total = total + ((scatter * scatter).sum(dim=(1, 2)) * weight[present] ** 2).sum()
+    small = ~large[group]  # [N]
+    if not bool(small.any()):
+        return total
+    x, group = x[small], group[small]
+    present_counts = counts[~large & (counts > 0)]  # [K_small]
+    longest = int(present_counts.max())
+    if present_counts.shape[0] * longest * longest < x.shape[0] * x.shape[0]:
+        padded, present = _padded_by_category(x, group)  # [K_small, n, D], [K_small]
+        gram = padded @ padded.transpose(1, 2)  # [K_small, n, n], zero rows for the padding
+        return total + ((gram * gram).sum(dim=(1, 2)) * weight[present] ** 2).sum()
     gram = x @ x.transpose(0, 1)  # [N, N]
     same = group.unsqueeze(1) == group.unsqueeze(0)  # [N, N]
-    return ((gram * gram).masked_fill(~same, 0.0).sum(dim=1) * weight[group] ** 2).sum()
+    return total + ((gram * gram).masked_fill(~same, 0.0).sum(dim=1) * weight[group] ** 2).sum()
+
+
+def _padded_by_category(x: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows x [N, D] of categories group [N] -> (zero-padded [K', n_max, D] over the K' categories present, their
+    category ids [K'])."""
+    present, compact, counts = torch.unique(group, return_inverse=True, return_counts=True)  # [K'], [N], [K']
+    order = torch.argsort(compact, stable=True)  # rows by category
+    sorted_group = compact[order]
+    starts = torch.cumsum(counts, dim=0) - counts  # [K']
+    slot = torch.arange(x.shape[0], device=x.device) - starts[sorted_group]  # [N] place within the category
+    padded = x.new_zeros(present.shape[0], int(counts.max()), x.shape[1]).index_put((sorted_group, slot), x[order])
+    return padded, present

@@ -130,6 +130,24 @@ class Tower(nn.Module):
             for f, (field, default) in enumerate(zip(fields, self.mask_defaults, strict=True))
         ]
 
+    def _masked_blocks(
+        self, strings: torch.Tensor, scaled: torch.Tensor | None, missing: torch.Tensor | None, field_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``_masked`` on fields held as blocks: strings [B, F_str, E], numeric values and indicators [B, F_num]."""
+        if self.mask_defaults is None:
+            raise TowersConfigError("This tower was built without mask defaults; build the model with ssl.weight > 0.")
+        count = strings.shape[1]
+        defaults = list(self.mask_defaults)
+        string_defaults = torch.stack(defaults[:count]).to(strings.dtype)  # [F_str, E]
+        strings = torch.where(field_mask[:, :count].unsqueeze(2), string_defaults.unsqueeze(0), strings)
+        if scaled is None or missing is None:
+            return strings, scaled, missing
+        numeric_defaults = torch.stack(defaults[count:]).to(scaled.dtype)  # [F_num, 2]
+        hidden = field_mask[:, count:]  # [B, F_num]
+        scaled = torch.where(hidden, numeric_defaults[:, 0].unsqueeze(0), scaled)
+        missing = torch.where(hidden, numeric_defaults[:, 1].unsqueeze(0), missing)
+        return strings, scaled, missing
+
     def _augmented_vector(self, features: dict[str, torch.Tensor], field_mask: torch.Tensor | None) -> torch.Tensor:
         assert self.augmented is not None and self.augmented_id is not None
         ids = features[self.augmented_id]  # [B]
@@ -145,9 +163,19 @@ class Tower(nn.Module):
         return self.augmented(ids, use_default=use_default)  # [B, D]
 
     def forward(self, features: dict[str, torch.Tensor], *, field_mask: torch.Tensor | None = None) -> torch.Tensor:
-        parts = self.string_fields(features)  # F_str x [B, E]
+        parts = self.string_fields(features)  # F_str x [B, w_f]
         numeric = list(self.numeric_blocks(features)) if self.numeric_names else []  # 2 x [B, F_num]
-        if field_mask is not None or self.gate is not None:  # per-field work: numeric fields as [B, 2] each
+        per_field = field_mask is not None or self.gate is not None
+        if per_field and parts and len({p.shape[1] for p in parts}) == 1:  # string fields of one width: as blocks
+            strings = torch.stack(parts, dim=1)  # [B, F_str, E]
+            scaled, missing = (numeric[0], numeric[1]) if numeric else (None, None)
+            if field_mask is not None:
+                strings, scaled, missing = self._masked_blocks(strings, scaled, missing, field_mask)
+            if self.gate is not None:
+                strings, scaled, missing = self.gate.gate_blocks(strings, scaled, missing)
+            parts = [strings.flatten(1)]  # [B, F_str * E], the fields in order
+            numeric = [scaled, missing] if scaled is not None and missing is not None else []
+        elif per_field:  # fields of several widths: one at a time, numeric fields as [B, 2] each
             fields = parts + (list(torch.stack(numeric, dim=2).unbind(dim=1)) if numeric else [])  # F x [B, w_f]
             if field_mask is not None:
                 fields = self._masked(fields, field_mask)

@@ -189,16 +189,18 @@ def test_category_alignment_from_the_gram_matrix_equals_the_covariance_form() ->
     assert category_alignment_loss(embeddings, categories, min_items=5).item() == pytest.approx(expected.item(), rel=1e-4)
 
 
-@pytest.mark.parametrize("spread", ["many small categories", "two large categories"])
+@pytest.mark.parametrize("spread", ["many small categories", "two large categories", "large and small categories"])
 def test_within_category_terms_agree_on_both_paths(spread: str) -> None:
-    # the padded per-category path (cheap for many small categories) and the masked Gram path must give the same sum
+    # scatter matrices (large categories), padded Gram blocks and the masked Gram matrix must give the same sum
     from towers.losses.dat import _within_category_terms
 
     generator = torch.Generator().manual_seed(5)
     if spread == "many small categories":
         group = torch.randint(0, 30, (200,), generator=generator)
-    else:
+    elif spread == "two large categories":  # more rows than dimensions: scatter matrices
         group = torch.cat([torch.zeros(120, dtype=torch.int64), torch.ones(80, dtype=torch.int64)])
+    else:  # one category above D = 8 rows, the rest below: both paths in one call
+        group = torch.cat([torch.full((60,), 3), torch.arange(140) % 25 + 4])
     x = torch.randn(200, 8, generator=generator, dtype=torch.float64)
     weight = torch.rand(30, generator=generator, dtype=torch.float64) + 0.5
     by_hand = sum(weight[k] ** 2 * ((x[group == k] @ x[group == k].T) ** 2).sum() for k in range(30))
