@@ -11,6 +11,7 @@ from towers.losses.softmax import (
     sampled_binary_cross_entropy,
     similarity_logits,
     uniform_log_q,
+    weighted_cross_entropy,
     weighted_softmax_cross_entropy,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "sampled_binary_cross_entropy",
     "similarity_logits",
     "uniform_log_q",
+    "weighted_cross_entropy",
     "weighted_softmax_cross_entropy",
 ]

@@ -190,8 +190,11 @@ class FeatureMaskingTask(nn.Module):
         """InfoNCE between the two views of each item; ``keys`` [B] identify items (repeats are not negatives)."""
         batch = int(keys.shape[0])
         first_mask, second_mask = self.masks(batch)  # [B, F] each
-        first = tower(self.view(features), field_mask=first_mask)  # [B, D]
-        second = tower(self.view(features), field_mask=second_mask)  # [B, D]
+        # both views in one tower pass over [2B] rows (each view's own value dropout and mask)
+        views = [self.view(features), self.view(features)]
+        stacked = {name: torch.cat([views[0][name], views[1][name]]) for name in features}  # {name: [2B, ...]}
+        both = tower(stacked, field_mask=torch.cat([first_mask, second_mask]))  # [2B, D]
+        first, second = both[:batch], both[batch:]  # [B, D] each
         return in_batch_softmax_loss(
             first, second, temperature=self.temperature, positive_ids=keys, candidate_ids=keys
         )

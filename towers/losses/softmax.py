@@ -91,6 +91,13 @@ def weighted_softmax_cross_entropy(logits: torch.Tensor, *, weights: torch.Tenso
     L = (1/B) * sum_i r_i * (logsumexp_j logits[i, j] - logits[i, i]); r_i = 1 when weights is None.
     """
     labels = torch.arange(logits.shape[0], device=logits.device)  # [B]
+    return weighted_cross_entropy(logits, labels, weights=weights)
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, *, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """logits [B, N], labels [B] (the positive's column), weights [B] -> (1/B) sum_i r_i CE_i, in float32."""
     with full_precision(logits):
         per_example = F.cross_entropy(logits.float(), labels, reduction="none")  # [B]
         if weights is not None:

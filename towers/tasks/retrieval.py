@@ -41,6 +41,8 @@ from towers.losses.softmax import (
     in_batch_softmax_loss,
     mixed_negative_log_q,
     sampled_binary_cross_entropy,
+    similarity_logits,
+    weighted_cross_entropy,
 )
 from towers.nn.model import TwoTowerModel
 from towers.sampling.corpus import CorpusSampler
@@ -157,6 +159,9 @@ class RetrievalTask(nn.Module):
         keys = batch[ITEM_KEY]  # [B]
         corpus, corpus_keys = self.corpus_embeddings(keys, model=model)
         rows = self.corpus_table.rows_of(self._corpus("loss.negatives='full_corpus'"), keys)  # [B], -1: absent
+        if bool((rows >= 0).all()):  # every positive is a corpus row: a plain cross-entropy over the corpus
+            logits = similarity_logits(queries, corpus, temperature=self.config.loss.temperature)  # [B, C]
+            return weighted_cross_entropy(logits, rows, weights=batch.get(WEIGHT))
         positives = torch.where((rows >= 0).unsqueeze(1), corpus[rows.clamp(min=0)].to(items.dtype), items)  # [B, D]
         return full_corpus_softmax_loss(
             queries, positives, corpus, temperature=self.config.loss.temperature, positive_keys=keys,
