@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tower_platform.serving.onnx_tower import OUTPUT_NAME
+from towers.onnx.contract import FORMAT_VERSION, OUTPUT_NAME
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,7 @@ def build_reference_tower(
         graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 3)], ir_version=9
     )
     metadata = {
+        "format_version": FORMAT_VERSION,
         "model_name": model_name,
         "model_version": str(int(model_version)),
         "feature_service": feature_service,

@@ -11,6 +11,7 @@ ONNX functions); never feast, qdrant_client, sqlalchemy, typer or tower_platform
     training/     Trainer, fit_two_tower, TrainedTowers
     evaluation/   the next-item and cutoff protocols (docs/evaluation.md), EvaluationData, classical baselines
     onnx/         export with parity check, the tower file contract and its one runtime reader
+    progress.py   the one progress reporter (a bar on a terminal, periodic lines with rate and ETA elsewhere)
 """
 
 from towers.errors import TowersError

@@ -20,6 +20,8 @@ a minute on two CPU cores.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -40,9 +42,21 @@ Positions = Literal["learned", "none"]
 ItemFeatureSource = Literal["event", "corpus"]
 
 
+MAX_OUTPUT_DIM = 65536  # Qdrant's largest vector size
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def config_error(key: str, problem: str) -> TowersConfigError:
+    """A TowersConfigError whose ``problem`` attribute is the bare clause (``training.epochs must be >= 1, got 0``),
+    for callers that say where the value came from (a file, ``--set``)."""
+    error = TowersConfigError(f"TowerConfig {key} {problem}; change it in the training config.")
+    error.problem = f"{key} {problem}"  # type: ignore[attr-defined]
+    return error
+
+
 def _require(condition: bool, key: str, rule: str, value: Any) -> None:
     if not condition:
-        raise TowersConfigError(f"TowerConfig {key} must be {rule}, got {value!r}; change it in the training config.")
+        raise config_error(key, f"must be {rule}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -118,8 +132,10 @@ class ArchitectureConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
-        _require(self.embedding_dim >= 1 and self.output_dim >= 1, "towers.embedding_dim and towers.output_dim",
-                 ">= 1", (self.embedding_dim, self.output_dim))
+        _require(self.embedding_dim >= 1, "towers.embedding_dim", ">= 1", self.embedding_dim)
+        _require(self.output_dim >= 1, "towers.output_dim", ">= 1", self.output_dim)
+        _require(self.output_dim <= MAX_OUTPUT_DIM, "towers.output_dim", f"<= {MAX_OUTPUT_DIM} (Qdrant's largest vector)",
+                 self.output_dim)
         _require(all(h >= 1 for h in self.hidden_dims), "towers.hidden_dims", "a list of widths >= 1", self.hidden_dims)
         _require(0.0 <= self.dropout < 1.0, "towers.dropout", "in [0, 1)", self.dropout)
         _require(self.senet_reduction >= 1, "towers.senet_reduction", ">= 1", self.senet_reduction)
@@ -230,12 +246,19 @@ class TrainerConfig:
     progress: bool = True  # a progress bar on stderr
     autocast_bf16: bool = True  # bf16 autocast when training on CUDA
     log_every: int = 10  # steps between progress-bar refreshes (each refresh syncs the device)
+    sparse_embeddings: bool = False  # row-sparse gradients for the embedding tables, updated lazily
+    #                                  (towers/training/sparse.py): per-step cost independent of the vocabularies
 
     def __post_init__(self) -> None:
         _require(self.optimizer in ("adamw", "adagrad"), "training.optimizer", "'adamw' or 'adagrad'", self.optimizer)
         _require(self.epochs >= 1, "training.epochs", ">= 1", self.epochs)
         _require(self.batch_size >= 2, "training.batch_size", ">= 2", self.batch_size)
         _require(self.learning_rate > 0, "training.learning_rate", "> 0", self.learning_rate)
+        _require(self.weight_decay >= 0, "training.weight_decay", ">= 0", self.weight_decay)
+        _require(self.grad_clip is None or self.grad_clip > 0, "training.grad_clip", "> 0 or null", self.grad_clip)
+        _require(self.seed >= 0, "training.seed", ">= 0", self.seed)
+        _require(_DEVICE.fullmatch(self.device) is not None, "training.device", "auto, cpu, mps, cuda or cuda:N",
+                 self.device)
         _require(self.patience >= 1, "training.patience", ">= 1", self.patience)
         _require(self.max_steps is None or self.max_steps >= 1, "training.max_steps", ">= 1 or null", self.max_steps)
         _require(self.log_every >= 1, "training.log_every", ">= 1", self.log_every)
@@ -331,7 +354,11 @@ def resolve_key(key: str) -> tuple[str, str]:
         return section, name
     if matches:
         raise TowersConfigError(f"Training setting {key!r} is ambiguous; use one of {', '.join(matches)}.")
-    raise TowersConfigError(f"Training setting {key!r} does not exist; the valid keys are {', '.join(keys)}.")
+    import difflib
+
+    close = difflib.get_close_matches(key, [*keys, *(k.split(".", 1)[1] for k in keys)], n=3)
+    hint = f" (closest: {', '.join(close)})" if close else ""
+    raise TowersConfigError(f"Training setting {key!r} does not exist; the valid keys are {', '.join(keys)}{hint}.")
 
 
 def _section(cls: type, section: str, values: Mapping[str, Any]) -> Any:
@@ -384,11 +411,11 @@ def _checked(value: Any, hint: Any, *, key: str) -> Any:
         return _checked(value, inner[0], key=key)
     if origin is Literal:
         if value not in args:
-            raise TowersConfigError(f"TowerConfig {key} must be one of {list(args)}, got {value!r}.")
+            raise config_error(key, f"must be one of {list(args)}, got {value!r}")
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise TowersConfigError(f"TowerConfig {key} must be a list, got {value!r} (e.g. [256, 128]).")
+            raise config_error(key, f"must be a list, got {value!r} (e.g. [256, 128])")
         return tuple(_checked(v, args[0], key=key) for v in value)
     if hint is bool:
         ok = isinstance(value, bool)
@@ -397,12 +424,15 @@ def _checked(value: Any, hint: Any, *, key: str) -> Any:
     elif hint is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):
+            raise config_error(key, f"must be a finite number, got {value!r}")
     elif hint is str:
         ok = isinstance(value, str)
     else:  # pragma: no cover - every field above is one of these
         ok = True
     if not ok:
-        raise TowersConfigError(f"TowerConfig {key} must be a {hint.__name__}, got {value!r}.")
+        article = "an" if hint.__name__[0] in "aeiou" else "a"
+        raise config_error(key, f"must be {article} {hint.__name__}, got {value!r}")
     return value
 
 

@@ -6,6 +6,8 @@
     │   ├── MissingColumnError  a table lacks a column the schema names (also a KeyError)
     │   └── OnnxInputError      inputs given to an ONNX tower do not match what the file declares
     ├── TowersArtifactError     a saved model, checkpoint or ONNX file is missing, of an old format or invalid
+    │   ├── ArtifactMissingError  the file does not exist
+    │   └── ArtifactDigestError   the file's sha256 is not the one recorded when it was written
     └── ExportParityError       the exported ONNX tower does not reproduce the torch tower within tolerance
 
 Every message is one sentence naming the object and the fix. The config, input and artifact errors are also
@@ -43,11 +45,25 @@ class TowersArtifactError(TowersError, ValueError):
     """A saved model, checkpoint or ONNX file is missing, of an old format or invalid."""
 
 
+class ArtifactMissingError(TowersArtifactError):
+    """A saved model, checkpoint or ONNX file does not exist."""
+
+
+class ArtifactDigestError(TowersArtifactError):
+    """A file's sha256 differs from the digest recorded when it was written (``actual`` and ``expected``, hex)."""
+
+    def __init__(self, message: str, *, path: str, actual: str, expected: str) -> None:
+        super().__init__(message)
+        self.path, self.actual, self.expected = path, actual, expected
+
+
 class ExportParityError(TowersError):
     """The exported ONNX tower does not reproduce the torch tower within tolerance."""
 
 
 __all__ = [
+    "ArtifactDigestError",
+    "ArtifactMissingError",
     "ExportParityError",
     "MissingColumnError",
     "OnnxInputError",

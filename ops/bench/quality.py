@@ -1,11 +1,12 @@
 """Retrieval quality on a dataset with the time split and the next-item protocol (full corpus, no sampled metrics).
 
-Rows: MostPopular, ItemKNN, EASE (lambda tuned on validation), and the two-tower model as the plain in-batch softmax
-and the corrected softmax (``TowerConfig()`` defaults) and as the dataset config ships it (its ``training:`` section),
-mean +- std over seeds. Every model is selected on validation (fit on train) and reported on test (fit on train +
-validation), exactly as docs/evaluation.md says. The worst category is the lowest per-category Recall@100 over the
-categories with at least 20 test queries. The last lines compare the shipped row with the bar of issue 11: R@100 at
-least EASE's, tail R@100 at least 5x and worst-category R@100 at least 2x the best classical model's.
+Rows: the classical baselines (MostPopular, also over the last 7 and 30 days, ItemKNN, EASE with lambda tuned on
+validation), and the two-tower model as the plain in-batch softmax and the corrected softmax (``TowerConfig()``
+defaults) and as the dataset config ships it (its ``training:`` section), mean +- std over seeds. Every model is
+selected on validation (fit on train) and reported on test (fit on train + validation), exactly as
+docs/evaluation.md says. The worst category is the lowest per-category Recall@100 over the categories with at least
+20 test queries. The last lines compare the shipped row with the bar of issue 11: R@100 at least EASE's, tail R@100
+at least 5x and worst-category R@100 at least 2x the best classical model's.
 
     python ops/bench/quality.py                         # bundled MovieLens latest-small, 3 seeds
     python ops/bench/quality.py --config platform/tower_platform/bundled/configs/movielens-100k.yaml \
@@ -66,7 +67,7 @@ def prepare(config: Path, source: Path | None, home: Path):
 
 def baseline_rows(training_set, store) -> dict[str, dict[str, float]]:
     from tower_platform.pipeline.train import split_times
-    from towers.evaluation import EASE, EvaluationData, ItemKNN, MostPopular
+    from towers.evaluation import EASE, EvaluationData, classical_baselines
 
     validation_time, test_time = split_times(training_set)
     validation = EvaluationData.build(training_set.table, corpus=store.item_corpus(validation_time),
@@ -79,12 +80,12 @@ def baseline_rows(training_set, store) -> dict[str, dict[str, float]]:
         if figure.metrics["recall@100"] > best:
             best_l2, best = l2, figure.metrics["recall@100"]
     rows = {}
-    for name, model in (("MostPopular", MostPopular()), ("ItemKNN", ItemKNN()),
-                        (f"EASE (l2 {best_l2:g}, tuned on validation)", EASE(l2=best_l2))):
+    for name, model in classical_baselines(ease_l2=best_l2).items():
         report = test.evaluate_baseline(model, fit_periods=("train", "validation"), eval_period="test")
-        rows[name] = {"test": with_worst_category(report), "seeds": 1}
-        if name.startswith("EASE"):
-            rows[name]["validation_recall@100"] = best  # the two-tower rows' validation figures compare with this
+        label = f"EASE (l2 {best_l2:g}, tuned on validation)" if isinstance(model, EASE) else name
+        rows[label] = {"test": with_worst_category(report), "seeds": 1}
+        if isinstance(model, EASE):
+            rows[label]["validation_recall@100"] = best  # the two-tower rows' validation figures compare with this
     return rows
 
 

@@ -1,10 +1,10 @@
 """Embedding writer throughput against a raw qdrant-client upsert of the same vectors, in one process.
 
-    .venv/bin/python ops/bench/writer_throughput.py [--items 9742] [--dimension 64] [--storage memory|local]
+    .venv/bin/python ops/bench/writer_throughput.py [--items 9742] [--dimension 64] [--storage memory|edge]
 
 Writer: item features -> item.onnx (onnxruntime) -> upsert with payloads, as ``towerctl embeddings write`` runs it.
-Reference: ``QdrantClient.upsert`` of the same precomputed vectors, ids and payloads, same batch size, same storage
-kind. Prints items/s of both (best of the rounds) and their ratio (target: writer / reference >= 0.8). The corpus is synthetic, shaped like
+Reference: the raw engine's upsert of the same precomputed vectors, ids and payloads, same batch size, same storage
+kind (``QdrantClient.upsert`` in memory, ``EdgeShard.update`` on the embedded engine). Prints items/s of both (best of the rounds) and their ratio (target: writer / reference >= 0.8). The corpus is synthetic, shaped like
 MovieLens latest-small (9,742 movies, 20 genres, up to 6 genres a movie, long-tailed interaction counts).
 """
 
@@ -22,6 +22,9 @@ import pyarrow as pa
 
 from tower_platform.vectors.writer import QdrantEmbeddingWriter
 from tower_platform.serving.onnx_tower import OnnxTower
+from tower_platform.vectors.edge import EdgeVectorStore
+from tower_platform.vectors.index import EdgeIndexConfig
+from tower_platform.vectors.shard import create_shard
 from tower_platform.vectors.store import QdrantVectorStore, point_id
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the reference tower of the tests
@@ -62,8 +65,26 @@ def item_tower(path: Path, *, n_items: int, dimension: int) -> Path:
     )
 
 
-def open_store(storage: str, folder: Path) -> QdrantVectorStore:
-    return QdrantVectorStore.memory() if storage == "memory" else QdrantVectorStore.local(folder)
+def open_store(storage: str, folder: Path) -> QdrantVectorStore | EdgeVectorStore:
+    return QdrantVectorStore.memory() if storage == "memory" else EdgeVectorStore(folder)
+
+
+def run_edge_reference(folder: Path, ids: list[str], vectors: np.ndarray, payloads: list[dict], batch_size: int) -> float:
+    import qdrant_edge as qe
+
+    create_shard(folder / "reference", dimension=vectors.shape[1], distance="cosine", index=EdgeIndexConfig())
+    shard = qe.EdgeShard.load(str(folder / "reference"))
+    try:
+        started = time.perf_counter()
+        for start in range(0, len(ids), batch_size):
+            stop = start + batch_size
+            points = [qe.Point(i, row, p) for i, row, p in
+                      zip(ids[start:stop], vectors[start:stop].tolist(), payloads[start:stop], strict=True)]
+            shard.update(qe.UpdateOperation.upsert_points(points))
+        shard.flush()
+        return len(ids) / (time.perf_counter() - started)
+    finally:
+        shard.close()
 
 
 def run_writer(storage: str, folder: Path, tower_path: Path, corpus: pa.Table, batch_size: int) -> float:
@@ -76,15 +97,17 @@ def run_writer(storage: str, folder: Path, tower_path: Path, corpus: pa.Table, b
 def run_reference(storage: str, folder: Path, corpus: pa.Table, vectors: np.ndarray, batch_size: int) -> float:
     from qdrant_client import QdrantClient, models
 
-    client = QdrantClient(location=":memory:") if storage == "memory" else QdrantClient(path=str(folder))
+    item_ids = [str(i) for i in corpus.column("item_id").to_pylist()]
+    categories = corpus.column("item_profile__category").to_pylist()
+    ids = [point_id(i) for i in item_ids]
+    payloads = [{"item_id": i, "category": c, "popularity": "tail", "model_version": 1}
+                for i, c in zip(item_ids, categories, strict=True)]
+    if storage == "edge":
+        return run_edge_reference(folder, ids, vectors, payloads, batch_size)
+    client = QdrantClient(location=":memory:")
     try:
         client.create_collection("reference", vectors_config=models.VectorParams(size=vectors.shape[1],
                                                                                  distance=models.Distance.COSINE))
-        item_ids = [str(i) for i in corpus.column("item_id").to_pylist()]
-        categories = corpus.column("item_profile__category").to_pylist()
-        ids = [point_id(i) for i in item_ids]
-        payloads = [{"item_id": i, "category": c, "popularity": "tail", "model_version": 1}
-                    for i, c in zip(item_ids, categories, strict=True)]
         started = time.perf_counter()
         for start in range(0, len(ids), batch_size):
             stop = start + batch_size
@@ -100,7 +123,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=9742)
     parser.add_argument("--dimension", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--storage", choices=("memory", "local"), default="memory")
+    parser.add_argument("--storage", choices=("memory", "edge"), default="memory")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
@@ -123,7 +146,7 @@ def main() -> None:
         writer, reference = max(writer_rates), max(reference_rates)
         print(f"storage={args.storage} items={args.items} dimension={args.dimension} batch={args.batch_size} "
               f"rounds={args.rounds}")
-        print(f"reference qdrant-client upsert : {reference:10,.0f} items/s  (rounds: "
+        print(f"reference raw engine upsert   : {reference:10,.0f} items/s  (rounds: "
               f"{', '.join(f'{r:,.0f}' for r in reference_rates)})")
         print(f"embedding writer (onnx+upsert): {writer:10,.0f} items/s  (rounds: "
               f"{', '.join(f'{r:,.0f}' for r in writer_rates)})")

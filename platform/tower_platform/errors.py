@@ -99,6 +99,8 @@ TOWERS_ERROR_MAP: tuple[tuple[str, type[TowerError]], ...] = (
     ("MissingColumnError", InputError),  # a table lacks a column the feature schema names
     ("TowersInputError", InputError),  # any other unusable table, column or argument
     ("TowersConfigError", ConfigError),  # an unknown, ambiguous or out-of-range training setting
+    ("ArtifactMissingError", NotFoundError),  # a saved model or ONNX file does not exist
+    ("ArtifactDigestError", IntegrityError),  # a file's sha256 is not the one recorded when it was written
     ("TowersArtifactError", ConfigError),  # a saved model, checkpoint or ONNX file of an old format, missing or invalid
     ("ExportParityError", ConfigError),  # the exported ONNX tower does not reproduce the torch tower
     ("TowersError", TowerError),

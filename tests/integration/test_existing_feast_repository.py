@@ -108,12 +108,12 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     store.materialize(start_date=T0 - timedelta(days=2), end_date=datetime.now(timezone.utc))
     (root / "shop.yaml").write_text(CONFIG)
     before = _digest(repo)
-    qdrant_dir = Path(tempfile.mkdtemp(prefix="tower-qdrant-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    vectors_dir = Path(tempfile.mkdtemp(prefix="tower-vectors-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
     lenient = root / "monitor-lenient.yaml"
-    lenient.write_text("monitor:\n  min_coverage: 0.0\n  max_alignment_distance: 1000.0\n  max_recall_drop: 1.0\n")
+    lenient.write_text("monitor:\n  min_coverage: 0.0\n  max_alignment_distance: 1.0\n  max_recall_drop: 1.0\n")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TOWER_HOME", str(root / "home"))
-        patch.setenv("TOWER_QDRANT__PATH", str(qdrant_dir))
+        patch.setenv("TOWER_EDGE__PATH", str(vectors_dir))
         patch.setenv("TOWER_MONITOR_CONFIG", str(lenient))
         patch.delenv("TOWER_DATABASE_URL", raising=False)
         patch.delenv("TOWER_QDRANT__URL", raising=False)
@@ -121,7 +121,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         get_settings.cache_clear()
         yield {"root": root, "repo": repo, "before": before, "config": root / "shop.yaml"}
     get_settings.cache_clear()
-    shutil.rmtree(qdrant_dir, ignore_errors=True)
+    shutil.rmtree(vectors_dir, ignore_errors=True)
 
 
 def _invoke(*args: str):

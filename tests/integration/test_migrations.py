@@ -28,6 +28,7 @@ from tower_platform.registry.schema import metadata
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_TABLES = {
     "models", "model_versions", "collections", "aliases", "audit_log", "alignment_reports", "alignment_segments",
+    "promotion_intents",
 }
 
 

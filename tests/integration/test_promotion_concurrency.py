@@ -1,11 +1,11 @@
-"""8 processes x 25 random promote / rollback / re-index operations on one model (PostgreSQL + Qdrant local storage).
+"""8 processes x 25 random promote / rollback / re-index operations on one model (PostgreSQL + the embedded engine).
 
 Versions 1-4 are indexed with verified collections; version 5 is registered only (its collection exists in Qdrant but
-was never verified), so promoting it must always be refused. Processes open Qdrant local storage
-(``QdrantVectorStore.local``, openers serialised by its file lock) per call outside the registry lock and once while
-holding it (from the first vector call on), so that the registry reads that decide an operation are serialised by
-the registry's model-row lock alone. Each
-process records every alias target it observes (all inside the lock) and every alias swap it makes. Afterwards:
+was never verified), so promoting it must always be refused. Processes open the embedded vector store
+(``EdgeVectorStore``: alias pointer files swapped under a file lock, shards locked by their opener) per call, except
+while they hold the model's promotion lock: then once, from the first vector call to the end of the lock, so that what
+decides an operation is serialised by the promotion lock alone. Each process records every alias target it observes
+and every alias swap it makes. Afterwards:
 
 - the Qdrant alias points to the registry's production version;
 - the audit log holds exactly one promote/rollback event per successful operation, and the events form one chain
@@ -30,7 +30,7 @@ from tower_platform.naming import collection_name
 from tower_platform.registry.migration import upgrade_schema
 from tower_platform.registry.promotion import promote
 from tower_platform.registry.store import SqlRegistryStore
-from tower_platform.vectors.store import QdrantVectorStore
+from tower_platform.vectors.edge import EdgeVectorStore
 from registry_support import register_placeholder_version
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -46,16 +46,16 @@ WORKER = textwrap.dedent(
     from tower_platform.errors import TowerError
     from tower_platform.registry.promotion import promote, rollback
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors.store import QdrantVectorStore
+    from tower_platform.vectors.edge import EdgeVectorStore
 
-    url, qdrant_path, seed, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    url, vectors_path, seed, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     log = open(out, "a", buffering=1)
 
     def record(**entry):
         log.write(json.dumps(entry) + "\\n")
 
     class PerCallVectors:
-        # Opens local storage per call (file lock held only for that call), or, inside the registry lock, once from
+        # Opens the vector store per call (shard locks held only for that call), or, inside the promotion lock, once from
         # the first call to the end of the lock (see LockScopedStore); records every alias target seen and swap made.
         def __init__(self):
             self.held = None
@@ -63,10 +63,10 @@ WORKER = textwrap.dedent(
 
         def _call(self, method, *args, **kwargs):
             if self.hold_on_first_call and self.held is None:
-                self.held = QdrantVectorStore.local(qdrant_path, lock_timeout_s=60)
+                self.held = EdgeVectorStore(vectors_path, lock_timeout_s=60)
             if self.held is not None:
                 return getattr(self.held, method)(*args, **kwargs)
-            with QdrantVectorStore.local(qdrant_path, lock_timeout_s=60) as store:
+            with EdgeVectorStore(vectors_path, lock_timeout_s=60) as store:
                 return getattr(store, method)(*args, **kwargs)
 
         @contextlib.contextmanager
@@ -106,9 +106,9 @@ WORKER = textwrap.dedent(
             raise AssertionError("no gc in this test")
 
     class LockScopedStore:
-        # The registry; inside its model lock, Qdrant storage stays open from the first vector call on. The registry
-        # reads that start an operation happen before that call, so only the registry lock serialises them; the file
-        # lock is always taken after the registry lock, never while waiting for it (no deadlock).
+        # The registry; inside its promotion lock, the vector store stays open from the first vector call on. The
+        # registry reads and vector calls that decide an operation all happen under that lock, which alone serialises
+        # them; a shard lock is always taken after the promotion lock, never while waiting for it (no deadlock).
         def __init__(self, store, vectors):
             self._store, self._vectors = store, vectors
 
@@ -116,9 +116,9 @@ WORKER = textwrap.dedent(
             return getattr(self._store, name)
 
         @contextlib.contextmanager
-        def locked_model(self, name):
-            with self._store.locked_model(name) as unit, self._vectors.held_from_first_call():
-                yield unit
+        def promotion_lock(self, name):
+            with self._store.promotion_lock(name), self._vectors.held_from_first_call():
+                yield
 
     rng = random.Random(seed)
     vectors = PerCallVectors()
@@ -147,8 +147,8 @@ WORKER = textwrap.dedent(
 @pytest.fixture
 def deployment(fresh_postgres_url, exported_model, tmp_path):
     upgrade_schema(fresh_postgres_url)
-    qdrant_path = tmp_path / "qdrant"
-    with SqlRegistryStore(fresh_postgres_url) as store, QdrantVectorStore.local(qdrant_path) as vectors:
+    vectors_path = tmp_path / "vectors"
+    with SqlRegistryStore(fresh_postgres_url) as store, EdgeVectorStore(vectors_path) as vectors:
         for version in (*INDEXED, UNINDEXED):
             register_placeholder_version(
                 store, artifacts=exported_model(tmp_path / "artifacts" / f"v{version}", seed=version), actor="setup"
@@ -163,18 +163,18 @@ def deployment(fresh_postgres_url, exported_model, tmp_path):
             if version != UNINDEXED:
                 store.mark_indexed("movies", version, actor="setup")
         promote(store, vectors, "movies", 1, actor="setup")
-    return fresh_postgres_url, qdrant_path
+    return fresh_postgres_url, vectors_path
 
 
 def test_concurrent_promotions_and_rollbacks_keep_registry_and_alias_in_step(deployment, tmp_path):
-    url, qdrant_path = deployment
+    url, vectors_path = deployment
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     logs = [tmp_path / f"worker{k}.jsonl" for k in range(PROCESSES)]
     processes = [
         subprocess.Popen(
-            [sys.executable, str(script), url, str(qdrant_path), str(k), str(log), str(OPERATIONS)],
+            [sys.executable, str(script), url, str(vectors_path), str(k), str(log), str(OPERATIONS)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
@@ -199,7 +199,7 @@ def test_concurrent_promotions_and_rollbacks_keep_registry_and_alias_in_step(dep
     swapped = {e["to"] for e in entries if e["kind"] == "swap"}
     assert observed <= allowed and swapped <= allowed, (observed, swapped)
 
-    with SqlRegistryStore(url) as store, QdrantVectorStore.local(qdrant_path) as vectors:
+    with SqlRegistryStore(url) as store, EdgeVectorStore(vectors_path) as vectors:
         production = store.production_version("movies")
         assert vectors.alias_target("movies") == collection_name("movies", production.version)
         events = [e for e in store.audit_log("movies") if e.action in ("promote", "rollback")]

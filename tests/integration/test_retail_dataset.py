@@ -31,12 +31,12 @@ def retail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pat
     root = tmp_path_factory.mktemp("retail").resolve()
     config = write_retail_dataset(root / "data")
     shm = Path("/dev/shm")
-    qdrant_dir = Path(tempfile.mkdtemp(prefix="tower-qdrant-", dir=shm if shm.is_dir() else None))
+    vectors_dir = Path(tempfile.mkdtemp(prefix="tower-vectors-", dir=shm if shm.is_dir() else None))
     lenient = root / "monitor-lenient.yaml"  # a 10-step model serves many sub classes badly: gate on norms only
-    lenient.write_text("monitor:\n  min_coverage: 0.0\n  max_alignment_distance: 1000.0\n  max_recall_drop: 1.0\n")
+    lenient.write_text("monitor:\n  min_coverage: 0.0\n  max_alignment_distance: 1.0\n  max_recall_drop: 1.0\n")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TOWER_HOME", str(root / "home"))
-        patch.setenv("TOWER_QDRANT__PATH", str(qdrant_dir))
+        patch.setenv("TOWER_EDGE__PATH", str(vectors_dir))
         patch.setenv("TOWER_MONITOR_CONFIG", str(lenient))
         patch.delenv("TOWER_DATABASE_URL", raising=False)
         patch.delenv("TOWER_QDRANT__URL", raising=False)
@@ -44,7 +44,7 @@ def retail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pat
         get_settings.cache_clear()
         yield root, config
     get_settings.cache_clear()
-    shutil.rmtree(qdrant_dir, ignore_errors=True)
+    shutil.rmtree(vectors_dir, ignore_errors=True)
 
 
 def _invoke(*args: str):
@@ -107,3 +107,18 @@ def test_monitor_alignment_measures_the_sub_classes(run):
     assert report["model"] == "products" and report["version"] == 1
     categories = [s for s in report["segments"] if s["kind"] == "category"]
     assert len(categories) > 100 and all(s["segment"].startswith("sub class ") for s in categories)
+
+
+def test_evaluate_runs_every_baseline_with_the_ease_item_cut(retail, run):
+    _, config = retail
+    result = _invoke("evaluate", "--config", str(config), "--baselines", "--stage", "validation", "--json",
+                     "--ease-max-items", "300", "--recent-days", "7", "--recent-days", "30")
+    assert result.exit_code == 0, result.stderr
+    reports = json.loads(result.stdout)
+    assert list(reports) == ["MostPopular", "MostPopular (last 7 days)", "MostPopular (last 30 days)", "ItemKNN",
+                             "EASE (l2 200)"]
+    assert all(r["n_queries"] == reports["MostPopular"]["n_queries"] > 0 for r in reports.values())
+    # the generator sells 1,800 of its 2,000 articles: more fit items than the 300 EASE covers
+    assert "EASE covers 300 of " in result.stderr
+    bad = _invoke("evaluate", "--config", str(config), "--recent-days", "0")
+    assert bad.exit_code == 2 and "--recent-days" in bad.stderr

@@ -138,3 +138,43 @@ def test_derived_features_through_feast_as_of_each_event(make_feature_home):
     # item 20 ten days later: its day-0 purchase has left the 1-day window
     assert rows[("2", "20")]["item_stats__trend_1d"] == 0
     assert rows[("1", "20")]["item_stats__trend_1d"] == 0  # nothing counted on its first day
+
+
+# Item 10 over 35 days (T is 12:26 UTC on day 0; item stats are stamped at day boundaries and count the days before
+# the event's day): users 1..6 rate it on days 0, 3, 20, 22, 35 and again on day 35, 60 s later.
+RECENCY_RATINGS = [("1", "10", 4.0, T), ("2", "10", 3.0, T + 3 * DAY), ("3", "10", 5.0, T + 20 * DAY),
+                   ("4", "10", 2.0, T + 22 * DAY), ("5", "10", 4.0, T + 35 * DAY), ("6", "10", 1.0, T + 35 * DAY + 60),
+                   ("3", "20", 3.0, T + 20 * DAY + 3600), ("3", "30", 3.0, T + 29 * DAY)]  # fmt: skip
+
+
+def test_the_bundled_recency_signals_as_of_each_event(make_feature_home):
+    # the bundled config's own declarations (tiny_movielens_config copies its features section)
+    from tower_platform.paths import bundled_config
+    import yaml
+
+    declared = yaml.safe_load(bundled_config().read_text(encoding="utf-8"))["features"]
+    assert declared["item"]["interactions_7d"] == {"type": "count", "window_days": 7}
+    assert declared["item"]["interactions_30d"] == {"type": "count", "window_days": 30}
+    assert declared["item"]["days_since_first"] == {"type": "days_since_first"}
+    assert declared["query"]["days_since_previous"] == {"type": "time_since_previous", "unit": "days"}
+
+    config, store = make_feature_home(ratings=RECENCY_RATINGS, movies=MOVIES)
+    rows = _rows(build_training_set(store, config))
+    stats = {user: (rows[(user, "10")]["item_stats__interaction_count"], rows[(user, "10")]["item_stats__interactions_7d"],
+                    rows[(user, "10")]["item_stats__interactions_30d"]) for user in "123456"}  # fmt: skip
+    # (all time, 7 days, 30 days) of the days before the event's day
+    assert stats["1"] == (0, 0, 0)  # day 0: nothing before it
+    assert stats["2"] == (1, 1, 1)  # day 3: day 0 is within both windows
+    assert stats["3"] == (2, 0, 2)  # day 20: days 0 and 3 left the 7-day window, not the 30-day one
+    assert stats["4"] == (3, 1, 3)  # day 22: day 20 in both
+    assert stats["5"] == (4, 0, 2)  # day 35: 7 days back is day 28; 30 days back is day 5 (days 20, 22 remain)
+    assert stats["6"] == stats["5"]  # the same day, 60 s later: user 5's rating of that day is not counted yet
+    # item age as of each event: first rated at T, so 3 days at day 3 and 20 days (+ 1 h for item 20's row) later
+    assert rows[("1", "10")]["item_stats__days_since_first"] is None  # its first interaction: no age yet
+    assert rows[("2", "10")]["item_stats__days_since_first"] == pytest.approx(3.0, abs=1e-9)
+    assert rows[("3", "10")]["item_stats__days_since_first"] == pytest.approx(20.0, abs=1e-9)
+    assert rows[("3", "20")]["item_stats__days_since_first"] is None  # item 20's first interaction
+    # time since the user's previous interaction, as of each event: user 3 at day 20 (none), + 1 h, then day 29
+    assert rows[("3", "10")]["user_history__days_since_previous"] is None
+    assert rows[("3", "20")]["user_history__days_since_previous"] == pytest.approx(1 / 24, abs=1e-9)
+    assert rows[("3", "30")]["user_history__days_since_previous"] == pytest.approx(9 - 1 / 24, abs=1e-9)

@@ -1,16 +1,20 @@
 """Classical baselines scored from the same histories as the towers: MostPopular, ItemKNN and EASE.
 
-Each model has ``fit(user_codes, *, item_codes, n_users, n_items)`` on the fit interactions (every interaction is an
-implicit positive) and ``score_histories(batch) -> float32 [B, n_items]`` for a ``HistoryBatch`` of distinct history
-items. ``next_item_scorer`` / ``cutoff_scorer`` turn a fitted model into the callbacks of ``towers/evaluation/next_item.py``, and
-``tune`` picks a hyper-parameter on the validation period (model fit on train), as ``docs/evaluation.md`` prescribes.
+Each model has ``fit(user_codes, *, item_codes, n_users, n_items, times_s=None)`` on the fit interactions (every
+interaction is an implicit positive; ``times_s`` their times in seconds, for models that look at time) and
+``score_histories(batch) -> float32 [B, n_items]`` for a ``HistoryBatch`` of distinct history items.
+``next_item_scorer`` / ``cutoff_scorer`` turn a fitted model into the callbacks of ``towers/evaluation/next_item.py``,
+and ``tune`` picks a hyper-parameter on the validation period (model fit on train), as ``docs/evaluation.md``
+prescribes.
 
-    MostPopular  score_j = fit count of j (the same list for every query)
-    ItemKNN      S = cosine similarity of item columns of the binary user x item matrix X, zero diagonal, each item
-                 keeps its ``neighbours`` most similar items; score = history @ S
-    EASE         B = I - P diagMat(1 / diag(P)) with P = (X^T X + lambda I)^-1 (Steck, WWW 2019); score = history @ B
+    MostPopular  score_j = fit count of j (the same list for every query); with ``window_days`` W: the fit
+                 interactions of j in the last W days of the fit data (ties, e.g. items absent from the window, go
+                 by overall fit popularity in the harness)
+    ItemKNN      (item_knn.py) cosine similarity of the item columns of the binary user x item matrix, top
+                 ``neighbours`` per item from a blocked sparse product; score = history @ S
+    EASE         (ease.py) closed form over the ``max_items`` most interacted items; score = history @ B
 
-Dense matrices over the fit items are used: F^2 float32 (9.7k items: 380 MB) is fine at MovieLens sizes.
+Memory grows with the fit data and the kept neighbours, plus EASE's F^2 over its covered items; never users x items.
 """
 
 from __future__ import annotations
@@ -20,19 +24,41 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from towers.errors import TowersInputError
+from towers.evaluation.ease import EASE, EASE_LAMBDAS, EASE_MAX_ITEMS
 from towers.evaluation.history import HistoryBatch, InteractionHistory, PrefixIncrements
+from towers.evaluation.item_knn import ItemKNN
+from towers.evaluation.item_space import check_fit_codes
 from towers.evaluation.next_item import evaluate_next_item
 from towers.evaluation.ranking import Scorer
 from towers.evaluation.split import InteractionLog
 
-EASE_LAMBDAS: tuple[float, ...] = (50.0, 200.0, 500.0, 1000.0)
+__all__ = [
+    "EASE",
+    "EASE_LAMBDAS",
+    "EASE_MAX_ITEMS",
+    "RECENT_WINDOWS_DAYS",
+    "HistoryModel",
+    "ItemKNN",
+    "MostPopular",
+    "TuningResult",
+    "classical_baselines",
+    "cutoff_scorer",
+    "fit_on_periods",
+    "next_item_scorer",
+    "tune",
+    "tune_ease",
+]
+
+SECONDS_PER_DAY = 86_400.0
+RECENT_WINDOWS_DAYS: tuple[float, ...] = (7.0, 30.0)
 
 
 class HistoryModel(Protocol):
-    def fit(self, user_codes: np.ndarray, *, item_codes: np.ndarray, n_users: int, n_items: int) -> Any: ...
+    def fit(
+        self, user_codes: np.ndarray, *, item_codes: np.ndarray, n_users: int, n_items: int, times_s: Any = None
+    ) -> Any: ...
 
     def score_histories(self, batch: HistoryBatch) -> np.ndarray:
         """float32 [B, n_items] for B histories."""
@@ -43,68 +69,32 @@ class HistoryModel(Protocol):
         ...
 
 
-def _check_codes(user_codes: Any, item_codes: Any, *, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
-    users = np.asarray(user_codes, dtype=np.int64)
-    items = np.asarray(item_codes, dtype=np.int64)
-    if users.ndim != 1 or users.shape != items.shape or users.size == 0:
-        raise TowersInputError(
-            f"fit needs non-empty 1-D user_codes and item_codes of one length, got {users.shape} and {items.shape}"
-        )
-    if users.min() < 0 or users.max() >= n_users or items.min() < 0 or items.max() >= n_items:
-        raise TowersInputError(f"fit codes must lie in [0, n_users={n_users}) and [0, n_items={n_items}); re-encode them")
-    return users, items
-
-
-@dataclass(frozen=True, eq=False)
-class _ItemSpace:
-    """The items seen in the fit data and the binary user x item matrix over them."""
-
-    items: np.ndarray  # (F,) item codes, ascending
-    column_of_item: np.ndarray  # (n_items,) column in [0, F) or -1
-    n_items: int
-
-    @classmethod
-    def build(cls, item_codes: np.ndarray, *, n_items: int) -> _ItemSpace:
-        items = np.flatnonzero(np.bincount(item_codes, minlength=n_items))
-        column_of_item = np.full(n_items, -1, dtype=np.int64)
-        column_of_item[items] = np.arange(items.size)
-        return cls(items, column_of_item, n_items)
-
-    def binary_matrix(self, user_codes: np.ndarray, item_codes: np.ndarray, *, dtype: torch.dtype) -> torch.Tensor:
-        """[U', F] 0/1 matrix over the users that appear (repeated pairs count once)."""
-        _, rows = np.unique(user_codes, return_inverse=True)
-        matrix = torch.zeros((int(rows.max()) + 1, self.items.size), dtype=dtype)  # (U', F)
-        matrix[torch.as_tensor(rows), torch.as_tensor(self.column_of_item[item_codes])] = 1.0
-        return matrix
-
-    def history_matrix(self, batch: HistoryBatch) -> torch.Tensor:
-        """Sparse (COO, coalesced) float32 [B, F] of the history items that are items of this space."""
-        cols = self.column_of_item[batch.indices]  # (nnz,) ascending within rows, as batch.indices are
-        known = cols >= 0
-        indices = np.stack([batch.row_ids()[known], cols[known]])  # (2, nnz)
-        return torch.sparse_coo_tensor(
-            torch.as_tensor(indices),
-            torch.ones(indices.shape[1], dtype=torch.float32),
-            size=(batch.n_rows, self.items.size),
-            is_coalesced=True,
-            check_invariants=False,
-        )
-
-    def scatter(self, scores: torch.Tensor) -> np.ndarray:
-        """[B, F] scores over this space -> float32 [B, n_items] over all item codes (0 elsewhere)."""
-        full = np.zeros((scores.shape[0], self.n_items), dtype=np.float32)  # (B, n_items)
-        full[:, self.items] = scores.numpy()
-        return full
-
-
 class MostPopular:
-    """score_j = number of fit interactions of item j, whatever the history."""
+    """score_j = number of fit interactions of item j, whatever the history; optionally over a recent window.
 
-    def __init__(self) -> None:
+    With ``window_days`` W only the fit interactions in (t_last - W days, t_last] count, t_last the latest fit
+    interaction. The fit data end where the evaluation period begins, so this is what was trending just before the
+    cutoff. It is not the W days before each query: those would include other users' interactions of the evaluation
+    period, which no model fit on the fit periods sees (the towers' item features are read as of the cutoff too).
+    """
+
+    def __init__(self, *, window_days: float | None = None) -> None:
+        if window_days is not None and not window_days > 0:
+            raise TowersInputError(f"MostPopular needs window_days > 0 (or None for every fit interaction), got {window_days}")
+        self.window_days = window_days
         self.counts: np.ndarray | None = None  # (n_items,) float32
 
-    def fit(self, user_codes: Any, *, item_codes: Any, n_users: int, n_items: int) -> MostPopular:
-        _, items = _check_codes(user_codes, item_codes, n_users=n_users, n_items=n_items)
+    def fit(
+        self, user_codes: Any, *, item_codes: Any, n_users: int, n_items: int, times_s: Any = None
+    ) -> MostPopular:
+        _, items = check_fit_codes(user_codes, item_codes, n_users=n_users, n_items=n_items)
+        if self.window_days is not None:
+            if times_s is None:
+                raise TowersInputError("MostPopular with window_days needs the fit interactions' times_s")
+            times = np.asarray(times_s, dtype=np.float64)
+            if times.shape != items.shape:
+                raise TowersInputError(f"times_s has shape {times.shape}, the fit codes {items.shape}; give one per interaction")
+            items = items[times > times.max() - self.window_days * SECONDS_PER_DAY]
         self.counts = np.bincount(items, minlength=n_items).astype(np.float32)
         return self
 
@@ -117,119 +107,22 @@ class MostPopular:
         return self.score_histories(increments.increments)
 
 
-class _LinearItemModel:
-    """A model whose scores are history @ weights, weights [F, F] over the fit items."""
-
-    def __init__(self) -> None:
-        self.space: _ItemSpace | None = None
-        self.weights: torch.Tensor | None = None  # (F, F) float32
-
-    def score_histories(self, batch: HistoryBatch) -> np.ndarray:
-        if self.space is None or self.weights is None:
-            raise TowersInputError(f"{type(self).__name__} is not fitted; call fit() first")
-        history = self.space.history_matrix(batch)  # sparse (B, F)
-        return self.space.scatter(torch.sparse.mm(history, self.weights))  # (B, n_items)
-
-    def score_increments(self, increments: PrefixIncrements) -> np.ndarray:
-        """Score each history as the running sum of its user's increments: far fewer products than one per history.
-
-        Sorted position k sums rows segment_start[k]..k of increments @ weights (a cumulative sum minus the one
-        before the user's first query), in float64 so that the subtraction loses nothing at float32 precision.
-        """
-        if self.space is None or self.weights is None:
-            raise TowersInputError(f"{type(self).__name__} is not fitted; call fit() first")
-        partial = torch.sparse.mm(self.space.history_matrix(increments.increments), self.weights)  # (B, F)
-        running = torch.cumsum(partial.to(torch.float64), dim=0)  # (B, F)
-        first = torch.as_tensor(increments.segment_start)  # (B,)
-        before = torch.where((first > 0)[:, None], running[(first - 1).clamp_min(0)], 0.0)  # (B, F)
-        sorted_scores = (running - before).to(torch.float32)  # (B, F) in sorted order
-        scores = torch.empty_like(sorted_scores)
-        scores[torch.as_tensor(increments.order)] = sorted_scores
-        return self.space.scatter(scores)  # (B, n_items)
-
-
-class ItemKNN(_LinearItemModel):
-    """Item-based nearest neighbours on cosine similarity of the binary user x item matrix."""
-
-    def __init__(self, *, neighbours: int = 100) -> None:
-        super().__init__()
-        if neighbours < 1:
-            raise TowersInputError(f"ItemKNN needs neighbours >= 1, got {neighbours}")
-        self.neighbours = int(neighbours)
-
-    def fit(self, user_codes: Any, *, item_codes: Any, n_users: int, n_items: int) -> ItemKNN:
-        users, items = _check_codes(user_codes, item_codes, n_users=n_users, n_items=n_items)
-        self.space = _ItemSpace.build(items, n_items=n_items)
-        matrix = self.space.binary_matrix(users, items, dtype=torch.float32)  # (U', F)
-        self.weights = truncate_neighbours(cosine_similarity(matrix), neighbours=self.neighbours)  # (F, F)
-        return self
-
-
-def cosine_similarity(matrix: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of the columns of matrix [U, F] -> [F, F] with a zero diagonal."""
-    co_counts = matrix.T @ matrix  # (F, F)
-    norms = co_counts.diagonal().clamp_min(1e-12).sqrt()  # (F,)
-    similarity = co_counts / norms[:, None] / norms[None, :]  # (F, F)
-    similarity.fill_diagonal_(0.0)
-    return similarity
-
-
-def truncate_neighbours(similarity: torch.Tensor, *, neighbours: int) -> torch.Tensor:
-    """Keep, in each row i of similarity [F, F], item i's ``neighbours`` most similar items; zero the rest.
-
-    Row i then spreads history item i's score over its neighbours: scores = history [B, F] @ result [F, F].
-    Items tied with the k-th neighbour share the slots left after the strictly more similar ones: each keeps its
-    similarity times slots / tied, the expectation of picking them uniformly at random. Any fixed order (item
-    code, position) would instead make the figures depend on how items happen to be encoded; rare items have many
-    such ties (cosine 1 / sqrt(d_j) for every item j of one user).
-    """
-    k = min(neighbours, similarity.shape[1])
-    kth = similarity.topk(k, dim=1).values[:, -1:]  # (F, 1) similarity of the k-th neighbour
-    above = similarity > kth  # (F, F)
-    tied = similarity == kth  # (F, F)
-    slots = k - above.sum(dim=1, keepdim=True)  # (F, 1) places left for the tied items
-    share = slots.to(similarity.dtype) / tied.sum(dim=1, keepdim=True).to(similarity.dtype)  # (F, 1) in (0, 1]
-    return torch.where(above, similarity, torch.where(tied, similarity * share, 0.0))  # (F, F)
-
-
-class EASE(_LinearItemModel):
-    """Embarrassingly Shallow Autoencoder: closed-form item-item weights with a zero diagonal."""
-
-    def __init__(self, *, l2: float = 500.0) -> None:
-        super().__init__()
-        if l2 <= 0:
-            raise TowersInputError(f"EASE needs l2 (lambda) > 0, got {l2}")
-        self.l2 = float(l2)
-
-    def fit(self, user_codes: Any, *, item_codes: Any, n_users: int, n_items: int) -> EASE:
-        users, items = _check_codes(user_codes, item_codes, n_users=n_users, n_items=n_items)
-        self.space = _ItemSpace.build(items, n_items=n_items)
-        matrix = self.space.binary_matrix(users, items, dtype=torch.float64)  # (U', F)
-        self.weights = ease_weights(matrix, l2=self.l2).to(torch.float32)  # (F, F)
-        return self
-
-
-def ease_weights(matrix: torch.Tensor, *, l2: float) -> torch.Tensor:
-    """EASE closed form from the user x item matrix X [U, F]: B = -P / diag(P) (column-wise), diag(B) = 0.
-
-    P = (X^T X + l2 I)^-1 in float64. With fewer users than items (MovieLens: 600 users, 9k items) the Woodbury
-    identity P = (I - X^T (l2 I_U + X X^T)^-1 X) / l2 needs a U x U solve and matrix products instead of an F x F
-    inverse; otherwise P comes from a Cholesky factor of the (symmetric positive definite) F x F matrix.
-    """
-    matrix = matrix.to(torch.float64)
-    n_users, n_items = matrix.shape
-    if n_users < n_items:
-        kernel = matrix @ matrix.T + l2 * torch.eye(n_users, dtype=torch.float64)  # (U, U)
-        projected = torch.cholesky_solve(matrix, torch.linalg.cholesky(kernel))  # (U, F) = kernel^-1 X
-        precision = -(matrix.T @ projected)  # (F, F)
-        precision.diagonal().add_(1.0)
-        precision /= l2
-    else:
-        regularised = matrix.T @ matrix + l2 * torch.eye(n_items, dtype=torch.float64)  # (F, F)
-        precision = torch.cholesky_inverse(torch.linalg.cholesky(regularised))  # (F, F)
-    weights = -precision / precision.diagonal()[None, :]  # (F, F)
-    weights.fill_diagonal_(0.0)
-    return weights
+def classical_baselines(
+    *,
+    ease_l2: float = 500.0,
+    ease_max_items: int | None = EASE_MAX_ITEMS,
+    ease_min_count: int = 1,
+    recent_days: Sequence[float] = RECENT_WINDOWS_DAYS,
+    neighbours: int = 100,
+) -> dict[str, HistoryModel]:
+    """The baselines every report shows, by display name: MostPopular (all time and each recent window), ItemKNN,
+    EASE."""
+    models: dict[str, HistoryModel] = {"MostPopular": MostPopular()}
+    for days in recent_days:
+        models[f"MostPopular (last {days:g} days)"] = MostPopular(window_days=days)
+    models["ItemKNN"] = ItemKNN(neighbours=neighbours)
+    models[f"EASE (l2 {ease_l2:g})"] = EASE(l2=ease_l2, max_items=ease_max_items, min_count=ease_min_count)
+    return models
 
 
 # --- harness adapters and tuning -----------------------------------------------------------------------------------
@@ -238,7 +131,8 @@ def ease_weights(matrix: torch.Tensor, *, l2: float) -> torch.Tensor:
 def fit_on_periods(model: HistoryModel, log: InteractionLog, *, periods: str | Sequence[str]) -> HistoryModel:
     """Fit ``model`` on the interactions of the named periods of ``log``."""
     mask = log.mask(periods)
-    model.fit(log.user_codes[mask], item_codes=log.item_codes[mask], n_users=log.n_users, n_items=log.n_items)
+    model.fit(log.user_codes[mask], item_codes=log.item_codes[mask], n_users=log.n_users, n_items=log.n_items,
+              times_s=log.timestamps[mask] / log.ticks_per_second)
     return model
 
 

@@ -29,12 +29,13 @@ from towers.evaluation.history import InteractionHistory
 from towers.evaluation.next_item import evaluate_next_item
 from towers.evaluation.ranking import Scorer
 from towers.evaluation.report import EvaluationReport
-from towers.evaluation.split import InteractionLog
+from towers.evaluation.split import InteractionLog, epoch_micros
 from towers.features.schema import FeatureSchema
 
 SPLIT_COLUMN = "split"
 TIMESTAMP_COLUMN = "event_timestamp"
 UNKNOWN_CATEGORY = "(none)"
+MICROS_PER_SECOND = 1_000_000  # the log's timestamps are epoch microseconds
 
 
 class Embedder(Protocol):
@@ -49,12 +50,6 @@ def _codes(values: pa.ChunkedArray | pa.Array, *, vocabulary: pa.Array, what: st
     if missing:
         raise TowersInputError(f"{missing} {what} ids of the training set are not in the corpus; rebuild the corpus table")
     return index.to_numpy(zero_copy_only=False).astype(np.int64)  # (N,)
-
-
-def _epoch_micros(column: pa.ChunkedArray) -> np.ndarray:
-    if pa.types.is_timestamp(column.type):
-        return pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)  # µs
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def _category_list(value: Any) -> list[str]:
@@ -88,10 +83,11 @@ class EvaluationData:
         log = InteractionLog(
             _codes(table.column(schema.user_id), vocabulary=user_ids, what="user"),
             _codes(table.column(schema.item_id), vocabulary=item_ids, what="item"),
-            _epoch_micros(table.column(TIMESTAMP_COLUMN)),
+            epoch_micros(table.column(TIMESTAMP_COLUMN)),
             np.asarray(table.column(SPLIT_COLUMN).to_pylist(), dtype=object).astype(str),
             len(user_ids),
             len(item_ids),
+            MICROS_PER_SECOND,
         )
         if schema.item_category and schema.item_category in corpus.column_names:
             categories = [_category_list(v) for v in corpus.column(schema.item_category).to_pylist()]

@@ -1,7 +1,7 @@
 """Interactions in index space and the global time split (train / validation / test).
 
 The protocol is written out in ``docs/evaluation.md``. Timestamps are int64 (epoch values, or epoch nanoseconds for
-datetime64 input); cutoff_validation = ts_sorted[floor(0.8 N)] and cutoff_test = ts_sorted[floor(0.9 N)].
+datetime64 input; ``InteractionLog.ticks_per_second`` says which); cutoff_validation = ts_sorted[floor(0.8 N)] and cutoff_test = ts_sorted[floor(0.9 N)].
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from towers.errors import TowersInputError
 
 PERIODS: tuple[str, ...] = ("train", "validation", "test")
+NANOS_PER_SECOND = 1_000_000_000
 
 
 def as_int64_time(values: Any) -> np.ndarray:
@@ -26,6 +29,14 @@ def as_int64_time(values: Any) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.integer):
         raise TowersInputError(f"timestamps must be int64 epoch values or datetime64, got dtype {array.dtype}")
     return array.astype(np.int64, copy=False)
+
+
+def epoch_micros(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """(N,) int64 epoch microseconds (UTC) of an Arrow timestamp column of any unit or zone; an integer column is
+    taken as it is. The one conversion shared by the evaluation protocol and the platform's alignment monitor."""
+    if pa.types.is_timestamp(column.type):
+        return pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)  # µs
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -63,10 +74,15 @@ class InteractionLog:
     periods: np.ndarray  # (N,) labels, normally 'train' / 'validation' / 'test'
     n_users: int
     n_items: int
+    ticks_per_second: int = 1  # timestamp units per second: 1 for epoch seconds (datetime64 input: 10^9)
 
     def __post_init__(self) -> None:
         users = np.asarray(self.user_codes).astype(np.int64, copy=False)
         items = np.asarray(self.item_codes).astype(np.int64, copy=False)
+        if np.issubdtype(np.asarray(self.timestamps).dtype, np.datetime64):
+            object.__setattr__(self, "ticks_per_second", NANOS_PER_SECOND)
+        if self.ticks_per_second < 1:
+            raise TowersInputError(f"InteractionLog ticks_per_second must be >= 1, got {self.ticks_per_second}")
         timestamps = as_int64_time(self.timestamps)
         periods = np.asarray(self.periods)
         n = users.shape[0]
@@ -85,14 +101,15 @@ class InteractionLog:
         object.__setattr__(self, "periods", periods)
         object.__setattr__(self, "n_users", int(self.n_users))
         object.__setattr__(self, "n_items", int(self.n_items))
+        object.__setattr__(self, "ticks_per_second", int(self.ticks_per_second))
 
     @classmethod
     def split_by_time(
-        cls, user_codes: Any, *, item_codes: Any, timestamps: Any, n_users: int, n_items: int
+        cls, user_codes: Any, *, item_codes: Any, timestamps: Any, n_users: int, n_items: int, ticks_per_second: int = 1
     ) -> InteractionLog:
         """A log whose periods come from the global 80% / 90% time cutoffs of docs/evaluation.md."""
         split = TimeSplit.from_timestamps(timestamps)
-        return cls(user_codes, item_codes, timestamps, split.periods(timestamps), n_users, n_items)
+        return cls(user_codes, item_codes, timestamps, split.periods(timestamps), n_users, n_items, ticks_per_second)
 
     def __len__(self) -> int:
         return int(self.user_codes.shape[0])

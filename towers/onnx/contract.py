@@ -5,14 +5,17 @@ Inputs (one per feature, named as in the FeatureSchema; dynamic batch axis B):
     multi_categorical  tensor(string) [B, max_len]   padded with ""
     numeric            tensor(float)  [B]            NaN = missing
 Output: ``embedding`` float32 [B, D].
-Metadata (``metadata_props``, all strings): format_version, model_name, model_version, feature_service, dimension,
-temperature, schema (JSON), tower ("query" | "item"), inputs (JSON list of {name, dtype, shape, kind, max_len}),
-output. ``TowerFileMetadata.parse`` is the one reader of these keys.
+Metadata (``metadata_props``, all strings): format_version, model_name, model_version, feature_service (a label of
+the services used, ``query+item``), dimension, temperature, schema (JSON), tower ("query" | "item"), inputs (JSON
+list of {name, dtype, shape, kind, max_len}), output, serving (JSON: the feature service to call, full feature
+names, the exclusion rule, the payload version field; ``towers/onnx/serving.py``). ``TowerFileMetadata.parse`` is
+the one reader of these keys.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,7 @@ import pyarrow.compute as pc
 from towers.errors import OnnxInputError, TowersArtifactError
 from towers.features.encoder import as_strings, numeric_values, padded_list_values
 from towers.features.schema import FeatureSpec
+from towers.onnx.serving import ServingContract
 
 FORMAT_VERSION = "1"
 OUTPUT_NAME = "embedding"
@@ -57,6 +61,7 @@ class TowerFileMetadata:
     temperature: float | None = None
     schema: dict[str, Any] = field(default_factory=dict)
     format_version: str = FORMAT_VERSION
+    serving: ServingContract = field(default_factory=lambda: ServingContract(query_feature_service=None))
     raw: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -82,6 +87,13 @@ class TowerFileMetadata:
             dimension = int(values["dimension"])
         except (KeyError, TypeError, ValueError) as exc:
             raise TowersArtifactError(f"ONNX tower {source} has malformed metadata ({exc}); re-export the model.") from exc
+        serving = ServingContract.parse(
+            values,
+            schema=schema,
+            input_names=[i.name for i in inputs],
+            multi_inputs=[i.name for i in inputs if i.kind == "multi_categorical"],
+            source=source,
+        )
         return cls(
             model_name=values["model_name"],
             model_version=values["model_version"],
@@ -92,6 +104,7 @@ class TowerFileMetadata:
             temperature=temperature,
             schema=schema,
             format_version=values["format_version"],
+            serving=serving,
             raw=dict(values),
         )
 
@@ -123,6 +136,47 @@ def table_to_onnx_inputs(table: pa.Table, specs: tuple[FeatureSpec, ...] | list[
             rows, cols, values = padded_list_values(column, max_len=spec.max_len)
             padded = np.full((len(column), spec.max_len), "", dtype=object)  # [N, L]
             padded[rows, cols] = _string_values(values)
+            feeds[spec.name] = padded
+    return feeds
+
+
+_NUMBER_TYPES = (int, float)
+
+
+def values_to_onnx_inputs(
+    columns: Mapping[str, Sequence[Any]], specs: tuple[FeatureSpec, ...] | list[FeatureSpec]
+) -> dict[str, np.ndarray] | None:
+    """Plain Python values (column -> one value per row, as an online read returns them) -> the ONNX input dict,
+    without Arrow: the same tensors as :func:`table_to_onnx_inputs` on the table of those values, ~10x faster for a
+    few rows. Only str / None (categorical), lists of str / None or None (lists) and int / float / None (numeric)
+    take this path; anything else (numpy scalars, other types, a missing column, unequal lengths) returns None, and the
+    caller converts through Arrow instead."""
+    lengths = {len(columns[spec.name]) for spec in specs if spec.name in columns}
+    if len(lengths) > 1 or any(spec.name not in columns for spec in specs):
+        return None
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        values = columns[spec.name]
+        if spec.kind == "numeric":
+            if not all(v is None or type(v) in _NUMBER_TYPES for v in values):
+                return None
+            feeds[spec.name] = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64).astype(
+                np.float32)  # [N]: through float64 like Arrow's cast
+        elif spec.kind == "categorical":
+            if not all(v is None or type(v) is str for v in values):
+                return None
+            feeds[spec.name] = np.array(["" if v is None else v for v in values], dtype=object)  # [N]
+        else:
+            assert spec.max_len is not None
+            padded = np.full((len(values), spec.max_len), "", dtype=object)  # [N, L]
+            for row, items in enumerate(values):
+                if items is None:
+                    continue
+                if type(items) not in (list, tuple) or not all(v is None or type(v) is str for v in items):
+                    return None
+                for col, item in enumerate(items[: spec.max_len]):
+                    if item is not None:
+                        padded[row, col] = item
             feeds[spec.name] = padded
     return feeds
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,8 +106,11 @@ def export_two_towers(
     temperature: float,
     query_sample: pa.Table,
     item_sample: pa.Table,
+    extra_metadata: Mapping[str, str] | None = None,
 ) -> ExportResult:
-    """``out_dir/query.onnx`` and ``out_dir/item.onnx`` with metadata and parity checks."""
+    """``out_dir/query.onnx`` and ``out_dir/item.onnx`` with metadata and parity checks. ``extra_metadata`` is
+    written into both files as well (e.g. the serving contract, ``ServingContract.to_metadata()``); it cannot
+    replace the keys the contract defines."""
     was_training = model.training
     device = next(model.parameters()).device
     model.cpu().eval()
@@ -120,6 +124,7 @@ def export_two_towers(
         "temperature": repr(float(temperature)),
         "schema": encoders.schema.to_json(),
     }
+    common = {**{k: str(v) for k, v in (extra_metadata or {}).items()}, **common}
     paths = {"query": out_dir / "query.onnx", "item": out_dir / "item.onnx"}
     towers = {"query": model.query_tower, "item": model.item_tower}
     samples = {"query": query_sample, "item": item_sample}

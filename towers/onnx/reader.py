@@ -5,7 +5,9 @@
     vectors = tower.run(feeds)                 # checked ONNX inputs -> float32 [B, D]
 
 ``sha256`` (when given, e.g. the digest recorded at export) is verified against the file's bytes before the session
-is created; a mismatch raises ``TowersArtifactError``.
+is created; a mismatch raises ``ArtifactDigestError``, a missing file ``ArtifactMissingError`` (both
+``TowersArtifactError``). ``threads`` caps onnxruntime's intra-op threads and turns off their busy-waiting between
+runs (idle spinning threads take the cores a process needs for other work).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from towers.errors import OnnxInputError, TowersArtifactError
+from towers.errors import ArtifactDigestError, ArtifactMissingError, OnnxInputError, TowersArtifactError
 from towers.onnx.contract import OUTPUT_NAME, TowerFileMetadata, table_to_onnx_inputs
 
 
@@ -82,18 +84,31 @@ class OnnxTower:
         return self.run(table_to_onnx_inputs(table, self.info.specs()))
 
 
-def load_onnx_tower(path: Path, *, providers: list[str] | None = None, sha256: str | None = None) -> OnnxTower:
+def load_onnx_tower(
+    path: Path, *, providers: list[str] | None = None, sha256: str | None = None, threads: int | None = None
+) -> OnnxTower:
     """Open an exported tower (verifying ``sha256`` when given); ``OnnxTower.run`` names any missing input or wrong
     dtype/shape. Raises TowersArtifactError when the file is missing, altered, unreadable or of another format."""
     path = Path(path)
     if not path.is_file():
-        raise TowersArtifactError(f"ONNX tower {path} does not exist; export the model first.")
-    if sha256 is not None and file_sha256(path) != sha256:
-        raise TowersArtifactError(f"ONNX tower {path} does not match its recorded sha256; re-export the model.")
+        raise ArtifactMissingError(f"ONNX tower {path} does not exist; export the model first.")
+    if sha256 is not None:
+        actual = file_sha256(path)
+        if actual != sha256.lower():
+            raise ArtifactDigestError(
+                f"ONNX tower {path} (sha256 {actual[:12]}…) does not match its recorded sha256 {sha256[:12]}…; "
+                "restore the file or re-export the model.",
+                path=str(path), actual=actual, expected=sha256.lower(),
+            )
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types
         raise TowersArtifactError(f"ONNX tower {path} cannot be loaded ({exc}); re-export the model.") from exc
     info = TowerFileMetadata.parse(dict(session.get_modelmeta().custom_metadata_map), source=str(path))

@@ -6,6 +6,10 @@
 
 Each returns its named terms as ``{name: (weight, value)}``; the task adds ``weight * value`` to the loss and logs
 the value. ``auxiliary_losses(config, model)`` builds the ones a config asks for, in a fixed order.
+
+Under DistributedDataParallel (``gather``, set by the task): SSL and the mimic terms stay on this rank's rows, the
+Category Alignment Loss is computed over the item embeddings of the global batch (``towers/training/distributed.py``
+says why for each).
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ from towers.losses.dat import category_alignment_loss, mimic_loss
 from towers.losses.masking import FeatureMaskingTask, field_codes, pairwise_mutual_information
 from towers.nn.model import TwoTowerModel
 from towers.sampling.corpus import CorpusSampler
+from towers.tasks.gather import LOCAL, BatchGather
 
 Terms = dict[str, tuple[float, torch.Tensor]]
 
 
 class AuxiliaryLoss(nn.Module):
     """One auxiliary objective: ``terms(model, batch, queries=..., items=..., corpus=...) -> {name: (weight, value)}``."""
+
+    gather: BatchGather = LOCAL  # the other ranks' rows under DDP (``RetrievalTask.use_gather``)
 
     def attach_corpus(self, features: dict[str, torch.Tensor], model: TwoTowerModel) -> None:
         """Called once with the item corpus (encoded item features); most objectives ignore it."""
@@ -96,7 +103,11 @@ class MimicLoss(AuxiliaryLoss):
 
 
 class CategoryAlignmentLoss(AuxiliaryLoss):
-    """DAT's Category Alignment Loss over the item embeddings of the batch, grouped by the item category feature."""
+    """DAT's Category Alignment Loss over the item embeddings of the batch, grouped by the item category feature.
+
+    Under DDP the batch is the global one: every rank gathers the item embeddings (with gradients) and categories of
+    all ranks and computes the same L_CA, so the averaged gradient is that of the single process on the concatenated
+    batch (category covariances, the major category and ``min_category_items`` are statistics of the whole batch)."""
 
     def __init__(self, config: TowerConfig, model: TwoTowerModel) -> None:
         super().__init__()
@@ -110,6 +121,7 @@ class CategoryAlignmentLoss(AuxiliaryLoss):
     def terms(self, model, batch, *, queries, items, corpus) -> Terms:  # type: ignore[no-untyped-def]
         categories = batch[self.category]  # [B] or [B, L] (a multi-valued category: its first value)
         first = categories[:, 0] if categories.dim() == 2 else categories  # [B]
+        items, first = self.gather.rows(items), self.gather.values(first)  # [G, D], [G] (G = B in one process)
         return {"category_alignment": (self.weight, category_alignment_loss(items, first, min_items=self.min_items))}
 
 

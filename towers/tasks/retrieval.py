@@ -24,6 +24,11 @@ speed); otherwise in-batch negatives with the sampling-bias correction plus many
 
 Seams: ``candidates`` (the sampled path's candidate set and log q) and ``corpus_embeddings`` (the full-corpus path's
 candidates) are the two places a distributed trainer widens the candidate set with other ranks' items.
+
+Under DistributedDataParallel the task is given a ``BatchGather`` (``towers/tasks/gather.py``; ``use_gather``): the
+in-batch and uniform candidates are every rank's (gathered with gradients, this rank's rows first), the estimator and
+the queue take the ids and items of the global batch, and the loss is the mean over this rank's rows, so that DDP's
+gradient average equals the single-process gradient on the concatenated batch (``towers/training/distributed.py``).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from towers.sampling.corpus_table import CorpusEmbeddingTable
 from towers.sampling.frequency import StreamingFrequencyEstimator
 from towers.sampling.queue import ItemEmbeddingQueue
 from towers.tasks.auxiliary import AuxiliaryLoss
+from towers.tasks.gather import LOCAL, BatchGather
 
 
 class Candidates:
@@ -80,6 +86,14 @@ class RetrievalTask(nn.Module):
         self.queue = ItemEmbeddingQueue(loss.queue_size, config.towers.output_dim) if loss.queue_size > 0 else None
         self.corpus_table = CorpusEmbeddingTable(loss.corpus_refresh_steps)
         self.auxiliaries = nn.ModuleList(auxiliaries)
+        self.use_gather(LOCAL)
+
+    def use_gather(self, gather: BatchGather) -> None:
+        """How to see the other ranks' rows: ``LOCAL`` in one process, an all-gather under DDP (also given to the
+        auxiliary objectives; only the Category Alignment Loss uses it)."""
+        self.gather = gather
+        for auxiliary in self.auxiliaries:
+            auxiliary.gather = gather
 
     def attach_corpus(self, features: dict[str, torch.Tensor], keys: torch.Tensor, *, model: TwoTowerModel) -> None:
         """Give the task the corpus: uniform and BCE negatives, the SSL batch, CFM's mutual information."""
@@ -95,18 +109,25 @@ class RetrievalTask(nn.Module):
     # --- candidates and log q ---------------------------------------------------------------------------------------
 
     def candidates(self, items: torch.Tensor, keys: torch.Tensor, *, model: TwoTowerModel) -> Candidates:
-        """In-batch items [B, D] with keys [B] -> in-batch, then uniform, then queued candidates [N, D]."""
-        loss = self.config.loss
-        embeddings, candidate_keys, log_q = items, keys, None
+        """In-batch items [B, D] with keys [B] -> in-batch, then uniform, then queued candidates [N, D].
+
+        With W ranks the in-batch candidates are the G = W * B items of the global batch (this rank's first) and the
+        uniform ones the W * B' draws of all ranks; one process is W = 1."""
+        loss, gather = self.config.loss, self.gather
+        global_keys = gather.values(keys)  # [G], rank order
+        embeddings = gather.local_first(gather.rows(items))  # [G, D], this rank's rows first
+        candidate_keys, log_q = gather.local_first(global_keys), None  # [G]
         if loss.sampling_bias_correction:
-            log_q = self.estimator.log_probability(keys)  # [B] (updated with this batch in forward)
+            log_q = self.estimator.log_probability(candidate_keys)  # [G] (updated with the global batch in forward)
         if loss.uniform_negatives > 0:
             corpus = self._corpus("loss.uniform_negatives > 0")
-            sampled, sampled_keys = corpus.sample(loss.uniform_negatives)  # {name: [B', ...]}, [B']
-            embeddings = torch.cat([items, model.item_tower(sampled)])  # [B + B', D]
-            candidate_keys = torch.cat([keys, sampled_keys])  # [B + B']
+            sampled, sampled_keys = corpus.sample(loss.uniform_negatives)  # {name: [B', ...]}, [B'] (this rank's)
+            embeddings = torch.cat([embeddings, gather.rows(model.item_tower(sampled))])  # [G + W * B', D]
+            candidate_keys = torch.cat([candidate_keys, gather.values(sampled_keys)])  # [G + W * B']
             if log_q is not None:
-                log_q = mixed_negative_log_q(log_q, num_uniform=loss.uniform_negatives, corpus_size=corpus.size)
+                log_q = mixed_negative_log_q(
+                    log_q, num_uniform=gather.world_size * loss.uniform_negatives, corpus_size=corpus.size
+                )
         excluded = None
         if self.queue is not None:
             queued_keys = self.queue.keys  # [Q]
@@ -119,7 +140,7 @@ class RetrievalTask(nn.Module):
             excluded = ~allowed  # [B, N + Q]
             if log_q is not None:
                 queued_log_p = self.estimator.log_probability(queued_keys.clamp(min=0))  # [Q]
-                log_q = torch.cat([log_q, self.queue.log_q(queued_log_p, batch_size=int(keys.shape[0]))])  # [N + Q]
+                log_q = torch.cat([log_q, self.queue.log_q(queued_log_p, batch_size=int(global_keys.shape[0]))])
         return Candidates(embeddings, candidate_keys, log_q, excluded)
 
     # --- the main loss ----------------------------------------------------------------------------------------------
@@ -184,7 +205,7 @@ class RetrievalTask(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """A batch of tensors -> (scalar loss, logs of detached tensors: main, each auxiliary term, loss)."""
         if self.training:  # every main loss: the estimator's state is registered with the version
-            self.estimator.update(batch[ITEM_KEY])
+            self.estimator.update(self.gather.values(batch[ITEM_KEY]))  # the global batch: the same state on every rank
         queries = model.embed_queries(batch)  # [B, D]
         items = model.embed_items(batch)  # [B, D]
         if self.config.loss.function == "bce":
@@ -200,6 +221,6 @@ class RetrievalTask(nn.Module):
                 total = total + weight * value
                 logs[name] = value.detach()
         if self.queue is not None and self.training:
-            self.queue.enqueue(items.detach().float(), batch[ITEM_KEY])
+            self.queue.enqueue(self.gather.values(items.detach().float()), self.gather.values(batch[ITEM_KEY]))
         logs["loss"] = total.detach()
         return total, logs

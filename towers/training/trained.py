@@ -104,10 +104,12 @@ class TrainedTowers:
         feature_service: str,
         sample: pa.Table,
         item_sample: pa.Table | None = None,
+        extra_metadata: dict[str, str] | None = None,
     ) -> ExportResult:
         """Write ``query.onnx`` and ``item.onnx`` to ``out_dir`` after a parity check on ``sample`` (rows with the
         inputs of both towers; ``item_sample`` supplies the item side when ``sample`` lacks its columns). The result
-        carries each file's sha256, computed once from the bytes written."""
+        carries each file's sha256, computed once from the bytes written. ``extra_metadata`` goes into both files'
+        ``metadata_props`` (the serving contract)."""
         return export_two_towers(
             self.model,
             self.encoders,
@@ -118,6 +120,7 @@ class TrainedTowers:
             temperature=self.temperature,
             query_sample=sample,
             item_sample=item_sample if item_sample is not None else sample,
+            extra_metadata=extra_metadata,
         )
 
     def state(self) -> dict[str, Any]:

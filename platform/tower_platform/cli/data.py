@@ -35,7 +35,7 @@ def ingest_command(
     """Read a dataset with its adapter and write the Feast source tables under $TOWER_HOME/sources (re-runnable)."""
     from tower_platform.datasets.ingest import ingest
 
-    settings = context.settings()
+    settings = context.settings(write=True)
     dataset = load_config(config)
     err_console.print(f"ingesting {dataset.name} into {settings.home_dir / 'sources'}")
     report = ingest(dataset, home_dir=settings.home_dir, source=source)

@@ -43,9 +43,17 @@ def upgrade_command(
     from tower_platform.registry.database import sqlite_file
     from tower_platform.registry.migration import current_state, upgrade_schema
 
-    url = get_settings().registry_url
+    from tower_platform.cli.context import writable_home
+    from tower_platform.paths import writable_folder
+
+    settings = get_settings()
+    url = settings.registry_url
     file = sqlite_file(url)
     if file is not None:
+        if settings.database_url is None:
+            writable_home(settings)
+        else:
+            writable_folder(file.parent, setting="the folder of TOWER_DATABASE_URL")
         file.parent.mkdir(parents=True, exist_ok=True)
     before = current_state(url)
     after = upgrade_schema(url, revision=revision)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tower_platform.cli import context
+from tower_platform.cli import context, serving_check
+from tower_platform.cli.arguments import MODEL_ARGUMENT
 from tower_platform.cli.context import current_actor, open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
 from tower_platform.settings import get_settings
@@ -39,12 +40,15 @@ def _item_artifact(version: ModelVersion) -> tuple[str, str]:
 
 @embeddings_app.command("write")
 def write_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     version: int = typer.Option(..., "--version", help="Model version whose item vectors to write."),
     batch_size: int = typer.Option(1024, "--batch-size", min=1, help="Items per ONNX run and upsert."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Delete the version's collection first and write it again "
+                                 "(new HNSW settings take effect); refused for the production collection."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Embed every item with the version's item.onnx, verify the collection, record it and mark the version indexed."""
+    """Embed every item with the version's item.onnx, build its index, verify the collection (recall of the graph
+    included), record it and mark the version indexed."""
     from tower_platform.pipeline.index import index_version
 
     settings = get_settings()
@@ -52,7 +56,7 @@ def write_command(
         corpus = item_source(settings).item_corpus(datetime.now(UTC))
         with open_vectors(settings) as vectors:
             indexed = index_version(registry, vectors, corpus, model=model, version=version, actor=current_actor(),
-                                    batch_size=batch_size)
+                                    batch_size=batch_size, rebuild=rebuild)
     result = {"model": model, "version": version, **vars(indexed)}
     if as_json:
         print_json(result)
@@ -62,12 +66,13 @@ def write_command(
 
 @embeddings_app.command("verify")
 def verify_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     version: int = typer.Option(..., "--version", help="Model version whose collection to verify."),
     sample_size: int = typer.Option(128, "--sample", min=1, help="Stored vectors compared with fresh ones."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Check a version's collection (count, ids, unit norms, parity of a sample, dimension, distance); mark it indexed."""
+    """Check a version's collection (count, ids, unit norms, parity of a sample, dimension, distance, recall of the
+    graph against exact search); mark it indexed."""
     from tower_platform.vectors.writer import verify_collection
     from tower_platform.serving.onnx_tower import OnnxTower
 
@@ -99,16 +104,18 @@ def verify_command(
 
 @embeddings_app.command("status")
 def status_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Each version's collection: what the registry recorded beside what Qdrant holds, and the production alias."""
+    """Each version's collection: what the registry recorded beside what Qdrant holds, the production alias, and
+    whether the two agree (a problem is flagged here and named on stderr; `towerctl models reconcile` repairs it)."""
     from tower_platform.naming import collection_name, production_alias
 
     settings = get_settings()
-    with open_registry(write=True, settings=settings) as registry:
+    with open_registry(write=True, settings=settings) as registry, open_vectors(settings) as vectors:
         versions = registry.list_versions(model)
-    with open_vectors(settings) as vectors:
+        state = serving_check.check(registry, vectors, model)
+        serving_check.warn(state)
         existing = set(vectors.list_collections())
         alias_target = vectors.alias_target(production_alias(model))
         rows = []
@@ -124,19 +131,24 @@ def status_command(
                     "qdrant_points": live,
                     "verified": bool(mv.collection and mv.collection.verified),
                     "alias": name == alias_target,
+                    "problems": [p.message for p in state.problems_of(mv.version)],
                 }
             )
     if as_json:
-        print_json({"model": model, "alias": production_alias(model), "alias_target": alias_target, "versions": rows})
+        print_json({"model": model, "alias": production_alias(model), "alias_target": alias_target, "versions": rows,
+                    "serving": serving_check.as_json(state)})
         return
     print_table(
-        f"{model}: collections (alias '{production_alias(model)}' -> {alias_target or 'none'})",
-        ["version", "status", "collection", "recorded", "in qdrant", "verified", "alias"],
+        f"{model}: collections (alias '{production_alias(model)}' -> {alias_target or 'none'})"
+        + ("" if state.ok else f" ({serving_check.summary(state)})"),
+        ["version", "status", "collection", "recorded", "in qdrant", "verified", "alias", "problems"],
         [
             (r["version"], r["status"], r["collection"], r["recorded_points"], r["qdrant_points"],
-             "yes" if r["verified"] else "no", "<-" if r["alias"] else "")
+             "yes" if r["verified"] else "no", "<-" if r["alias"] else "",
+             serving_check.short(state.problems_of(r["version"])))
             for r in rows
         ],
+        highlight_rows={i for i, r in enumerate(rows) if r["problems"]},
     )
     if not rows:
         err_console.print(f"model '{model}' has no versions yet; see `towerctl models list`.")

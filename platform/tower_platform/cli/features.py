@@ -23,7 +23,7 @@ _DATETIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%
 @features_app.command("apply")
 def apply_command(json_output: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     """Register entities, feature views and feature services for the ingested sources (re-runnable)."""
-    settings = context.settings()
+    settings = context.settings(write=True)
     report = context.feature_store(settings).apply()
     if json_output:
         print_json(report.to_dict())
@@ -44,10 +44,10 @@ def materialize_command(
     end: Optional[datetime] = typer.Option(None, "--end", formats=_DATETIME_FORMATS, help="Window end, UTC (default: now)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Load the latest feature row per entity within [start, end] into the online store."""
+    r"""Load the latest feature row per entity within \[start, end] into the online store."""  # \[: not rich markup
     from tower_platform.features.materialization import materialize
 
-    settings = context.settings()
+    settings = context.settings(write=True)
     report = materialize(context.feature_store(settings), start=start, end=end)
     if json_output:
         print_json(report.to_dict())

@@ -1,7 +1,7 @@
 """``towerctl``: the root app of the admin CLI.
 
 One sub-app per noun (``data``, ``features``, ``models``, ``embeddings``, ``db``, ``monitor``) plus the top-level
-verbs (``train``, ``evaluate``, ``recommend``, ``run``, ``quickstart``). Errors from :mod:`tower_platform.errors`
+verbs (``train``, ``evaluate``, ``tune``, ``recommend``, ``run``, ``quickstart``). Errors from :mod:`tower_platform.errors`
 are converted once, here at the edge: message to stderr, exit code from the hierarchy, traceback only with
 ``--verbose``. Heavy imports (feast, torch, qdrant_client) happen inside the commands that need them.
 """
@@ -14,9 +14,11 @@ import traceback
 import typer
 from typer.core import TyperGroup
 
-from tower_platform.cli import data, db, embeddings, features, models, monitor, pipeline, recommend, train
+from tower_platform.cli import data, db, embeddings, features, models, monitor, pipeline, recommend, train, tune
+from tower_platform.cli import warning_filter
 from tower_platform.cli.output import err_console
 from tower_platform.errors import TowerError, map_towers_error
+from tower_platform.redaction import redact
 
 _state = {"verbose": False}
 
@@ -33,8 +35,20 @@ class EdgeGroup(TyperGroup):
                 raise
             if _state["verbose"]:
                 err_console.print(traceback.format_exc(), markup=False, highlight=False)
-            err_console.print(f"error: {exc.message}", markup=False, highlight=False)
+            err_console.print(f"error: {redact(exc.message, secrets=_secrets())}", markup=False, highlight=False)
             raise typer.Exit(exc.exit_code) from None
+
+
+def _secrets() -> list[str]:
+    """The secret values of the settings (masked in any message, as a last net behind the URL redaction)."""
+    from tower_platform.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except TowerError:
+        return []
+    values = [settings.qdrant.api_key, settings.database_url]
+    return [v.get_secret_value() for v in values if v is not None]
 
 
 app = typer.Typer(
@@ -48,15 +62,19 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks for errors."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show tracebacks for errors and third-party deprecation warnings."
+    ),
 ) -> None:
     _state["verbose"] = verbose
+    warning_filter.install(verbose=verbose)
 
 
 app.add_typer(data.data_app, name="data")
 app.add_typer(features.features_app, name="features")
 app.command("train")(train.train_command)
 app.command("evaluate")(train.evaluate_command)
+app.command("tune")(tune.tune_command)
 app.add_typer(models.models_app, name="models")
 app.add_typer(embeddings.embeddings_app, name="embeddings")
 app.command("recommend")(recommend.recommend_command)

@@ -1,8 +1,9 @@
-"""``towerctl models list|show|register|promote|rollback|history|gc``: model versions in the registry.
+"""``towerctl models list|show|register|promote|rollback|reconcile|history|gc``: model versions in the registry.
 
 Read commands take ``--json``; commands that change state take ``--actor`` (default: the OS user) and ``--reason``,
-both recorded in the audit log, and ``--dry-run`` (checks everything, changes nothing). Promotion, rollback and gc
-open the vector store (``tower_platform.cli.context.open_vectors``) only when they run.
+both recorded in the audit log, and ``--dry-run`` (makes every check of the real run, changes nothing). ``list`` and
+``show`` also open the vector store and flag a registry that disagrees with it (``tower_platform.cli.serving_check``);
+promote, rollback and gc refuse then, and ``reconcile`` repairs.
 """
 
 from __future__ import annotations
@@ -13,15 +14,21 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from tower_platform.cli import serving_check
+from tower_platform.cli.arguments import MODEL_ARGUMENT, checked_model_name, model_option
 from tower_platform.cli.context import current_actor, open_registry, open_vectors
-from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
+from tower_platform.cli.output import err_console, out_console, print_json, print_mapping, print_table
 from tower_platform.settings import get_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.registry.entities import AuditEvent, ModelVersion
     from tower_platform.registry.promotion import PromotionResult
+    from tower_platform.registry.reconcile import ReconcileResult
+    from tower_platform.registry.serving_state import ServingState
 
-models_app = typer.Typer(no_args_is_help=True, help="Model versions: register, promote, roll back, history, gc.")
+models_app = typer.Typer(
+    no_args_is_help=True, help="Model versions: register, promote, roll back, reconcile, history, gc."
+)
 
 
 _ACTOR = typer.Option(None, "--actor", help="Who does this, for the audit log (default: the OS user).")
@@ -43,6 +50,18 @@ def _version_row(v: ModelVersion) -> list[Any]:
         "yes" if collection and collection.verified else "no",
         v.created_at.strftime("%Y-%m-%d %H:%M"),
     ]
+
+
+_LISTED_COLUMNS = ["version", "status", "collection", "points", "verified", "alias", "created (UTC)", "problems"]
+
+
+def _listed_row(v: ModelVersion, state: ServingState | None) -> list[Any]:
+    """A row of ``models list MODEL``: ``verified`` says ``missing`` when the vector store lacks the collection."""
+    name = v.collection.name if v.collection else None
+    verified, alias = serving_check.collection_cells(state, name, verified=bool(v.collection and v.collection.verified))
+    problems = serving_check.short(state.problems_of(v.version)) if state is not None else ""
+    return [v.version, v.status, name, v.collection.point_count if v.collection else None, verified, alias,
+            v.created_at.strftime("%Y-%m-%d %H:%M"), problems]
 
 
 def _version_payload(v: ModelVersion) -> dict[str, Any]:
@@ -94,43 +113,55 @@ def _gate_summary(result: PromotionResult) -> str | None:
 
 @models_app.command("list")
 def list_command(
-    model: str | None = typer.Argument(None, help="A model name: list its versions instead of the models."),
+    model: str | None = typer.Argument(None, help="A model name: list its versions instead of the models.",
+                                      callback=checked_model_name),
     as_json: bool = _JSON,
 ) -> None:
-    """List the registered models, or the versions of one model."""
-    with open_registry() as registry:
+    """List the registered models, or the versions of one model, each checked against the vector store."""
+    settings = get_settings()
+    with open_registry(settings=settings) as registry:
         if model is None:
             models = registry.list_models()
+            states = serving_check.check_models(registry, settings, [m.name for m in models])
             if as_json:
-                print_json(models)
+                print_json([{**asdict(m), "serving": serving_check.as_json(states[m.name])} for m in models])
             else:
                 print_table(
                     "models",
-                    ["model", "production", "latest", "versions", "created"],
-                    [[m.name, m.production_version, m.latest_version, m.version_count, m.created_at] for m in models],
+                    ["model", "production", "latest", "versions", "created", "serving"],
+                    [[m.name, m.production_version, m.latest_version, m.version_count, m.created_at,
+                      serving_check.summary(states[m.name])] for m in models],
+                    highlight_rows={i for i, m in enumerate(models) if not getattr(states[m.name], "ok", True)},
                 )
             return
         versions = registry.list_versions(model)
+        state = serving_check.check_models(registry, settings, [model])[model]
     if as_json:
-        print_json([_version_payload(v) for v in versions])
-    else:
-        print_table(
-            f"{model}: versions",
-            _VERSION_COLUMNS,
-            [_version_row(v) for v in versions],
-        )
+        print_json([{**_version_payload(v), **serving_check.version_json(
+            state, v.version, v.collection.name if v.collection else None)} for v in versions])
+        return
+    flagged = state is not None and not state.ok
+    print_table(
+        f"{model}: versions" + (f" ({serving_check.summary(state)})" if flagged else ""),
+        _LISTED_COLUMNS,
+        [_listed_row(v, state) for v in versions],
+        highlight_rows={i for i, v in enumerate(versions) if state is not None and state.problems_of(v.version)},
+    )
 
 
 @models_app.command("show")
 def show_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     version: int | None = typer.Option(None, "--version", help="Version (default: production, else the latest)."),
     as_json: bool = _JSON,
 ) -> None:
-    """Everything the registry records about one version: artifacts, features, window, collection, metrics."""
+    """Everything the registry records about one version: artifacts, features, window, collection, metrics, and
+    whether the vector store serves what the registry says."""
+    from tower_platform.cli.version_view import print_version
     from tower_platform.errors import NotFoundError
 
-    with open_registry() as registry:
+    settings = get_settings()
+    with open_registry(settings=settings) as registry:
         if version is None:
             chosen = registry.production_version(model)
             if chosen is None:
@@ -140,27 +171,17 @@ def show_command(
                 chosen = versions[-1]
         else:
             chosen = registry.get_version(model, version)
-    payload = _version_payload(chosen)
+        state = serving_check.check_models(registry, settings, [model])[model]
     if as_json:
-        print_json(payload)
+        print_json({**_version_payload(chosen), "serving": serving_check.as_json(state)})
         return
-    flat = {k: v for k, v in payload.items() if k not in ("artifacts", "metrics", "collection", "training_config")}
-    for name, artifact in payload["artifacts"].items():
-        flat[name] = f"{artifact['path']} (sha256 {artifact['sha256'][:12]}…)"
-    if payload["collection"]:
-        flat["collection"] = (
-            f"{payload['collection']['name']} ({payload['collection']['point_count']} points, "
-            f"verified {'yes' if chosen.collection and chosen.collection.verified else 'no'})"
-        )
-    print_mapping(f"{model} v{chosen.version}", flat)
-    if chosen.metrics:
-        print_mapping("metrics", chosen.metrics)
+    print_version(chosen, state)
 
 
 @models_app.command("register")
 def register_command(
     artifact_dir: str = typer.Argument(..., help="Folder written by the export: query.onnx, item.onnx, spec.json."),
-    model: str | None = typer.Option(None, "--model", help="Model name (default: the one in spec.json)."),
+    model: str | None = model_option("Model name (default: the one in spec.json)."),
     actor: str | None = _ACTOR,
     reason: str | None = _REASON,
     dry_run: bool = _DRY_RUN,
@@ -168,23 +189,12 @@ def register_command(
 ) -> None:
     """Register an exported model folder as a new version (status registered) after checking its sha256s."""
     from tower_platform.registry.exported_model import read_exported_model
-    from tower_platform.registry.store import check_model_name
+    from tower_platform.naming import check_model_name
 
     exported = read_exported_model(artifact_dir, model=model)
     check_model_name(exported.model)
     if dry_run:
-        payload = {
-            "model": exported.model,
-            "version": exported.version or "next free",
-            "feature_service": exported.feature_service,
-            "fingerprint": exported.fingerprint,
-            "dimension": exported.dimension,
-            **{name: sha for name, (_path, sha) in exported.artifacts.items()},
-        }
-        if as_json:
-            print_json({**payload, "dry_run": True})
-        else:
-            print_mapping(f"dry run: would register {exported.folder}", payload)
+        _register_dry_run(exported, actor=actor or current_actor(), reason=reason, as_json=as_json)
         return
     from tower_platform.pipeline.register import register_export
 
@@ -204,9 +214,38 @@ def register_command(
         )
 
 
+def _register_dry_run(exported: Any, *, actor: str, reason: str | None, as_json: bool) -> None:
+    """Every check of the real registration (schema, name, sha256s, JSON fields, version number), nothing written."""
+    from tower_platform.pipeline.register import plan_export_registration
+
+    settings = get_settings()
+    creates_schema = settings.database_url is None and _default_registry_is_empty(settings)
+    if creates_schema:  # the real run creates the default schema first: the registry holds no version yet
+        planned = plan_export_registration(None, exported.folder, model=exported.model, actor=actor, reason=reason)
+    else:
+        with open_registry(settings=settings) as registry:
+            planned = plan_export_registration(registry, exported.folder, model=exported.model, actor=actor,
+                                               reason=reason)
+    if as_json:
+        print_json({**_version_payload(planned), "dry_run": True, "creates_schema": creates_schema})
+        return
+    print_table(f"dry run: would register {exported.folder} as {planned.model} v{planned.version}"
+                + (" (creating the registry schema first)" if creates_schema else ""),
+                _VERSION_COLUMNS, [_version_row(planned)])
+
+
+def _default_registry_is_empty(settings: Any) -> bool:
+    """True when the default SQLite file is absent or has no schema (read without creating the file)."""
+    from tower_platform.registry.database import sqlite_file
+    from tower_platform.registry.migration import current_state
+
+    file = sqlite_file(settings.registry_url)
+    return file is not None and (not file.is_file() or current_state(settings.registry_url).empty)
+
+
 @models_app.command("promote")
 def promote_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     version: int = typer.Argument(..., help="The indexed version to make production."),
     actor: str | None = _ACTOR,
     reason: str | None = _REASON,
@@ -226,7 +265,8 @@ def promote_command(
     thresholds = load_cli_thresholds(settings=settings, dataset_config=config)
     who = actor or current_actor()
     with open_registry(settings=settings) as registry, open_vectors(settings) as vectors:
-        gate = alignment_gate(registry, vectors, thresholds=thresholds, actor=who, show=not as_json)
+        gate = alignment_gate(registry, vectors, thresholds=thresholds, actor=who, show=not as_json,
+                              record=not dry_run)
         result = promote(registry, vectors, model, version, actor=who, reason=reason, dry_run=dry_run, gate=gate,
                          force=force)
     _print_promotion(result, verb="promoted", as_json=as_json)
@@ -234,7 +274,7 @@ def promote_command(
 
 @models_app.command("rollback")
 def rollback_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     actor: str | None = _ACTOR,
     reason: str | None = _REASON,
     dry_run: bool = _DRY_RUN,
@@ -249,9 +289,56 @@ def rollback_command(
     _print_promotion(result, verb="rolled back", as_json=as_json)
 
 
+@models_app.command("reconcile")
+def reconcile_command(
+    model: str = MODEL_ARGUMENT,
+    actor: str | None = _ACTOR,
+    reason: str | None = _REASON,
+    dry_run: bool = _DRY_RUN,
+    as_json: bool = _JSON,
+) -> None:
+    """Repair a promotion or rollback that a killed process left half-done, or an alias that disagrees with the
+    registry: a pending intent is completed or aborted by where the alias points; the alias is then moved to the
+    registry's production version. Exits 4 when something is left that only rewriting a collection can fix."""
+    from tower_platform.errors import ConflictError
+    from tower_platform.registry.reconcile import reconcile
+    from tower_platform.registry.serving_state import repair_of
+
+    settings = get_settings()
+    with open_registry(settings=settings) as registry, open_vectors(settings) as vectors:
+        result = reconcile(registry, vectors, model, actor=actor or current_actor(), reason=reason, dry_run=dry_run)
+    _print_reconcile(result, as_json=as_json)
+    if result.remaining:
+        raise ConflictError(
+            f"Model '{model}' still disagrees with the vector store after reconcile "
+            f"({'; '.join(p.fact for p in result.remaining)}); {repair_of(result.remaining)}."
+        )
+
+
+def _print_reconcile(result: ReconcileResult, *, as_json: bool) -> None:
+    if as_json:
+        print_json({
+            "model": result.model, "dry_run": result.dry_run, "changed": result.changed,
+            "before": result.before.to_dict(),
+            "steps": [
+                {"action": s.action, "description": s.description, "audit_event": s.event.id if s.event else None}
+                for s in result.steps
+            ],
+            "remaining": [p.to_dict() for p in result.remaining],
+        })
+        return
+    if not result.steps:
+        verdict = "registry and vector store agree" if result.before.ok else "nothing reconcile itself can repair"
+        out_console.print(f"{result.model}: nothing to reconcile ({verdict})", markup=False, highlight=False)
+        return
+    title = f"{result.model}: {'dry run: reconcile would' if result.dry_run else 'reconciled'}"
+    print_table(title, ["step", "what", "audit event"],
+                [(s.action, s.description, s.event.id if s.event else None) for s in result.steps])
+
+
 @models_app.command("history")
 def history_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the most recent N events."),
     as_json: bool = _JSON,
 ) -> None:
@@ -270,7 +357,7 @@ def history_command(
 
 @models_app.command("gc")
 def gc_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     keep: int = typer.Option(3, "--keep", min=0, help="Keep the newest N versions (plus production and rollback target)."),
     actor: str | None = _ACTOR,
     reason: str | None = _REASON,
@@ -300,4 +387,41 @@ def gc_command(
         f"{model}: gc {verb} {len(result.retired)} version(s); kept {list(result.kept)}",
         ["version", "status before", "collection deleted", "artifact folder deleted"],
         [[r.version, r.status, r.collection, r.artifact_dir] for r in result.retired],
+    )
+
+
+@models_app.command("serving-bundle")
+def serving_bundle_command(
+    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    version: int | None = typer.Option(None, "--version", min=1, help="Version to bundle (default: production)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write (refused when it exists and is not empty)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing non-empty --out folder."),
+    dry_run: bool = _DRY_RUN,
+    as_json: bool = _JSON,
+) -> None:
+    """Write what a service needs to serve a version without this platform: query.onnx, manifest.json and a
+    feature_store.yaml that Feast alone loads (see "Serving from another service" in the README)."""
+    from tower_platform.cli.context import feature_store
+    from tower_platform.serving.bundle import write_serving_bundle
+
+    settings = get_settings()
+    with open_registry(settings=settings) as registry, open_vectors(settings) as vectors:
+        bundle = write_serving_bundle(registry, vectors, feature_store(settings), model=model, version=version,
+                                      out=out, force=force, dry_run=dry_run)
+    manifest = bundle.manifest
+    if as_json:
+        print_json({"folder": str(bundle.folder), "dry_run": bundle.dry_run, "manifest": manifest})
+        return
+    print_mapping(
+        f"{'dry run: would write' if bundle.dry_run else 'wrote'} the serving bundle of {model} "
+        f"v{manifest['version']} to {bundle.folder}",
+        {
+            "files": ", ".join(f"{name} ({entry['sha256'][:12]}…)" for name, entry in manifest["files"].items())
+                     + ", manifest.json",
+            "feature service": f"{manifest['features']['feature_service']} (full feature names)",
+            "vectors": f"{manifest['vectors']['kind']}: alias '{manifest['vectors']['alias']}' -> "
+                       f"{manifest['vectors']['collection']}",
+            "exclusion": manifest["exclusion"]["feature"],
+            "version check": f"payload.{manifest['version_check']['payload_field']} == {manifest['version']}",
+        },
     )

@@ -1,12 +1,13 @@
 """``towerctl monitor alignment|history``: how well a model version serves every item category.
 
 ``monitor alignment`` measures a version (its Qdrant collection and query tower on its test queries), compares it
-with production, stores the report in the registry and prints it; a breached gate exits with code 10
-(:class:`MonitorBreachError`) after printing, so that a cron job can watch production. ``monitor history`` shows the
-worst category of each version's latest report. Thresholds: see :mod:`tower_platform.monitor.thresholds`.
+with production, stores the report in the registry and prints its summary (``--json`` / ``--out FILE.json``: every
+segment); a breached gate exits with code 10 (:class:`MonitorBreachError`) after printing, so that a cron job can
+watch production. ``monitor history`` shows the worst category of each version's latest report. Thresholds and
+pooling: see :mod:`tower_platform.monitor.thresholds`.
 
-The helpers :func:`print_alignment_report` and :func:`alignment_gate` are shared with ``models promote`` and
-``towerctl run --promote``.
+The helpers :func:`print_alignment_report` (from :mod:`tower_platform.cli.monitor_report`) and
+:func:`alignment_gate` are shared with ``models promote`` and ``towerctl run --promote``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from tower_platform.cli.arguments import MODEL_ARGUMENT
 from tower_platform.cli.context import current_actor, open_registry, open_vectors
-from tower_platform.cli.output import err_console, format_cell, out_console, print_json, print_table
+from tower_platform.cli.monitor_report import (
+    full_report_command,
+    print_alignment_report,
+    report_payload,
+    write_payload,
+)
+from tower_platform.cli.output import err_console, format_cell, print_json, print_table
 from tower_platform.errors import MonitorBreachError, NotFoundError
 from tower_platform.settings import get_settings
 
@@ -25,15 +33,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.monitor.gate import AlignmentGate
     from tower_platform.monitor.inputs import MonitorInputs
     from tower_platform.monitor.thresholds import MonitorThresholds
-    from tower_platform.registry.entities import AlignmentReport, AlignmentSegment
+    from tower_platform.registry.entities import AlignmentReport
     from tower_platform.registry.store import SqlRegistryStore
     from tower_platform.settings import Settings
     from tower_platform.vectors.store import QdrantVectorStore
 
 monitor_app = typer.Typer(no_args_is_help=True, help="Category alignment of model versions and its promotion gates.")
-
-SEGMENT_COLUMNS = ["segment", "items", "train share", "distance", "mean norm", "centroid", "queries", "recall@K",
-                   "Δ recall", "ndcg@K", "coverage", "Δ coverage"]
 
 
 def _echo(line: str) -> None:
@@ -63,79 +68,16 @@ def alignment_gate(
     actor: str,
     inputs: MonitorInputs | None = None,
     show: bool = True,
+    record: bool = True,
 ) -> AlignmentGate:
-    """The gate ``promote(..., gate=...)`` takes; with ``show`` it prints the report it judged (to stdout)."""
+    """The gate ``promote(..., gate=...)`` takes; with ``show`` it prints the report it judged (to stdout), with
+    ``record=False`` (a dry run) it stores no report."""
     from tower_platform.monitor.gate import AlignmentGate
 
     return AlignmentGate(
-        registry, vectors, thresholds=thresholds, actor=actor, inputs=inputs, echo=_echo,
+        registry, vectors, thresholds=thresholds, actor=actor, inputs=inputs, echo=_echo, record=record,
         on_report=(lambda report: print_alignment_report(report, thresholds=thresholds)) if show else None,
     )
-
-
-def _cell_delta(segment: AlignmentSegment, name: str) -> Any:
-    value = segment.deltas.get(name)
-    return None if value is None else f"{value:+.4f}"
-
-
-def segment_cells(segment: AlignmentSegment) -> list[Any]:
-    return [
-        segment.segment,
-        segment.item_count,
-        segment.interaction_share,
-        segment.relative_alignment,
-        segment.mean_norm,
-        segment.centroid_norm,
-        segment.n_queries,
-        segment.recall,
-        _cell_delta(segment, "recall"),
-        segment.ndcg,
-        segment.coverage,
-        _cell_delta(segment, "coverage"),
-    ]
-
-
-def print_alignment_report(report: AlignmentReport, *, thresholds: MonitorThresholds | None = None) -> None:
-    """Rich tables of a report (categories, then popularity buckets) with breached segments in bold red."""
-    from tower_platform.monitor.thresholds import MonitorThresholds, find_breaches
-
-    judged = thresholds or MonitorThresholds.from_mapping(report.thresholds, where="the stored report")
-    breaches = find_breaches(report.segments, judged)
-    breached = {(b.kind, b.segment) for b in breaches}
-    against = f"against v{report.against_version}" if report.against_version is not None else "no comparison"
-    for kind, label in (("category", "categories"), ("popularity", "popularity buckets")):
-        segments = report.by_kind(kind)
-        print_table(
-            f"{report.model} v{report.version} run {report.run}: {label} (K={report.k}, {against}, "
-            f"distance relative to '{report.major_category}')",
-            SEGMENT_COLUMNS,
-            [segment_cells(s) for s in segments],
-            highlight_rows={i for i, s in enumerate(segments) if (s.kind, s.segment) in breached},
-        )
-    out_console.print(
-        f"{report.n_queries:,} test queries ({report.n_skipped:,} skipped: target not served or a repeat), "
-        f"{report.n_items:,} items in {report.collection}",
-        markup=False, highlight=False,
-    )
-    if breaches:
-        print_table("breaches", ["segment", "figure", "value", "threshold", "what"],
-                    [[f"{b.kind} {b.segment}", b.figure, b.value, b.threshold, b.message] for b in breaches],
-                    highlight_rows=set(range(len(breaches))))
-    else:
-        out_console.print("no gate breached", markup=False, highlight=False)
-
-
-def report_payload(report: AlignmentReport, *, thresholds: MonitorThresholds | None = None) -> dict[str, Any]:
-    """The report as plain JSON data, with the breaches judged by ``thresholds`` (default: the stored ones)."""
-    from dataclasses import asdict
-
-    from tower_platform.monitor.thresholds import MonitorThresholds, find_breaches
-
-    judged = thresholds or MonitorThresholds.from_mapping(report.thresholds, where="the stored report")
-    payload = asdict(report)
-    payload["breaches"] = [b.to_dict() for b in find_breaches(report.segments, judged)]
-    payload["thresholds"] = judged.to_dict()
-    return payload
 
 
 # --- commands ------------------------------------------------------------------------------------------------------
@@ -151,9 +93,35 @@ def _default_version(registry: SqlRegistryStore, model: str) -> int:
     return versions[-1].version
 
 
+def _stored_report(registry: SqlRegistryStore, model: str, version: int, run: int | None) -> AlignmentReport:
+    reports = registry.alignment_reports(model, version=version)
+    chosen = [r for r in reports if r.run == run] if run is not None else reports[-1:]
+    if not chosen:
+        which = f"run {run}" if run is not None else "stored alignment report"
+        runs = f" (its runs: {', '.join(str(r.run) for r in reports)})" if reports else ""
+        raise NotFoundError(f"Model '{model}' version {version} has no {which}{runs}; run `towerctl monitor alignment "
+                            f"{model} --version {version}` without --stored / --run.")
+    return chosen[0]
+
+
+def breach_error(report: AlignmentReport, *, thresholds: MonitorThresholds) -> MonitorBreachError:
+    """One sentence with the counts and where the full list is, then the first ``worst`` breaches, one a line."""
+    from tower_platform.monitor.summary import summarise
+
+    summary = summarise(report.segments, thresholds)
+    listed = summary.listed()
+    more = len(summary.breaches) - len(listed)
+    return MonitorBreachError(
+        f"Model '{report.model}' version {report.version} fails its alignment gates: {summary.breach_sentence()}; "
+        f"{summary.counts_sentence()}; the full list: `{full_report_command(report)}`; fix the model or the "
+        "thresholds (TOWER_MONITOR_CONFIG)."
+        + "".join(f"\n  - {b.message}" for b in listed) + (f"\n  ... and {more:,} more" if more > 0 else "")
+    )
+
+
 @monitor_app.command("alignment")
 def alignment_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     version: int | None = typer.Option(None, "--version", help="Version to measure (default: production, else the latest)."),
     against: str = typer.Option("production", "--against", help="Compare with: production, a version number, or none."),
     training_set: Path | None = typer.Option(
@@ -161,11 +129,15 @@ def alignment_command(
         "artifact folder)."),
     config: Path | None = typer.Option(None, "--config", help="Dataset config YAML whose 'monitor' section sets thresholds."),
     stored: bool = typer.Option(False, "--stored", help="Show the latest stored report instead of measuring again."),
-    plot: Path | None = typer.Option(None, "--plot", help="Also write a PNG: per-category Recall@K and alignment distance."),
+    run: int | None = typer.Option(None, "--run", min=1, help="Show this stored run of the version (implies --stored)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also write a PNG: the worst categories and the distribution "
+                                     "of all (alignment distance, recall, coverage)."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the whole report (every segment) to this .json file."),
     actor: str | None = typer.Option(None, "--actor", help="Who runs it, for the registry (default: the OS user)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole report (every segment) as JSON."),
 ) -> None:
-    """Per-category (and head / torso / tail) alignment, recall and coverage of a version; exit 10 on a breach."""
+    """Alignment, recall and coverage of a version per category (small ones pooled), head / torso / tail; a summary
+    with the worst categories per check (--json: all); exit 10 on a breach."""
     from tower_platform.monitor.gate import artifact_folder
     from tower_platform.monitor.inputs import MonitorInputs
     from tower_platform.monitor.plot import plot_report
@@ -176,11 +148,8 @@ def alignment_command(
     thresholds = load_cli_thresholds(settings=settings, dataset_config=config)
     with open_registry(settings=settings) as registry:
         number = version if version is not None else _default_version(registry, model)
-        if stored:
-            report = registry.latest_alignment_report(model, number)
-            if report is None:
-                raise NotFoundError(f"Model '{model}' version {number} has no stored alignment report; run "
-                                    f"`towerctl monitor alignment {model} --version {number}` without --stored.")
+        if stored or run is not None:
+            report = _stored_report(registry, model, number, run)
         else:
             candidate = registry.get_version(model, number)
             inputs = (MonitorInputs.read_training_set(training_set) if training_set is not None
@@ -195,20 +164,17 @@ def alignment_command(
         print_json(report_payload(report, thresholds=thresholds))
     else:
         print_alignment_report(report, thresholds=thresholds)
+    if out is not None:
+        _echo(f"wrote {write_payload(report_payload(report, thresholds=thresholds), out)}")
     if plot is not None:
-        written = plot_report(report, plot, breached={b.segment for b in breaches if b.kind == "category"})
+        written = plot_report(report, plot, thresholds=thresholds)
         _echo(f"wrote {written}")
     if breaches:
-        raise MonitorBreachError(
-            f"Model '{model}' version {report.version} breaches {len(breaches)} alignment gate(s): "
-            + "; ".join(b.message for b in breaches)
-            + f"; inspect `towerctl monitor alignment {model} --version {report.version} --stored` and fix the model "
-            "or the thresholds (TOWER_MONITOR_CONFIG)."
-        )
+        raise breach_error(report, thresholds=thresholds)
 
 
 def _worst(report: AlignmentReport, *, min_queries: int) -> dict[str, Any]:
-    categories = report.by_kind("category")
+    categories = [s for s in report.by_kind("category") if not s.pooled] or list(report.by_kind("category"))
     measured = [s for s in categories if s.recall is not None and s.n_queries >= min_queries] or \
         [s for s in categories if s.recall is not None]
     worst = min(measured, key=lambda s: (s.recall, s.segment)) if measured else None
@@ -233,7 +199,7 @@ def _worst(report: AlignmentReport, *, min_queries: int) -> dict[str, Any]:
 
 @monitor_app.command("history")
 def history_command(
-    model: str = typer.Argument(..., help="Model name, e.g. movies."),
+    model: str = MODEL_ARGUMENT,
     config: Path | None = typer.Option(None, "--config", help="Dataset config YAML whose 'monitor' section sets thresholds."),
     as_json: bool = typer.Option(False, "--json", help="Print the trend as JSON."),
 ) -> None:

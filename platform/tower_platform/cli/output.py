@@ -52,9 +52,14 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def strict_json(payload: Any) -> Any:
+    """``payload`` as plain JSON data: dates, paths and numpy values converted, NaN/inf as None."""
+    return _finite(json.loads(json.dumps(payload, default=_default)))
+
+
 def print_json(payload: Any) -> None:
     """Print strict JSON (NaN/inf become null) on stdout."""
-    text = json.dumps(_finite(json.loads(json.dumps(payload, default=_default))), indent=2, sort_keys=False)
+    text = json.dumps(strict_json(payload), indent=2, sort_keys=False)
     typer_echo(text)
 
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import typer
 
+from tower_platform.cli import context
 from tower_platform.cli.context import current_actor, open_registry, open_vectors
 from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
-from tower_platform.cli.train import config_path, parse_overrides, print_metrics
+from tower_platform.cli.train import SET_HELP, config_path, parse_overrides, print_metrics, written_as
 from tower_platform.settings import get_settings
 
 
@@ -51,14 +52,19 @@ def _show(step: str, value: Any) -> None:
 
 
 def run_main_job(
-    config: Path, *, source: Path | None, overrides: dict[str, Any], refit: bool, promote: bool, force: bool = False,
+    config: Path, *, source: Path | None, overrides: list[str], refit: bool, promote: bool, force: bool = False,
     actor: str | None, reason: str | None, as_json: bool,
 ) -> None:
+    from tower_platform.datasets.config import load_dataset_config
+    from tower_platform.pipeline.config import tower_config_from
     from tower_platform.pipeline.run import run_pipeline
 
     settings = get_settings()
+    training_overrides = parse_overrides(overrides)
+    # Every setting is checked before anything is ingested, trained or written.
+    tower_config_from(load_dataset_config(config), overrides=training_overrides, written_as=written_as(overrides))
+    context.writable_home(settings)
     settings.export_environment()
-    settings.home_dir.mkdir(parents=True, exist_ok=True)
     result = run_pipeline(
         config,
         home_dir=settings.home_dir,
@@ -67,7 +73,7 @@ def run_main_job(
         open_registry=lambda: open_registry(write=True, settings=settings),
         open_vectors=lambda: open_vectors(settings),
         source=source,
-        training_overrides=overrides,
+        training_overrides=training_overrides,
         refit=refit,
         promote=promote,
         force=force,
@@ -105,7 +111,7 @@ def run_main_job(
 def run_command(
     config: Path = typer.Option(..., "--config", help="Dataset config YAML."),
     source: Path | None = typer.Option(None, "--source", help="Raw dataset folder (overrides the config's source)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a training setting: --set epochs=3 (repeatable)."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="Refit on train + validation before the test stage."),
     promote: bool = typer.Option(False, "--promote", help="Promote the new version when it is indexed and passes the "
                                  "alignment gates."),
@@ -115,14 +121,14 @@ def run_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """The whole pipeline for one dataset config; registers a new version (and promotes it with --promote)."""
-    run_main_job(config, source=source, overrides=parse_overrides(overrides), refit=refit, promote=promote,
+    run_main_job(config, source=source, overrides=overrides, refit=refit, promote=promote,
                  force=force, actor=actor, reason=reason, as_json=as_json)
 
 
 def quickstart_command(
-    overrides: list[str] = typer.Option([], "--set", help="Override a training setting: --set epochs=3 (repeatable)."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """`run --promote` on the bundled MovieLens dataset in the embedded default ($TOWER_HOME, no servers)."""
-    run_main_job(config_path(None), source=None, overrides=parse_overrides(overrides), refit=True, promote=True,
+    run_main_job(config_path(None), source=None, overrides=overrides, refit=True, promote=True,
                  actor=None, reason="quickstart", as_json=as_json)

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tower_platform.errors import ConfigError, InputError
+from tower_platform.naming import name_problem
 
 Kind = Literal["categorical", "multi_categorical", "numeric"]
 SplitMethod = Literal["global_time", "leave_last_out"]
@@ -117,6 +118,17 @@ class TableSource(_Strict):
     columns: tuple[str, ...] | None = None  # names of all columns of a headerless file
     encoding: str = "utf8"
     quoting: bool = True
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"'{value}' is not a known text encoding (e.g. utf8, latin1, utf-16)") from None
+        return value
 
     @model_validator(mode="after")
     def _headerless(self) -> TableSource:
@@ -248,8 +260,8 @@ class FeastRepository(_Strict):
 
 
 class DatasetConfig(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    model: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str  # the dataset's name (recorded with the sources); tower_platform.naming's rule
+    model: str  # the model's name: a folder under $TOWER_HOME/artifacts, a collection, an alias, a registry key
     adapter: str = "tabular"
     source: str | None = None
     interactions: InteractionsTable | None = None
@@ -260,6 +272,14 @@ class DatasetConfig(_Strict):
     feast: FeastRepository | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
     path: Path | None = None
+
+    @field_validator("name", "model")
+    @classmethod
+    def _plain_name(cls, value: str, info: Any) -> str:
+        problem = name_problem(value)
+        if problem is not None:
+            raise ValueError(f"the {'dataset' if info.field_name == 'name' else 'model'} name {problem}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetConfig:
@@ -312,7 +332,8 @@ def load_dataset_config(path: Path) -> DatasetConfig:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Dataset config {path} is not valid YAML ({exc}); fix the file's syntax.") from exc
+        detail = " ".join(str(exc).split())  # one line: YAML messages span several
+        raise ConfigError(f"Dataset config {path} is not valid YAML ({detail}); fix the file's syntax.") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"Dataset config {path} must be a mapping of keys (name, model, interactions, items, ...).")
     extra = {k: raw.pop(k) for k in PASSTHROUGH_SECTIONS if k in raw}

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +29,7 @@ from tower_platform.datasets.config import Attribute, DatasetConfig
 from tower_platform.datasets.derived import MICROS_PER_DAY, build_item_stats, build_user_history
 from tower_platform.datasets.tabular import TIMESTAMP_TYPE, RawDataset, read_dataset
 from tower_platform.errors import InputError
+from tower_platform.staging import staged_folder
 
 _ATTRIBUTE_TYPES = {"categorical": "string", "multi_categorical": "list<string>", "numeric": "float64"}
 _UNIT_SECONDS = {"seconds": 1.0, "hours": 3600.0, "days": 86400.0}
@@ -275,21 +273,10 @@ def _stamped(table: pa.Table, *, stamp: int) -> pa.Table:
 
 
 def _write_sources_atomically(home_dir: Path, *, tables: dict[str, pa.Table], schema: dict[str, Any]) -> None:
+    """Write every table and schema.json into a staging folder, then rename it over ``sources/`` (tower_platform.staging:
+    the leftovers of killed ingests are removed first, those of a live one never)."""
     target = layout.sources_dir(home_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with staged_folder(target.parent, target.name, replace=True) as staging:
         for name, table in tables.items():
             pq.write_table(table, staging / f"{name}.parquet")
         (staging / layout.SCHEMA_FILE).write_text(json.dumps(schema, indent=2, sort_keys=True), encoding="utf-8")
-        if target.exists():
-            os.replace(target, retired)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if retired.exists() and not target.exists():
-            os.replace(retired, target)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)

@@ -38,8 +38,11 @@ def read_table(spec: TableSource, base_dir: Path, *, key: str, needed: list[str]
             table = pq.read_table(path)
         else:
             table = _read_text(spec, path, needed=needed)
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{where}: {path} cannot be read as {fmt} ({exc}); fix the file or its format/delimiter keys.") from exc
+    except (pa.ArrowInvalid, OSError, UnicodeError, zipfile.BadZipFile) as exc:
+        detail = " ".join(str(exc).split())[:300]  # one line: parser messages quote the offending row
+        raise InputError(
+            f"{where}: {path} cannot be read as {fmt} ({detail}); fix the file or its format, delimiter or encoding keys."
+        ) from exc
     missing = [c for c in needed if c not in table.column_names]
     if missing:
         raise InputError(

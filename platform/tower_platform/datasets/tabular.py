@@ -31,6 +31,7 @@ from tower_platform.errors import ConfigError, InputError
 
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 GENERIC_ADAPTER = "tabular"
+MAX_MAGNITUDE = 1e18  # numbers above it are refused: a sum over any real number of rows stays finite
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ class _Mapper:
     def _filter_mask(self, raw: pa.Table, row_filter: RowFilter) -> pa.Array:
         ops = {">=": pc.greater_equal, ">": pc.greater, "<=": pc.less_equal, "<": pc.less, "==": pc.equal, "!=": pc.not_equal}
         if isinstance(row_filter.value, str):
-            values = pc.cast(raw.column(row_filter.column), pa.string())
+            values = self.text(raw.column(row_filter.column).combine_chunks(), key="interactions.filter.column",
+                               column=row_filter.column)
         else:
             values = self.numbers(raw, row_filter.column, key="interactions.filter.column")
         return ops[row_filter.op](values, row_filter.value).fill_null(False)
@@ -169,7 +171,8 @@ class _Mapper:
         assert spec is not None
         columns: dict[str, pa.Array] = {layout.ITEM_KEY: self.ids(raw, spec.id, key="items.id")}
         if spec.display:
-            columns[layout.DISPLAY_FIELD] = pc.cast(raw.column(spec.display), pa.string()).combine_chunks()
+            columns[layout.DISPLAY_FIELD] = self.text(raw.column(spec.display).combine_chunks(), key="items.display",
+                                                      column=spec.display)
         for name, attribute in spec.attributes.items():
             columns[name] = self.attribute(raw, name, attribute, key=f"items.attributes.{name}")
         table = pa.table(columns)
@@ -218,14 +221,30 @@ class _Mapper:
                             "keep one row per id")
 
     # ------------------------------------------------------------------ columns
+    def text(self, values: pa.Array, *, key: str, column: str) -> pa.Array:
+        """A column as strings (numbers, booleans, dates and UTF-8 bytes convert); lists, structs and bytes that are
+        not UTF-8 are refused naming the key and the column."""
+        if pa.types.is_nested(values.type):
+            raise self.fail(key, column, f"holds {values.type} values", "give one text or number per row")
+        try:
+            return pc.cast(values, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            problem = "holds bytes that are not UTF-8 text" if pa.types.is_binary(values.type) else \
+                f"holds {values.type} values that cannot be read as text ({' '.join(str(exc).split())})"
+            raise self.fail(key, column, problem, "re-encode the file as UTF-8 or declare its encoding") from None
+
     def ids(self, raw: pa.Table, column: str, *, key: str) -> pa.Array:
-        """Ids are strings whatever their source type; nulls and blanks are refused with their count."""
+        """Ids are strings whatever their source type; nulls, NaN and blanks are refused with their count."""
         values = raw.column(column).combine_chunks()
         if pa.types.is_floating(values.type):
-            as_int = pc.cast(values, pa.int64(), safe=False)
-            if pc.all(pc.equal(pc.cast(as_int, pa.float64()), values).fill_null(True)).as_py():
-                values = as_int  # 12.0 -> "12"
-        values = pc.utf8_trim_whitespace(pc.cast(values, pa.string()))
+            numbers = values.to_numpy(zero_copy_only=False)  # (n,) NaN where null
+            missing = np.isnan(numbers)
+            whole = np.isfinite(numbers) & (np.abs(numbers) < 2**53) & (np.floor(numbers) == numbers)
+            if whole[~missing].all():  # 12.0 -> "12"
+                values = pa.array(np.where(missing, 0, numbers).astype(np.int64), pa.int64(), mask=missing)
+            else:
+                values = pa.array(numbers, pa.float64(), mask=missing)  # NaN is a missing id, not "nan"
+        values = pc.utf8_trim_whitespace(self.text(values, key=key, column=column))
         blank = pc.or_kleene(pc.is_null(values), pc.equal(values, "")).fill_null(True)
         count = int(pc.sum(blank.cast(pa.int64())).as_py() or 0)
         if count:
@@ -234,17 +253,29 @@ class _Mapper:
         return values
 
     def numbers(self, raw: pa.Table, column: str, *, key: str) -> pa.Array:
+        """Numbers as float64 (empty cells and NaN are missing); text that is no number, infinities and magnitudes
+        above :data:`MAX_MAGNITUDE` (sums and means of them would overflow) are refused with the first one."""
         values = raw.column(column).combine_chunks()
         if pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_boolean(values.type):
-            return pc.cast(values, pa.float64())
-        text = pc.utf8_trim_whitespace(pc.cast(values, pa.string()))
-        text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
-        ok = pc.or_kleene(pc.is_null(text), pc.match_substring_regex(text, r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")).fill_null(False)
-        if not pc.all(ok).as_py():
-            bad = np.flatnonzero(~np.asarray(ok))
-            raise self.fail(key, column, f"{bad.size} values are not numbers (first: {text[int(bad[0])].as_py()!r} on data row {int(bad[0]) + 1})",
-                            "declare the column with another kind or fix those values")
-        return pc.cast(text, pa.float64())
+            result, shown = pc.cast(values, pa.float64()), values
+        else:
+            text = pc.utf8_trim_whitespace(self.text(values, key=key, column=column))
+            text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+            ok = pc.or_kleene(pc.is_null(text), pc.match_substring_regex(text, r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")).fill_null(False)
+            if not pc.all(ok).as_py():
+                bad = np.flatnonzero(~np.asarray(ok))
+                raise self.fail(key, column, f"{bad.size} values are not numbers (first: {text[int(bad[0])].as_py()!r} on data row {int(bad[0]) + 1})",
+                                "declare the column with another kind or fix those values")
+            result, shown = pc.cast(text, pa.float64()), text
+        numbers = result.to_numpy(zero_copy_only=False)  # (n,) NaN where missing
+        missing = np.isnan(numbers)
+        huge = ~missing & ~(np.abs(np.where(missing, 0.0, numbers)) <= MAX_MAGNITUDE)
+        if huge.any():
+            first = int(np.flatnonzero(huge)[0])
+            raise self.fail(key, column, f"{int(huge.sum())} values are infinite or larger than {MAX_MAGNITUDE:.0e} in "
+                            f"magnitude (first: {shown[first].as_py()!r} on data row {first + 1})",
+                            "fix or rescale those values")
+        return pa.array(numbers, pa.float64(), mask=missing)
 
     def attribute(self, raw: pa.Table, name: str, attribute: Attribute, *, key: str) -> pa.Array:
         if attribute.flags:
@@ -252,12 +283,12 @@ class _Mapper:
         column = attribute.column or name
         values = raw.column(column).combine_chunks()
         if attribute.extract is not None:
-            text = pc.cast(values, pa.string())
+            text = self.text(values, key=key, column=column)
             values = pc.struct_field(pc.extract_regex(text, named_first_group(attribute.extract)), "value")
         if attribute.kind == "numeric":
             numbers = self.numbers(pa.table({column: values}), column, key=key)
             return pc.ln(pc.add(numbers, 1.0)) if attribute.log1p else numbers
-        text = pc.utf8_trim_whitespace(pc.cast(values, pa.string()))
+        text = pc.utf8_trim_whitespace(self.text(values, key=key, column=column))
         if attribute.separator is None:
             drop = pc.is_in(text, value_set=pa.array([*attribute.drop, ""], pa.string()))
             return pc.if_else(drop, pa.scalar(None, pa.string()), text)

@@ -53,17 +53,26 @@ class FeastFeatureStore:
         self.repo_dir = Path(repo_dir).resolve()
         self.home_dir = Path(home_dir).resolve()
         self._store: Any = None
+        self._schema: tuple[tuple[int, ...], dict[str, Any]] | None = None  # (file identity, schema.json)
+        self._services: dict[str, Any] = {}  # name -> feast.FeatureService, looked up once per store
 
     # ----------------------------------------------------------------- sources written by the ingestion
     def source_schema(self) -> dict[str, Any]:
         """The sources' schema.json (views, list lengths, kind overrides, time range, fingerprint)."""
         path = layout.schema_path(self.home_dir)
-        if not path.is_file():
-            raise NotFoundError(f"No ingested dataset under {self.home_dir} ({path} is missing); run `towerctl data ingest` first.")
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            stat = path.stat()
+        except FileNotFoundError:
+            raise NotFoundError(f"No ingested dataset under {self.home_dir} ({path} is missing); run `towerctl data ingest` first.") from None
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._schema is not None and self._schema[0] == key:  # read again only when an ingestion rewrote it
+            return self._schema[1]
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path} cannot be read ({exc}); run `towerctl data ingest` again.") from exc
+        self._schema = (key, schema)
+        return schema
 
     def read_source(self, table: str) -> pa.Table:
         """One source table (``interactions``, ``item_profile``, ...) as written by the ingestion."""
@@ -190,29 +199,35 @@ class FeastFeatureStore:
         return self._elapsed(table, as_of_seconds=as_of.to_numpy().astype("float64") / 1e6)
 
     def online_features(self, service_name: str, entity_rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
-        """Latest materialized features of a feature service for each entity row (``{"user_id": "1"}``)."""
+        """Latest materialized features of a feature service for each entity row (``{"user_id": "1"}``).
+
+        The service is looked up once per store (Feast rebuilds its request plan for every new FeatureService
+        object, ~30 ms); a long-lived process sees a re-applied service after opening a new store."""
         store, external = self.feast, self.external
         keys = {layout.USER_KEY: external["user_key"], layout.ITEM_KEY: external["item_key"]} if external else {}
         rows = [{keys.get(k, k): v for k, v in r.items()} for r in entity_rows]
         with _translated(f"read online features of '{service_name}'", self.repo_dir):
-            service = store.get_feature_service(service_name)
+            service = self._services.get(service_name)
+            if service is None:  # Feast caches a request's plan per FeatureService object: keep one per name
+                service = self._services[service_name] = store.get_feature_service(service_name)
             response = store.get_online_features(features=service, entity_rows=rows, full_feature_names=True)
             columns = response.to_dict()
         for canonical, key in keys.items():
             if key in columns and key != canonical:
                 columns[canonical] = columns.pop(key)
         now = datetime.now(UTC).timestamp()
-        for name, unit in self._elapsed_features().items():
+        for name, unit in self.elapsed_features().items():
             if name in columns:
                 columns[name] = [None if v is None else (now - float(v)) / unit for v in columns[name]]
         return columns
 
-    def _elapsed_features(self) -> dict[str, float]:
-        """Features stored as the epoch seconds of a past interaction, read as the time elapsed since (in units)."""
+    def elapsed_features(self) -> dict[str, float]:
+        """Features stored as the epoch seconds of a past interaction, read as the time elapsed since: name -> unit
+        in seconds (an online read serves ``(now - stored) / unit``)."""
         return dict(self.source_schema().get("elapsed", {}))
 
     def _elapsed(self, table: pa.Table, *, as_of_seconds: Any) -> pa.Table:
-        for name, unit in self._elapsed_features().items():
+        for name, unit in self.elapsed_features().items():
             if name in table.column_names:
                 stored = pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)  # (n,) NaN = none
                 index = table.column_names.index(name)
@@ -284,6 +299,8 @@ class FeastFeatureStore:
             metadata={
                 "query_service": self.services[0],
                 "item_service": self.services[1],
+                "user_key": schema["external"]["user_key"] if schema.get("external") else layout.USER_KEY,
+                "elapsed_features": self.elapsed_features(),
                 "dataset": schema.get("dataset"),
                 "source_fingerprint": schema.get("source_fingerprint"),
             },

@@ -2,39 +2,48 @@
 
 No I/O here: numpy and torch on arrays, so that every figure can be checked by hand on a tiny collection.
 
-For each segment S (a category, or a popularity bucket head / torso / tail):
+For each segment S (a category, a popularity bucket head / torso / tail, and the pooled "small categories"):
 
 - item_count, interaction_share = training interactions of S's items / all training interactions;
 - alignment_distance = ||C(S_major) - C(S)||_F^2, C the population covariance (1/|S|) sum (v - mean)(v - mean)^T of
-  the item vectors and S_major the category with the most items (ties: the first name); relative_alignment divides
-  it by ||C(S_major)||_F^2, so that a segment collapsed to one point scores exactly 1.0;
+  the item vectors and S_major the category with the most items (ties: the first name); relative_alignment =
+  ||C(S_major) - C(S)||_F^2 / (||C(S_major)||_F^2 + ||C(S)||_F^2), bounded in [0, 1]: 0 for the same spread, 1 for a
+  segment collapsed to one point or spread in directions orthogonal to the major category's (derivation and
+  sampling noise: :mod:`tower_platform.monitor.covariance`);
 - mean_norm = mean ||v|| (1.0 when the vectors are L2-normalised), centroid_norm = ||mean v|| (1.0: all the same
   direction);
 - recall / ndcg = Recall@K and NDCG@K (1/log2(rank + 1) within K) of the test queries whose target is in S;
 - coverage = share of S's items that appear in at least one test query's top-K.
 
-Top-K is exact over every item: queries are scored ``query_chunk`` at a time against ``item_chunk`` items at a time,
-keeping a running top-K, so memory is bounded by query_chunk x item_chunk scores whatever the sizes. Each query's
-history items are excluded from its ranking (as the serving path and the evaluation protocol do).
+Pooling: the categories with fewer than ``min_items`` items or fewer than ``min_queries`` test queries are flagged
+``pooled`` (their own figures are kept) and also measured together as one segment of kind ``pooled`` named
+``small categories``: its items are the union of theirs and its queries those whose target is among them. A
+comparison passes the candidate's pooled categories on (``pooled=``) so that both versions pool the same ones.
+
+Top-K is exact over every item (:mod:`tower_platform.monitor.exact_top_k`). Each query's history items are excluded
+from its ranking (as the serving path and the evaluation protocol do).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from collections.abc import Collection
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
+from tower_platform.monitor.covariance import SegmentSpread, covariance_of, segment_spread
+from tower_platform.monitor.exact_top_k import ITEM_CHUNK, QUERY_CHUNK, target_ranks, top_k_items
 from tower_platform.registry.entities import AlignmentSegment
 
 CATEGORY = "category"
 POPULARITY = "popularity"
+POOLED = "pooled"
+POOLED_SEGMENT = "small categories"
 POPULARITY_BUCKETS: tuple[str, ...] = ("head", "torso", "tail")
 UNKNOWN_SEGMENT = "(none)"
-QUERY_CHUNK = 256
-ITEM_CHUNK = 65_536
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,96 +100,6 @@ class AlignmentFigures:
     segments: tuple[AlignmentSegment, ...]
 
 
-# --- top-K ---------------------------------------------------------------------------------------------------------
-
-
-def top_k_items(
-    queries: QuerySet,
-    item_vectors: np.ndarray,
-    *,
-    k: int,
-    query_chunk: int = QUERY_CHUNK,
-    item_chunk: int = ITEM_CHUNK,
-) -> np.ndarray:
-    """(Q, K) item rows of each query's exact top-K by dot product, best first; -1 pads rows with fewer candidates.
-
-    Memory: one (query_chunk, item_chunk) score block plus a (query_chunk, 2K) running top-K at a time.
-    """
-    items = torch.from_numpy(np.ascontiguousarray(item_vectors, dtype=np.float32))  # (N, D)
-    n_items = items.shape[0]
-    k = int(min(k, n_items))
-    top = np.full((len(queries), k), -1, dtype=np.int64)  # (Q, K)
-    if k == 0 or len(queries) == 0:
-        return top
-    indptr = queries.history_indptr
-    for q0 in range(0, len(queries), query_chunk):
-        q1 = min(q0 + query_chunk, len(queries))
-        block = torch.from_numpy(np.ascontiguousarray(queries.vectors[q0:q1], dtype=np.float32))  # (B, D)
-        lengths = np.diff(indptr[q0 : q1 + 1])
-        hist_rows = np.repeat(np.arange(q1 - q0), lengths)  # (h,) local query row of each history item
-        hist_items = queries.history_indices[indptr[q0] : indptr[q1]]  # (h,)
-        best_scores = torch.full((q1 - q0, k), -torch.inf)  # (B, K)
-        best_items = torch.full((q1 - q0, k), -1, dtype=torch.int64)  # (B, K)
-        for i0 in range(0, n_items, item_chunk):
-            i1 = min(i0 + item_chunk, n_items)
-            scores = block @ items[i0:i1].T  # (B, I)
-            inside = (hist_items >= i0) & (hist_items < i1)
-            scores[torch.from_numpy(hist_rows[inside]), torch.from_numpy(hist_items[inside] - i0)] = -torch.inf
-            chunk_scores, chunk_items = torch.topk(scores, min(k, i1 - i0), dim=1)  # (B, k')
-            merged_scores = torch.cat([best_scores, chunk_scores], dim=1)  # (B, K + k')
-            merged_items = torch.cat([best_items, chunk_items + i0], dim=1)  # (B, K + k')
-            best_scores, position = torch.topk(merged_scores, k, dim=1)  # (B, K)
-            best_items = merged_items.gather(1, position)  # (B, K)
-        best_items[torch.isinf(best_scores)] = -1  # excluded or missing candidates
-        top[q0:q1] = best_items.numpy()
-    return top
-
-
-def target_ranks(top: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """(Q,) 1-based rank of each target within its top-K row; 0 when it is not in the top-K."""
-    hit = top == np.asarray(targets)[:, None]  # (Q, K)
-    return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0).astype(np.int64)
-
-
-# --- covariance ----------------------------------------------------------------------------------------------------
-
-
-def segment_moments(
-    vectors: np.ndarray, codes: np.ndarray, *, n_segments: int, row_chunk: int = ITEM_CHUNK
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (S, D) and population covariance (S, D, D), float64, of each segment's vectors (zeros when empty).
-
-    Accumulated over ``row_chunk`` rows at a time, shifted by the segment's first vector (so that a segment of
-    identical vectors gets exactly zero covariance): C = (sum (x - s)(x - s)^T - n (m - s)(m - s)^T) / n.
-    """
-    d = vectors.shape[1]
-    means = np.zeros((n_segments, d), dtype=np.float64)
-    covariances = np.zeros((n_segments, d, d), dtype=np.float64)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(n_segments + 1))
-    for s in range(n_segments):  # one matrix product per segment and chunk, never a loop over items
-        rows = order[bounds[s] : bounds[s + 1]]
-        if rows.size == 0:
-            continue
-        shift = vectors[rows[0]].astype(np.float64)  # (D,)
-        total = np.zeros(d, dtype=np.float64)  # (D,) sum of x - shift
-        outer = np.zeros((d, d), dtype=np.float64)  # (D, D) sum of (x - shift)(x - shift)^T
-        for begin in range(0, rows.size, row_chunk):
-            x = vectors[rows[begin : begin + row_chunk]].astype(np.float64) - shift  # (c, D)
-            total += x.sum(axis=0)
-            outer += x.T @ x
-        centred_mean = total / rows.size  # (D,)
-        means[s] = shift + centred_mean
-        covariances[s] = outer / rows.size - np.outer(centred_mean, centred_mean)
-    return means, covariances
-
-
-def _squared_frobenius(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(S,) ||a - b[s]||_F^2 for a (D, D) and b (S, D, D)."""
-    diff = b - a[None]  # (S, D, D)
-    return np.einsum("sij,sij->s", diff, diff)
-
-
 # --- the report ----------------------------------------------------------------------------------------------------
 
 
@@ -217,8 +136,7 @@ def _segments(
     names: tuple[str, ...],
     codes: np.ndarray,
     *,
-    moments: tuple[np.ndarray, np.ndarray],
-    major_cov: np.ndarray,
+    spread: SegmentSpread,
     norms: np.ndarray,
     counts: np.ndarray,
     outcome: _QueryOutcome,
@@ -226,10 +144,7 @@ def _segments(
     s = len(names)
     size = np.bincount(codes, minlength=s)  # (S,)
     per_item = np.maximum(size, 1)  # (S,) no division by zero for an empty segment
-    means, covariances = moments  # (S, D), (S, D, D)
-    distance = _squared_frobenius(major_cov, covariances)  # (S,)
-    major_size = float(np.einsum("ij,ij->", major_cov, major_cov))
-    centroid = np.linalg.norm(means, axis=1)  # (S,)
+    centroid = np.linalg.norm(spread.means, axis=1)  # (S,)
     target_codes = codes[outcome.target_items]  # (Q,)
     n_queries = np.bincount(target_codes, minlength=s)  # (S,)
     recall = _mean_or_none(np.bincount(target_codes, weights=outcome.hit, minlength=s), n_queries)
@@ -244,8 +159,8 @@ def _segments(
             segment=name,
             item_count=int(size[c]),
             interaction_share=float(share[c]),
-            alignment_distance=float(distance[c]),
-            relative_alignment=float(distance[c] / major_size) if major_size > 0 else None,
+            alignment_distance=float(spread.alignment_distance[c]),
+            relative_alignment=float(spread.relative_alignment[c]),
             mean_norm=float(mean_norm[c]),
             centroid_norm=float(centroid[c]),
             n_queries=int(n_queries[c]),
@@ -257,18 +172,32 @@ def _segments(
     ]
 
 
+def pooled_categories(segments: Collection[AlignmentSegment], *, min_items: int, min_queries: int) -> frozenset[str]:
+    """The categories below either minimum: they are judged together as the ``small categories`` segment."""
+    return frozenset(s.segment for s in segments
+                     if s.kind == CATEGORY and (s.item_count < min_items or s.n_queries < min_queries))
+
+
 def alignment_figures(
     items: ServedItems,
     queries: QuerySet,
     *,
     k: int,
+    min_items: int = 0,
+    min_queries: int = 0,
+    pooled: Collection[str] | None = None,
     query_chunk: int = QUERY_CHUNK,
     item_chunk: int = ITEM_CHUNK,
+    screen: str | None = None,
 ) -> AlignmentFigures:
-    """Every figure of every category and popularity bucket (see the module docstring)."""
+    """Every figure of every category, popularity bucket and the pooled small categories (see the module docstring).
+
+    ``pooled``: the category names to pool (a comparison passes the candidate's); default: those with fewer than
+    ``min_items`` items or ``min_queries`` test queries here.
+    """
     vectors = np.ascontiguousarray(items.vectors, dtype=np.float32)  # (N, D)
     n = len(items)
-    top = top_k_items(queries, vectors, k=k, query_chunk=query_chunk, item_chunk=item_chunk)  # (Q, K)
+    top = top_k_items(queries, vectors, k=k, query_chunk=query_chunk, item_chunk=item_chunk, screen=screen)  # (Q, K)
     ranks = target_ranks(top, queries.targets)  # (Q,)
     covered = np.zeros(n, dtype=np.float64)  # (N,)
     covered[top[top >= 0]] = 1.0
@@ -284,16 +213,28 @@ def alignment_figures(
         "outcome": outcome,
     }
     category_names, category_codes = encode_segments(items.categories)
-    category_moments = segment_moments(vectors, category_codes, n_segments=len(category_names))
     sizes = np.bincount(category_codes, minlength=len(category_names))
     major = int(np.lexsort((np.arange(len(category_names)), -sizes))[0]) if n else None
-    major_cov = category_moments[1][major] if major is not None else np.zeros((vectors.shape[1],) * 2)
-    segments = _segments(CATEGORY, category_names, category_codes, moments=category_moments, major_cov=major_cov,
-                         **common)
+    major_cov = (covariance_of(vectors, np.flatnonzero(category_codes == major))[1] if major is not None
+                 else np.zeros((vectors.shape[1],) * 2))
+
+    def spread(codes: np.ndarray, count: int, only: np.ndarray | None = None) -> SegmentSpread:
+        return segment_spread(vectors, codes, n_segments=count, reference=major_cov, segments=only)
+
+    categories = _segments(CATEGORY, category_names, category_codes,
+                           spread=spread(category_codes, len(category_names)), **common)
+    if pooled is None:
+        pooled = pooled_categories(categories, min_items=min_items, min_queries=min_queries)
+    pooled = frozenset(pooled)
+    categories = [replace(c, pooled=c.segment in pooled) for c in categories]
     bucket_names, bucket_codes = encode_segments(items.popularity, order=POPULARITY_BUCKETS)
-    bucket_moments = segment_moments(vectors, bucket_codes, n_segments=len(bucket_names))
-    segments += _segments(POPULARITY, bucket_names, bucket_codes, moments=bucket_moments, major_cov=major_cov,
-                          **common)
+    segments = categories + _segments(POPULARITY, bucket_names, bucket_codes,
+                                      spread=spread(bucket_codes, len(bucket_names)), **common)
+    in_pool = np.isin(np.asarray(category_names, dtype=object), list(pooled))  # (C,)
+    if in_pool.any():  # one segment of every pooled category's items and queries
+        pool_codes = np.where(in_pool[category_codes], 0, 1)  # (N,) 0 = pooled
+        segments += _segments(POOLED, (POOLED_SEGMENT, ""), pool_codes,
+                              spread=spread(pool_codes, 2, only=np.array([0])), **common)[:1]
     return AlignmentFigures(
         k=int(k),
         major_category=category_names[major] if major is not None else None,

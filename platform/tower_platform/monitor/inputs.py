@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from towers.evaluation import InteractionHistory, InteractionLog
+from towers.evaluation import InteractionHistory, InteractionLog, epoch_micros
 from tower_platform.errors import InputError, NotFoundError
 from tower_platform.monitor.alignment import QuerySet
 
@@ -136,7 +136,7 @@ class MonitorInputs:
         log_items[unknown] = n_items + extra
         users = pc.cast(self.interactions.column(self.user_id), pa.string()).to_numpy(zero_copy_only=False)
         _, user_codes = np.unique(users, return_inverse=True)
-        timestamps = _epoch_micros(self.interactions.column(TIMESTAMP))
+        timestamps = epoch_micros(self.interactions.column(TIMESTAMP))
         periods = self.interactions.column(SPLIT).to_numpy(zero_copy_only=False).astype(str)
         log = InteractionLog(user_codes, log_items, timestamps, periods, int(user_codes.max(initial=-1)) + 1,
                              int(log_items.max(initial=n_items - 1)) + 1)
@@ -169,9 +169,3 @@ def _item_rows(values: pa.ChunkedArray | pa.Array, item_ids: np.ndarray) -> np.n
     """(M,) row of each value among ``item_ids``; -1 when it is not one of them."""
     index = pc.index_in(pc.cast(values, pa.string()), value_set=pa.array(np.asarray(item_ids, dtype=str)))
     return pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def _epoch_micros(column: pa.ChunkedArray) -> np.ndarray:
-    if pa.types.is_timestamp(column.type):
-        return pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)

@@ -3,21 +3,22 @@
 The thin I/O layer around :mod:`tower_platform.monitor.alignment`: read the served vectors (with their payload
 category and popularity bucket) from the version's Qdrant collection, embed the test queries with the version's
 ``query.onnx``, compute the figures, compare them with the version named by ``against`` (production by default)
-measured on the same queries, find the breaches and store the report as the version's next run.
+measured on the same queries (pooling the same small categories), find the breaches and store the report as the
+version's next run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from tower_platform.vectors.writer import popularity_buckets
 from tower_platform.errors import ConflictError, InputError, UsageError
-from tower_platform.monitor.alignment import AlignmentFigures, ServedItems, alignment_figures
+from tower_platform.monitor.alignment import CATEGORY, AlignmentFigures, ServedItems, alignment_figures
 from tower_platform.monitor.inputs import MonitorInputs
 from tower_platform.monitor.thresholds import MonitorThresholds, find_breaches
 from tower_platform.registry.entities import ALIGNMENT_FIGURES, AlignmentReport, AlignmentSegment, ModelVersion
@@ -33,38 +34,34 @@ SCROLL_PAGE = 4096
 
 
 def read_served_items(vectors: QdrantVectorStore, collection: str, *, inputs: MonitorInputs) -> ServedItems:
-    """Every point of ``collection`` with its vector, payload category and popularity bucket.
+    """Every point of ``collection`` with its vector, payload category and popularity bucket, read page by page into
+    one matrix (:func:`tower_platform.vectors.reading.read_collection`).
 
     A point without a popularity bucket in its payload gets one from the training interaction counts (the embedding
-    writer's rule: head = top 20 %, tail = at most 5 interactions).
+    writer's rule, the evaluation's buckets).
     """
-    ids: list[str] = []
-    pages: list[np.ndarray] = []
-    categories: list[Any] = []
-    buckets: list[Any] = []
-    for page in vectors.scroll(collection, batch_size=SCROLL_PAGE, with_vectors=True):
-        if any(p.vector is None for p in page):
-            raise ConflictError(f"Qdrant collection '{collection}' has points without vectors; write it again.")
-        pages.append(np.stack([p.vector for p in page]).astype(np.float32))  # (P, D)
-        ids.extend(p.item_id for p in page)
-        categories.extend(p.payload.get(CATEGORY_FIELD) for p in page)
-        buckets.extend(p.payload.get(POPULARITY_FIELD) for p in page)
-    if not ids:
+    from tower_platform.vectors.reading import read_collection
+
+    contents = read_collection(vectors, collection, fields=(CATEGORY_FIELD, POPULARITY_FIELD), page_size=SCROLL_PAGE)
+    if not len(contents):
         raise ConflictError(f"Qdrant collection '{collection}' is empty; run `towerctl embeddings write` first.")
-    item_ids = np.asarray(ids, dtype=str)
-    counts = inputs.interaction_counts(item_ids)
+    buckets = contents.payload[POPULARITY_FIELD]
+    counts = inputs.interaction_counts(contents.item_ids)
     popularity = np.asarray(buckets, dtype=object)
     unset = pa.array(buckets, type=pa.string()).is_null().to_numpy(zero_copy_only=False)
     if unset.any():
         popularity[unset] = popularity_buckets(counts)[unset]
-    return ServedItems(ids=item_ids, vectors=np.concatenate(pages), categories=np.asarray(categories, dtype=object),
+    return ServedItems(ids=contents.item_ids, vectors=contents.vectors,
+                       categories=np.asarray(contents.payload[CATEGORY_FIELD], dtype=object),
                        popularity=popularity, interaction_counts=counts)
 
 
 def measure_version(
-    vectors: QdrantVectorStore, version: ModelVersion, *, inputs: MonitorInputs, k: int
+    vectors: QdrantVectorStore, version: ModelVersion, *, inputs: MonitorInputs, k: int, min_items: int = 0,
+    min_queries: int = 0, pooled: Collection[str] | None = None,
 ) -> AlignmentFigures:
-    """The figures of one version: its collection's vectors and its query tower on the inputs' test queries."""
+    """The figures of one version: its collection's vectors and its query tower on the inputs' test queries
+    (categories below ``min_items`` / ``min_queries`` pooled, or exactly those named by ``pooled``)."""
     from tower_platform.serving.onnx_tower import OnnxTower
 
     collection = _served_collection(version)
@@ -77,7 +74,7 @@ def measure_version(
             f"query.onnx of model '{version.model}' version {version.version} returns {queries.vectors.shape[1]}-d "
             f"vectors but collection '{collection}' holds {items.vectors.shape[1]}-d ones; re-export the version."
         )
-    return alignment_figures(items, queries, k=k)
+    return alignment_figures(items, queries, k=k, min_items=min_items, min_queries=min_queries, pooled=pooled)
 
 
 def with_deltas(segments: tuple[AlignmentSegment, ...], against: tuple[AlignmentSegment, ...]) -> tuple[AlignmentSegment, ...]:
@@ -126,12 +123,14 @@ def build_alignment_report(
     version's next run (``record``) and return it."""
     candidate = registry.get_version(model, version)
     echo(f"measuring {model} v{version} on {inputs.queries.num_rows:,} test interactions")
-    figures = measure_version(vectors, candidate, inputs=inputs, k=thresholds.k)
+    figures = measure_version(vectors, candidate, inputs=inputs, k=thresholds.k, **thresholds.pooling())
     segments = figures.segments
+    pooled = frozenset(s.segment for s in segments if s.kind == CATEGORY and s.pooled)
     compared = resolve_against(registry, model, version, against)
     if compared is not None:
         echo(f"measuring {model} v{compared.version} (compared) on the same queries")
-        segments = with_deltas(segments, _compared_segments(registry, vectors, compared, inputs=inputs, k=thresholds.k))
+        segments = with_deltas(segments, _compared_segments(registry, vectors, compared, inputs=inputs,
+                                                            k=thresholds.k, pooled=pooled))
     breaches = find_breaches(segments, thresholds)
     report = AlignmentReport(
         model=model,
@@ -153,12 +152,13 @@ def build_alignment_report(
 
 
 def _compared_segments(
-    registry: SqlRegistryStore, vectors: QdrantVectorStore, compared: ModelVersion, *, inputs: MonitorInputs, k: int
+    registry: SqlRegistryStore, vectors: QdrantVectorStore, compared: ModelVersion, *, inputs: MonitorInputs, k: int,
+    pooled: frozenset[str],
 ) -> tuple[AlignmentSegment, ...]:
-    """The compared version on the same queries; when its query tower cannot read them (other features), its latest
-    stored report with the same K."""
+    """The compared version on the same queries, with the candidate's pooled categories; when its query tower cannot
+    read them (other features), its latest stored report with the same K (pooled as it was then)."""
     try:
-        return measure_version(vectors, compared, inputs=inputs, k=k).segments
+        return measure_version(vectors, compared, inputs=inputs, k=k, pooled=pooled).segments
     except InputError:
         stored = [r for r in registry.alignment_reports(compared.model, version=compared.version) if r.k == k]
         if not stored:

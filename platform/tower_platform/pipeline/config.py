@@ -1,10 +1,15 @@
-"""The ``training`` section of a dataset config, translated into the towers' own config dataclass."""
+"""The ``training`` section of a dataset config, translated into the towers' own config dataclass.
+
+Every value is checked before any work (types, ranges, combinations: ``towers.config``); a bad value in the file is a
+ConfigError naming the file, a bad ``--set KEY=VALUE`` a UsageError naming the option as it was typed.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from tower_platform.errors import ConfigError
+from tower_platform.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - heavy imports stay inside the functions
     from tower_platform.datasets.config import DatasetConfig
@@ -13,8 +18,13 @@ if TYPE_CHECKING:  # pragma: no cover - heavy imports stay inside the functions
 TRAINING_SECTION = "training"
 
 
-def tower_config_from(dataset: DatasetConfig, *, overrides: dict[str, Any] | None = None) -> TowerConfig:
-    """The ``training`` section of a dataset config (plus overrides) as the towers' config dataclass."""
+def tower_config_from(
+    dataset: DatasetConfig, *, overrides: Mapping[str, Any] | None = None, written_as: Mapping[str, str] | None = None
+) -> TowerConfig:
+    """The ``training`` section of a dataset config, then each override (``--set``), as the towers' config dataclass.
+
+    ``written_as`` maps an override's key to the text the user typed (``epochs=abc``), for messages.
+    """
     from towers.config import TowerConfig
     from towers.errors import TowersConfigError
 
@@ -22,6 +32,19 @@ def tower_config_from(dataset: DatasetConfig, *, overrides: dict[str, Any] | Non
     if not isinstance(section, dict):
         raise ConfigError(f"Dataset config {dataset.path}: section '{TRAINING_SECTION}' must be a mapping.")
     try:
-        return TowerConfig.from_dict(section).with_overrides(overrides or {})
+        config = TowerConfig.from_dict(section)
     except TowersConfigError as exc:
         raise ConfigError(f"Dataset config {dataset.path}: section '{TRAINING_SECTION}' is invalid: {exc}") from exc
+    for key, value in (overrides or {}).items():
+        try:
+            config = config.with_overrides({key: value})
+        except TowersConfigError as exc:
+            text = (written_as or {}).get(key) or f"{key}={value!r}"
+            raise UsageError(f"--set {text}: {_clause(exc)}.") from exc
+    return config
+
+
+def _clause(exc: Exception) -> str:
+    """The towers' message as a clause: ``training.epochs must be >= 1, got 0``."""
+    problem = str(getattr(exc, "problem", "") or exc).rstrip(".")
+    return problem[:1].lower() + problem[1:]

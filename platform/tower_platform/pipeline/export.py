@@ -1,5 +1,6 @@
-"""Export a trained version: ONNX towers (parity-checked), estimator state, checkpoint, monitor inputs and the
-``spec.json`` that ``towerctl models register`` reads back (:mod:`tower_platform.registry.exported_model`)."""
+"""Export a trained version: ONNX towers (parity-checked, carrying the serving contract of
+:mod:`tower_platform.serving.contract`), estimator state, checkpoint, monitor inputs and the ``spec.json`` that
+``towerctl models register`` reads back (:mod:`tower_platform.registry.exported_model`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tower_platform.errors import ConfigError
+from tower_platform.naming import check_model_name
+from tower_platform.paths import within
+from tower_platform.staging import staged_folder
 from tower_platform.pipeline.train import TrainedVersion, period_rows
 
 if TYPE_CHECKING:  # pragma: no cover - heavy imports stay inside the functions
@@ -51,40 +55,39 @@ def export_version(
     """Write query.onnx, item.onnx (parity-checked), the estimator state, a checkpoint and spec.json to
     ``artifacts_dir/<model>/<folder_name or v<version>>/``; the folder appears only when complete. ``corpus`` is the
     item corpus the version will serve (its first rows are the item side of the parity check)."""
+    final = within(artifacts_dir, check_model_name(model), folder_name or f"v{version}")
     import numpy as np
 
     from towers.onnx import ExportParityError
 
-    final = Path(artifacts_dir) / model / (folder_name or f"v{version}")
     if final.exists():
         raise ConfigError(f"Artifact folder {final} already exists; remove it or register that export instead.")
-    staging = final.with_name(f".{final.name}.partial")
-    if staging.exists():
-        import shutil
-
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
     table = training_set.table
     sample = table.slice(0, 0)
     for period in ("test", "validation", "train"):  # real rows of every period, latest first
         sample = pa.concat_tables([sample, period_rows(table, (period,)).slice(0, 256)])
-    try:
-        result = trained.towers.export(
-            staging,
-            model_name=model,
-            model_version=version,
-            feature_service=feature_service_label(training_set),
-            sample=sample,
-            item_sample=corpus.slice(0, 512),
-        )
-    except ExportParityError as exc:
-        raise ConfigError(f"Export of {model} v{version} failed its ONNX parity check: {exc}") from exc
-    monitor_inputs(training_set).write(staging)  # test queries for `towerctl monitor` and the promotion gates
-    np.savez(staging / ESTIMATOR_FILE, **trained.towers.estimator_state())
-    trained.towers.save(staging / CHECKPOINT_FILE)
-    spec = version_spec(trained, training_set, model=model, version=version, sha256=result.sha256s)
-    _write_atomically(staging / SPEC_FILE, json.dumps(spec, indent=2, default=str))
-    os.replace(staging, final)
+    from tower_platform.serving.contract import serving_contract
+
+    # staged under .<folder>.tmp-<token> beside it (tower_platform.staging): the folder appears only when complete,
+    # and the leftovers of killed or failed exports of this model are removed first
+    with staged_folder(final.parent, final.name, replace=False) as staging:
+        try:
+            result = trained.towers.export(
+                staging,
+                model_name=model,
+                model_version=version,
+                feature_service=feature_service_label(training_set),
+                sample=sample,
+                item_sample=corpus.slice(0, 512),
+                extra_metadata=serving_contract(training_set.schema).to_metadata(),
+            )
+        except ExportParityError as exc:
+            raise ConfigError(f"Export of {model} v{version} failed its ONNX parity check: {exc}") from exc
+        monitor_inputs(training_set).write(staging)  # test queries for `towerctl monitor` and the promotion gates
+        np.savez(staging / ESTIMATOR_FILE, **trained.towers.estimator_state())
+        trained.towers.save(staging / CHECKPOINT_FILE)
+        spec = version_spec(trained, training_set, model=model, version=version, sha256=result.sha256s)
+        _write_atomically(staging / SPEC_FILE, json.dumps(spec, indent=2, default=str))
     return ExportedVersion(folder=final, version=version, sha256=result.sha256s, max_abs_diff=result.max_abs_diff)
 
 

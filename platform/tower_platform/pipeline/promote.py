@@ -10,12 +10,12 @@ from tower_platform.pipeline.train import Echo, quiet
 
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors.store import QdrantVectorStore
+    from tower_platform.vectors.points import VectorStore
 
 
 def promote_gated(
     registry: SqlRegistryStore,
-    vectors: QdrantVectorStore,
+    vectors: VectorStore,
     *,
     model: str,
     version: int,

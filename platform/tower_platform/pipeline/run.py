@@ -17,7 +17,7 @@ from tower_platform.pipeline.train import Echo, TrainedVersion, period_rows, qui
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.features.training_set import TrainingSet
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors.store import QdrantVectorStore
+    from tower_platform.vectors.points import VectorStore
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def run_pipeline(
     repo_dir: Path,
     artifacts_dir: Path,
     open_registry: Callable[[], SqlRegistryStore],
-    open_vectors: Callable[[], QdrantVectorStore],
+    open_vectors: Callable[[], VectorStore],
     source: Path | None = None,
     training_overrides: dict[str, Any] | None = None,
     refit: bool = True,
@@ -62,7 +62,7 @@ def run_pipeline(
     from tower_platform.features.training_set import build_training_set
     from tower_platform.pipeline.config import tower_config_from
     from tower_platform.pipeline.promote import promote_gated
-    from tower_platform.pipeline.recommend import online_query_features, recommend
+    from tower_platform.pipeline.recommend import recommend
     from tower_platform.pipeline.register import register_export
 
     dataset = load_dataset_config(config_path)
@@ -106,7 +106,7 @@ def run_pipeline(
             if registry.production_version(dataset.model) is not None:
                 sample_user = sample_user_id(training_set)
                 echo(f"[8/8] recommend for user {sample_user}")
-                recommendations = recommend(registry, vectors, online_query_features(store), model=dataset.model,
+                recommendations = recommend(registry, vectors, store, model=dataset.model,
                                             user_id=sample_user)
                 show("recommend", recommendations)
     return PipelineResult(

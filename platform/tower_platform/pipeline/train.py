@@ -72,11 +72,15 @@ def train_and_evaluate(
     refit: bool = True,
     progress: bool = True,
     echo: Echo = quiet,
+    fit: Callable[..., TrainedTowers] | None = None,
 ) -> TrainedVersion:
     """Train on the train period with early stopping on validation Recall@100, then (``refit``) train again on train +
-    validation for the best number of epochs; evaluate with the next-item protocol on validation and test."""
+    validation for the best number of epochs; evaluate with the next-item protocol on validation and test. ``fit``
+    replaces ``fit_two_tower`` (same arguments), e.g. by rank 0's fit of a data-parallel run."""
     from towers.evaluation import EvaluationData
     from towers.training import fit_two_tower
+
+    fit = fit or fit_two_tower
 
     table, schema = training_set.table, training_set.schema
     validation_time, test_time = split_times(training_set)
@@ -91,8 +95,8 @@ def train_and_evaluate(
         return report.metrics["recall@100"]
 
     echo(f"training on {train.num_rows:,} interactions (validation: {validation_data.rows('validation').size:,})")
-    towers = fit_two_tower(train, corpus=validation_corpus, schema=schema, config=config,
-                           validation=validation_recall, progress=progress)
+    towers = fit(train, corpus=validation_corpus, schema=schema, config=config, validation=validation_recall,
+                 progress=progress)
     validation = validation_data.evaluate_towers(towers, fit_periods="train", eval_period="validation")
     best_epoch = towers.history.best_epoch if towers.history else None
 
@@ -102,8 +106,8 @@ def train_and_evaluate(
         epochs_refit = best_epoch or config.training.epochs
         fit_rows = period_rows(table, ("train", "validation"))
         echo(f"refitting on train + validation ({fit_rows.num_rows:,} interactions, {epochs_refit} epochs)")
-        towers = fit_two_tower(fit_rows, corpus=test_corpus, schema=schema,
-                               config=config.with_overrides({"training.epochs": epochs_refit}), progress=progress)
+        towers = fit(fit_rows, corpus=test_corpus, schema=schema,
+                     config=config.with_overrides({"training.epochs": epochs_refit}), progress=progress)
     test_data = EvaluationData.build(table, corpus=test_corpus, schema=schema)
     test = test_data.evaluate_towers(towers, fit_periods=("train", "validation"), eval_period="test")
     return TrainedVersion(towers=towers, validation=validation, test=test, best_epoch=best_epoch,

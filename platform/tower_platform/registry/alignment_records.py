@@ -80,6 +80,7 @@ def add_report(
             ndcg=_finite(s.ndcg),
             coverage=float(s.coverage),
             deltas={k: _finite(v) for k, v in s.deltas.items()},
+            pooled=bool(s.pooled),
         )
         for s in report.segments
     )
@@ -126,6 +127,7 @@ def _to_segment(row: AlignmentSegmentRow) -> AlignmentSegment:
         ndcg=row.ndcg,
         coverage=row.coverage,
         deltas=dict(row.deltas or {}),
+        pooled=bool(row.pooled),
     )
 
 

@@ -15,7 +15,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
-from tower_platform.errors import ConflictError, TowerError, UnavailableError, UsageError
+from tower_platform.errors import ConfigError, ConflictError, TowerError, UnavailableError
+from tower_platform.redaction import redact_url
 
 SQLITE_BEGIN_OPTION = "tower_sqlite_begin"
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -25,36 +26,40 @@ POSTGRES_CONNECT_TIMEOUT_S = 5
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
 
 
-def parse_url(url: str) -> URL:
+def parse_url(url: str | URL) -> URL:
+    """The registry URL, parsed; an unparsable one (its text is not shown: it may hold a password) or one of
+    another backend is a ConfigError naming TOWER_DATABASE_URL."""
+    if isinstance(url, URL):
+        return url
     try:
         parsed = make_url(url)
-    except sa_exc.ArgumentError as exc:
-        raise UsageError(
-            f"The registry URL {url!r} cannot be parsed; set TOWER_DATABASE_URL to sqlite:///PATH or "
-            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB."
-        ) from exc
+    except (sa_exc.ArgumentError, ValueError) as exc:
+        detail = "a port that is not a number" if isinstance(exc, ValueError) else "not of the form SCHEME://..."
+        raise ConfigError(
+            f"The registry URL in TOWER_DATABASE_URL cannot be parsed ({detail}; the value is not shown as it may "
+            "hold a password); set it to sqlite:///PATH or a postgresql+psycopg:// URL with user, password, host, port and "
+            "database."
+        ) from None
     if parsed.get_backend_name() == "postgresql" and parsed.drivername != "postgresql+psycopg":
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise UsageError(
-            f"The registry URL {redacted_url(url)} names the backend {parsed.get_backend_name()!r}; "
-            "use sqlite:///PATH or postgresql+psycopg://... in TOWER_DATABASE_URL."
+        raise ConfigError(
+            f"The registry URL {redacted_url(url)} in TOWER_DATABASE_URL names the backend "
+            f"{parsed.get_backend_name()!r}; use sqlite:///PATH or a postgresql+psycopg:// URL."
         )
     return parsed
 
 
 def redacted_url(url: str | URL) -> str:
-    """The URL with its password masked, fit for messages and logs."""
-    try:
-        parsed = url if isinstance(url, URL) else make_url(url)
-    except sa_exc.ArgumentError:
-        return "<unparsable URL>"
-    return parsed.render_as_string(hide_password=True)
+    """The URL with its password masked, fit for messages and logs (:func:`tower_platform.redaction.redact_url`)."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    return redact_url(url)
 
 
 def sqlite_file(url: str | URL) -> Path | None:
     """The database file of a SQLite URL (None for other backends and for in-memory SQLite)."""
-    parsed = url if isinstance(url, URL) else make_url(url)
+    parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database).expanduser().resolve()

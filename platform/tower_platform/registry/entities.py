@@ -74,7 +74,7 @@ class AuditEvent:
     id: int
     model: str
     version: int | None
-    action: str  # register | collection | index | promote | rollback | retire
+    action: str  # register | collection | index | alignment | promote | rollback | reconcile | retire
     from_status: str | None
     to_status: str | None
     from_version: int | None
@@ -83,6 +83,44 @@ class AuditEvent:
     reason: str | None
     details: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PromotionIntent:
+    """A move of a model's production alias, recorded before the move (see ``registry.intents``).
+
+    ``action`` is promote, rollback or realign (reconcile moving the alias back to the registry's production);
+    ``from_collection`` is where the alias pointed when it began (None: no alias), ``to_collection`` where it is to
+    point (None: removed). ``state``: pending until resolved as completed or aborted.
+    """
+
+    id: int
+    model: str
+    action: str
+    from_version: int | None
+    to_version: int | None
+    from_collection: str | None
+    to_collection: str | None
+    actor: str
+    reason: str | None
+    details: dict[str, Any]
+    state: str
+    started_at: datetime
+    resolved_at: datetime | None = None
+    resolution: str | None = None
+    resolved_by: str | None = None
+    audit_event_id: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.state == "pending"
+
+    def describe(self) -> str:
+        """e.g. ``intent #4 (promote v1 -> v2 by alice at 2027-01-15 10:00:00 UTC)``."""
+        source = f"v{self.from_version}" if self.from_version is not None else "none"
+        target = f"v{self.to_version}" if self.to_version is not None else "none"
+        at = self.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"intent #{self.id} ({self.action} {source} -> {target} by {self.actor} at {at})"
 
 
 ALIGNMENT_FIGURES: tuple[str, ...] = (
@@ -102,12 +140,16 @@ ALIGNMENT_FIGURES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class AlignmentSegment:
-    """The figures of one category (``kind`` = "category") or popularity bucket (``kind`` = "popularity").
+    """The figures of one category (``kind`` = "category"), popularity bucket ("popularity") or the pooled small
+    categories ("pooled", segment "small categories").
 
     alignment_distance = ||C(S_major) - C(S)||_F^2 between the covariance of the segment's item vectors and that of
-    the major category (the one with the most items); relative_alignment divides it by ||C(S_major)||_F^2 (a segment
-    collapsed to one point scores 1.0). recall / ndcg are None when no test query targets the segment. ``deltas``
-    maps each figure to this version's value minus the compared version's (None where either side has none).
+    the major category (the one with the most items); relative_alignment = alignment_distance /
+    (||C(S_major)||_F^2 + ||C(S)||_F^2), in [0, 1] (1.0: collapsed to one point, or spread orthogonally to the
+    major category; see tower_platform.monitor.covariance). recall / ndcg are None when no test query targets the
+    segment. ``deltas`` maps each figure to this version's value minus the compared version's (None where either
+    side has none). ``pooled``: a category below the minimum items or test queries, judged inside the pooled
+    segment rather than on its own (its own figures are still recorded).
     """
 
     kind: str
@@ -123,6 +165,7 @@ class AlignmentSegment:
     ndcg: float | None
     coverage: float  # share of the segment's items in anyone's top-K over the test queries
     deltas: dict[str, float | None] = field(default_factory=dict)
+    pooled: bool = False
 
     def figure(self, name: str) -> float | int | None:
         return getattr(self, name)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tower_platform.errors import InputError, IntegrityError
+from tower_platform.naming import name_problem
 from tower_platform.registry.artifact import file_sha256
 from tower_platform.registry.entities import ARTIFACT_NAMES
 
@@ -67,6 +68,9 @@ def read_exported_model(folder: str | Path, *, model: str | None) -> ExportedMod
     name = model or spec.get("model") or towers["query.onnx"].get("model_name")
     if not name:
         raise InputError(f"{folder / SPEC_FILE} names no model; add \"model\" to it or pass --model NAME.")
+    problem = name_problem(name)
+    if problem is not None:
+        raise InputError(f"{folder / SPEC_FILE} names a model whose name {problem}; export it again under a valid name.")
     _agree(folder / SPEC_FILE, "model", spec.get("model"), name, source="--model")
     for tower, meta in towers.items():
         _agree(folder / tower, "model_name", meta.get("model_name"), name, source="--model")

@@ -1,26 +1,34 @@
-"""Promotion and rollback: a registry transaction paired with one Qdrant alias move.
+"""Promotion and rollback: the registry's production alias row and the vector store's alias ``<model>``, moved
+together through an intent that survives a crash.
 
-Rules (the registry is the source of truth, the Qdrant alias ``<model>`` follows it):
+Rules (the registry records what is production; the vector store's alias serves it):
 
 - ``promote``: only an ``indexed`` version with a verified collection, whose artifacts still have their recorded
-  sha256. Inside ONE registry transaction with the model row locked: the old production version goes back to
-  ``indexed`` (it stays a rollback target), the new one becomes ``production``, the registry alias row moves and an
-  audit event is written; then the Qdrant alias is swapped in one ``update_collection_aliases`` call. A failed swap
-  rolls the transaction back; a failed commit after the swap swaps the alias back.
+  sha256, past its gates. The version becomes ``production`` (shown for the version the registry's alias row names;
+  the previous one shows ``indexed`` again and stays a rollback target).
 - ``rollback``: production returns to the previous production version, replayed from the audit log (see
-  :func:`tower_platform.registry.production_history.production_stack`); the version rolled back from becomes ``rolled_back`` and is never a rollback target
-  again (``towerctl embeddings verify`` can make it ``indexed`` once more).
+  :func:`tower_platform.registry.production_history.production_stack`); the version rolled back from becomes
+  ``rolled_back`` and is never a rollback target again (``towerctl embeddings verify`` can make it ``indexed`` once more).
 - ``gc`` (:mod:`tower_platform.registry.retention`): retires versions beyond the newest ``keep``.
 
-Re-running is safe: promoting the production version again changes nothing and writes no audit event, unless the
-Qdrant alias drifted from the registry (a failed swap-back, a hand edit): then it moves the alias back to the
-production collection and writes a ``realign`` event.
+Both hold the model's promotion lock (:mod:`tower_platform.registry.promotion_lock`) from the first check to the last
+write, and move the alias through an intent (:mod:`tower_platform.registry.intents`): intent committed, alias swapped,
+production row + intent completed + audit event committed in one transaction. Each refuses (ConflictError, exit 4,
+naming ``towerctl models reconcile MODEL``) while the registry and the vector store disagree or an intent is pending
+(:func:`tower_platform.registry.serving_state.require_consistent`): a killed run is repaired, never built upon. One
+disagreement is let through: a production collection that is gone with nothing served (the alias missing or
+dangling), which promoting or rolling back to a version whose collection exists repairs.
+
+Re-running is safe: promoting the production version again changes nothing and writes no audit event.
 
 Gates: ``promote(..., gate=...)`` asks a :class:`PromotionGate` (e.g. ``tower_platform.monitor.AlignmentGate``) for
 its verdict on the candidate, before anything changes. A verdict with breaches refuses the promotion with
 :class:`MonitorBreachError` naming each segment and figure, unless ``force=True`` with a ``reason``: then the
 promotion goes through and its audit event carries the breaches. Without a gate (the library default) nothing is
 checked beyond servability.
+
+Dry runs (``dry_run=True``) make the same checks and ask the same gate, under no lock and writing nothing (the caller
+hands a gate that does not store its report), and return what the real run would do.
 """
 
 from __future__ import annotations
@@ -28,24 +36,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tower_platform.errors import (
-    ConflictError,
-    IntegrityError,
-    MonitorBreachError,
-    TowerError,
-    UnavailableError,
-    UsageError,
-)
-from tower_platform.naming import production_alias
+from tower_platform.errors import ConflictError, IntegrityError, MonitorBreachError, UsageError
+from tower_platform.registry import intents
 from tower_platform.registry.artifact import verify_artifacts
 from tower_platform.registry.entities import AuditEvent, ModelVersion
+from tower_platform.registry.intents import STEPS, StepHook, no_step
 from tower_platform.registry.production_history import (
     production_stack,
     rollback_target,
     rollback_target_version,
 )
+from tower_platform.registry.serving_state import ServingState, read_serving_state, require_consistent
 from tower_platform.registry.store import SqlRegistryStore
-from tower_platform.registry.unit_of_work import ModelUnitOfWork
 
 
 class CollectionCount(Protocol):
@@ -77,6 +79,8 @@ class GateVerdict:
     gate: str  # e.g. "alignment"
     breaches: tuple[dict[str, Any], ...] = ()
     details: dict[str, Any] | None = None  # recorded in the promote audit event (e.g. the report's run)
+    summary: str | None = None  # for a refusal: what was breached, in one clause (default: every breach's message)
+    listing: tuple[str, ...] = ()  # for a refusal: the few breaches worth a line each
 
     @property
     def passed(self) -> bool:
@@ -116,80 +120,136 @@ def promote(
     dry_run: bool = False,
     gate: PromotionGate | None = None,
     force: bool = False,
+    on_step: StepHook = no_step,
 ) -> PromotionResult:
-    """Make ``version`` the production version of ``model``: registry transaction + one alias swap.
+    """Make ``version`` the production version of ``model``: intent, one alias swap, one registry transaction.
 
     ``gate`` (optional) judges the candidate first; breaches refuse the promotion (MonitorBreachError) unless
-    ``force`` is set, which needs a ``reason`` and records the breaches in the audit event.
+    ``force`` is set, which needs a ``reason`` and records the breaches in the audit event. ``on_step`` is called at
+    each of :data:`STEPS` (see :mod:`tower_platform.registry.intents`).
     """
     if force and not (reason or "").strip():
         raise UsageError(
             f"Forcing the promotion of model '{model}' version {version} past its gates needs a reason; "
             "pass --reason TEXT (it is recorded in the audit log with the breaches)."
         )
-    alias = production_alias(model)
-    candidate = store.get_version(model, version)
-    verdict = None
-    if candidate.status != "production":
-        _require_servable(candidate, vectors, check_artifacts=check_artifacts)
-        if gate is not None:
-            verdict = gate(candidate, store.production_version(model))
-            _require_gate_passed(verdict, candidate, force=force)
-    forced = bool(force and verdict is not None and not verdict.passed)
     if dry_run:
-        current = store.production_version(model)
+        return _plan_promotion(store, vectors, model, version, check_artifacts=check_artifacts, gate=gate,
+                               force=force).result(dry_run=True)
+    with store.promotion_lock(model):
+        plan = _plan_promotion(store, vectors, model, version, check_artifacts=check_artifacts, gate=gate, force=force)
+        if not plan.changed:
+            return plan.result()
+        intent = intents.begin(
+            store, model, "promote",
+            from_version=plan.previous_version, to_version=version,
+            from_collection=plan.state.alias_target, to_collection=plan.collection,
+            actor=actor, reason=reason, details=plan.details,
+        )
+        event = intents.carry_out(store, vectors, intent, on_step=on_step)
+    return plan.result(event=event)
+
+
+def rollback(
+    store: SqlRegistryStore,
+    vectors: VectorAliasStore,
+    model: str,
+    *,
+    actor: str,
+    reason: str | None = None,
+    check_artifacts: bool = True,
+    dry_run: bool = False,
+    on_step: StepHook = no_step,
+) -> PromotionResult:
+    """Return production to the previous production version; the current one becomes ``rolled_back``."""
+    if dry_run:
+        return _plan_rollback(store, vectors, model, check_artifacts=check_artifacts).result(dry_run=True)
+    with store.promotion_lock(model):
+        plan = _plan_rollback(store, vectors, model, check_artifacts=check_artifacts)
+        intent = intents.begin(
+            store, model, "rollback",
+            from_version=plan.previous_version, to_version=plan.version,
+            from_collection=plan.state.alias_target, to_collection=plan.collection,
+            actor=actor, reason=reason, details=plan.details,
+        )
+        event = intents.carry_out(store, vectors, intent, on_step=on_step)
+    return plan.result(event=event)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a promotion or rollback will do, from checks that all passed."""
+
+    model: str
+    version: int
+    previous_version: int | None
+    collection: str
+    state: ServingState
+    details: dict[str, Any]  # the audit event's
+    changed: bool = True
+    verdict: GateVerdict | None = None
+    forced: bool = False
+
+    def result(self, *, dry_run: bool = False, event: AuditEvent | None = None) -> PromotionResult:
         return PromotionResult(
-            model=model,
-            version=candidate.version,
-            previous_version=current.version if current else None,
-            collection=_collection_of(candidate),
-            alias=alias,
-            changed=candidate.status != "production",
-            dry_run=True,
-            verdict=verdict,
-            forced=forced,
+            model=self.model, version=self.version, previous_version=self.previous_version,
+            collection=self.collection, alias=self.state.alias, changed=self.changed, dry_run=dry_run, event=event,
+            verdict=self.verdict, forced=self.forced,
         )
-    with _AliasMove(vectors, alias=alias) as move, store.locked_model(model) as unit:
-        current = unit.version(version)  # re-read under the lock: another promoter may have run meanwhile
-        if current.status == "production":
-            return _realign(unit, move, current, alias=alias, actor=actor, reason=reason)
-        if candidate.status == "production":  # it was production when first read: not checked above
-            _require_servable(current, vectors, check_artifacts=check_artifacts)
-        _require_promotable(current)
-        previous = unit.production()
-        unit.set_production(version)  # the one record of production; both versions keep their stored ``indexed``
-        alias_before = vectors.alias_target(alias)
-        details = _swap_details(alias, alias_before, _collection_of(current), previous)
-        if verdict is not None:
-            details["gate"] = _gate_details(verdict, forced=forced)
-        event = unit.audit(
-            "promote",
-            version=version,
-            actor=actor,
-            reason=reason,
-            from_status=current.status,
-            to_status="production",
-            from_version=previous.version if previous else None,
-            to_version=version,
-            details=details,
+
+
+def _plan_promotion(
+    store: SqlRegistryStore, vectors: VectorAliasStore, model: str, version: int, *, check_artifacts: bool,
+    gate: PromotionGate | None, force: bool,
+) -> _Plan:
+    state = read_serving_state(store, vectors, model)
+    require_consistent(state, replacing_production=True)
+    candidate = state.version(version)
+    collection = _collection_of(candidate) if candidate.collection is not None else ""
+    if candidate.status == "production":
+        if state.ok:  # the alias already serves it
+            return _Plan(model, version, None, collection, state, {}, changed=False)
+        raise ConflictError(  # let through by require_consistent: production is lost, so its collection is gone
+            f"Model '{model}' version {version} is production but its collection '{collection}' does not exist in the "
+            f"vector store; write it again with `towerctl embeddings write {model} --version {version}` and run "
+            f"`towerctl models reconcile {model}`, or promote a version whose collection exists."
         )
-        move.swap(_collection_of(current), previous=alias_before)
-    return PromotionResult(
-        model=model,
-        version=version,
-        previous_version=previous.version if previous else None,
-        collection=_collection_of(current),
-        alias=alias,
-        changed=True,
-        event=event,
-        verdict=verdict,
-        forced=forced,
-    )
+    _require_servable(candidate, vectors, check_artifacts=check_artifacts)
+    previous = state.version(state.production_version) if state.production_version is not None else None
+    verdict = gate(candidate, previous) if gate is not None else None
+    if verdict is not None:
+        _require_gate_passed(verdict, candidate, force=force)
+    forced = bool(force and verdict is not None and not verdict.passed)
+    details = _swap_details(state, _collection_of(candidate))
+    if verdict is not None:
+        details["gate"] = _gate_details(verdict, forced=forced)
+    return _Plan(model, version, previous.version if previous else None, _collection_of(candidate), state, details,
+                 verdict=verdict, forced=forced)
+
+
+def _plan_rollback(store: SqlRegistryStore, vectors: VectorAliasStore, model: str, *, check_artifacts: bool) -> _Plan:
+    state = read_serving_state(store, vectors, model)
+    require_consistent(state, replacing_production=True)
+    with store.reading(model) as unit:
+        current = unit.production()
+        target = rollback_target(unit, current)
+    _require_servable(target, vectors, check_artifacts=check_artifacts)
+    assert current is not None  # rollback_target raised otherwise
+    details = {**_swap_details(state, _collection_of(target)), "rolled_back_version": current.version}
+    return _Plan(model, target.version, current.version, _collection_of(target), state, details)
 
 
 def _require_gate_passed(verdict: GateVerdict, candidate: ModelVersion, *, force: bool) -> None:
     if verdict.passed or force:
         return
+    if verdict.summary is not None:  # a summary and a short list, however many breaches there are
+        raise MonitorBreachError(
+            f"Model '{candidate.model}' version {candidate.version} fails its {verdict.gate} gate: "
+            f"{verdict.summary}; promote anyway with --force --reason TEXT."
+            + "".join(f"\n  - {line}" for line in verdict.listing)
+            + (f"\n  ... and {len(verdict.breaches) - len(verdict.listing):,} more"
+               if len(verdict.breaches) > len(verdict.listing) else "")
+        )
     found = "; ".join(str(b.get("message")) for b in verdict.breaches)
     raise MonitorBreachError(
         f"Model '{candidate.model}' version {candidate.version} breaches {len(verdict.breaches)} {verdict.gate} "
@@ -208,73 +268,10 @@ def _gate_details(verdict: GateVerdict, *, forced: bool) -> dict[str, Any]:
     }
 
 
-def rollback(
-    store: SqlRegistryStore,
-    vectors: VectorAliasStore,
-    model: str,
-    *,
-    actor: str,
-    reason: str | None = None,
-    check_artifacts: bool = True,
-    dry_run: bool = False,
-) -> PromotionResult:
-    """Return production to the previous production version; the current one becomes ``rolled_back``."""
-    alias = production_alias(model)
-    with _AliasMove(vectors, alias=alias) as move, store.locked_model(model) as unit:
-        current = unit.production()
-        target = rollback_target(unit, current)
-        _require_servable(target, vectors, check_artifacts=check_artifacts)
-        assert current is not None  # _rollback_target raised otherwise
-        if dry_run:
-            return PromotionResult(
-                model, target.version, current.version, _collection_of(target), alias, changed=True, dry_run=True
-            )
-        unit.set_status(current.version, "rolled_back")
-        unit.set_production(target.version)
-        alias_before = vectors.alias_target(alias)
-        event = unit.audit(
-            "rollback",
-            version=target.version,
-            actor=actor,
-            reason=reason,
-            from_status=target.status,
-            to_status="production",
-            from_version=current.version,
-            to_version=target.version,
-            details={
-                **_swap_details(alias, alias_before, _collection_of(target), current),
-                "rolled_back_version": current.version,
-            },
-        )
-        move.swap(_collection_of(target), previous=alias_before)
-    return PromotionResult(
-        model=model,
-        version=target.version,
-        previous_version=current.version,
-        collection=_collection_of(target),
-        alias=alias,
-        changed=True,
-        event=event,
-    )
-
-
-def _realign(
-    unit: ModelUnitOfWork, move: _AliasMove, current: ModelVersion, *, alias: str, actor: str, reason: str | None
-) -> PromotionResult:
-    """Promoting the production version again: nothing to do, unless the Qdrant alias drifted (then move it back)."""
-    collection = _collection_of(current)
-    alias_before = move.target()
-    if alias_before == collection:
-        return PromotionResult(current.model, current.version, None, collection, alias, changed=False)
-    event = unit.audit(
-        "realign",
-        version=current.version,
-        actor=actor,
-        reason=reason,
-        details={"alias": alias, "alias_before": alias_before, "collection": collection, "alias_drift": True},
-    )
-    move.swap(collection, previous=alias_before)
-    return PromotionResult(current.model, current.version, None, collection, alias, changed=True, event=event)
+def _swap_details(state: ServingState, collection: str) -> dict[str, Any]:
+    """The alias facts of a promotion or rollback's audit event (``alias_drift`` is False: drift is refused)."""
+    return {"alias": state.alias, "alias_before": state.alias_target, "collection": collection,
+            "alias_drift": state.alias_target != state.production_collection}
 
 
 # -- checks ---------------------------------------------------------------------------------------------------------
@@ -320,55 +317,9 @@ def _require_servable(version: ModelVersion, vectors: VectorAliasStore, *, check
         verify_artifacts(version.artifacts, model=version.model, version=version.version)
 
 
-def _swap_details(
-    alias: str, alias_before: str | None, collection: str, previous: ModelVersion | None
-) -> dict[str, Any]:
-    expected = previous.collection.name if previous is not None and previous.collection is not None else None
-    return {"alias": alias, "alias_before": alias_before, "collection": collection, "alias_drift": alias_before != expected}
-
-
-class _AliasMove:
-    """Swaps the alias at most once; when the surrounding block fails after the swap, swaps it back.
-
-    Entered before the registry transaction, exited after it: so a failed commit (raised when the transaction's
-    ``with`` exits) is seen here, after the swap, and undone.
-    """
-
-    def __init__(self, vectors: VectorAliasStore, *, alias: str) -> None:
-        self._vectors = vectors
-        self._alias = alias
-        self._swapped: tuple[str | None, str] | None = None  # (previous target, new target)
-
-    def __enter__(self) -> _AliasMove:
-        return self
-
-    def target(self) -> str | None:
-        return self._vectors.alias_target(self._alias)
-
-    def swap(self, collection: str, *, previous: str | None) -> None:
-        self._vectors.swap_alias(self._alias, collection, previous=previous)
-        self._swapped = (previous, collection)
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None or self._swapped is None:
-            return
-        previous, collection = self._swapped
-        try:
-            if previous is None:
-                self._vectors.delete_alias(self._alias)
-            else:
-                self._vectors.swap_alias(self._alias, previous, previous=collection)
-        except TowerError as restore_error:
-            raise UnavailableError(
-                f"The registry transaction failed after Qdrant alias '{self._alias}' moved to '{collection}', and "
-                f"moving it back to {previous!r} failed too; run `towerctl models promote {self._alias} VERSION` "
-                "with the production version shown by `towerctl models list` to realign them."
-            ) from restore_error
-
-
 from tower_platform.registry.retention import GcResult, RetiredVersion, gc  # noqa: E402  (re-exported)
 
 __all__ = [
-    "GateVerdict", "GcResult", "PromotionGate", "PromotionResult", "RetiredVersion", "VectorAliasStore", "gc",
-    "production_stack", "promote", "rollback", "rollback_target_version",
+    "STEPS", "GateVerdict", "GcResult", "PromotionGate", "PromotionResult", "RetiredVersion", "StepHook",
+    "VectorAliasStore", "gc", "production_stack", "promote", "rollback", "rollback_target_version",
 ]

@@ -1,7 +1,8 @@
 """Garbage collection: retire every version but the newest ``keep``, production and the rollback target.
 
 Retiring deletes the version's Qdrant collection and its artifact folder; the registry changes commit only when the
-external deletions succeed, and re-running finishes a gc that failed half-way.
+external deletions succeed, and re-running finishes a gc that failed half-way. gc holds the model's promotion lock and
+refuses, like promote, while the registry and the vector store disagree (``towerctl models reconcile MODEL`` first).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tower_platform.errors import ConflictError, UsageError
 from tower_platform.naming import production_alias
 from tower_platform.registry.entities import ModelVersion
 from tower_platform.registry.production_history import rollback_target_or_none
+from tower_platform.registry.serving_state import read_serving_state, require_consistent
 from tower_platform.registry.store import SqlRegistryStore
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,6 +58,26 @@ def gc(
     """
     if keep < 0:
         raise UsageError(f"--keep {keep} for model '{model}' is negative; pass 0 or more versions to keep.")
+    if dry_run:
+        return _gc(store, vectors, model, keep=keep, artifacts_root=artifacts_root, dry_run=True, actor=actor,
+                   reason=reason)
+    with store.promotion_lock(model):
+        return _gc(store, vectors, model, keep=keep, artifacts_root=artifacts_root, dry_run=False, actor=actor,
+                   reason=reason)
+
+
+def _gc(
+    store: SqlRegistryStore,
+    vectors: VectorAliasStore,
+    model: str,
+    *,
+    keep: int,
+    artifacts_root: str | Path,
+    dry_run: bool,
+    actor: str,
+    reason: str | None,
+) -> GcResult:
+    require_consistent(read_serving_state(store, vectors, model))
     root = Path(artifacts_root).expanduser().resolve()
     alias = production_alias(model)
     with store.locked_model(model) as unit:

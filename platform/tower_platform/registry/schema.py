@@ -3,10 +3,18 @@
     models 1──* model_versions 1──0..1 collections
        │              ▲  │
        ├──* aliases ──┘  └──* alignment_reports 1──* alignment_segments
-       │                      (one report per version and run; one segment row per category / popularity bucket)
-       └──* audit_log            (append-only: the store never updates or deletes a row)
+       │                      (one report per version and run; one segment row per category / popularity bucket,
+       │                       plus one for the pooled small categories)
+       ├──* audit_log            (append-only: the store never updates or deletes a row)
+       └──* promotion_intents    (one per promotion, rollback or realignment; at most one pending per model)
 
 (PK (model_id, alias) -> version in ``aliases``; "production" is the one alias in use.)
+
+A promotion intent is committed before the vector store's alias moves and resolved after it, in the transaction that
+moves the production alias row and writes the audit event (:mod:`tower_platform.registry.intents`): a process killed
+in between leaves a ``pending`` intent that every command sees and ``towerctl models reconcile`` resolves. ``pending``
+is TRUE exactly while ``state`` is ``pending`` (NULL otherwise), so the unique (model_id, pending) admits one pending
+intent per model and any number of resolved ones on SQLite and PostgreSQL alike.
 
 Production is recorded once, as the ``production`` alias row. ``model_versions.status`` stores the other states; the
 version the alias names is shown as ``production`` (:func:`tower_platform.registry.conversion.to_model_version`), and
@@ -32,6 +40,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -41,6 +50,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -152,7 +162,52 @@ class AuditEventRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
-SEGMENT_KINDS: tuple[str, ...] = ("category", "popularity")
+INTENT_ACTIONS: tuple[str, ...] = ("promote", "rollback", "realign")
+INTENT_STATES: tuple[str, ...] = ("pending", "completed", "aborted")
+
+
+def _in_check(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+class PromotionIntentRow(Base):
+    """One move of the production alias, recorded before the move and resolved after it.
+
+    ``from_collection`` is where the vector store's alias pointed when the intent began (None: no alias), and
+    ``to_collection`` where it is to point (None: the alias is to be removed; only a realignment does that).
+    """
+
+    __tablename__ = "promotion_intents"
+    __table_args__ = (
+        UniqueConstraint("model_id", "pending"),
+        CheckConstraint(_in_check("action", INTENT_ACTIONS), name="action"),
+        CheckConstraint(_in_check("state", INTENT_STATES), name="state"),
+        CheckConstraint(
+            "(state = 'pending' AND pending = true) OR (state <> 'pending' AND pending IS NULL)",
+            name="pending_flag",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"))
+    action: Mapped[str] = mapped_column(String(16))
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    to_version: Mapped[int | None] = mapped_column(Integer)
+    from_collection: Mapped[str | None] = mapped_column(String(256))
+    to_collection: Mapped[str | None] = mapped_column(String(256))
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)  # the audit event's details, written on completion
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    pending: Mapped[bool | None] = mapped_column(Boolean)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolution: Mapped[str | None] = mapped_column(Text)  # how it ended, in words
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    audit_event_id: Mapped[int | None] = mapped_column(ForeignKey("audit_log.id", ondelete="RESTRICT"))
+
+
+SEGMENT_KINDS: tuple[str, ...] = ("category", "popularity", "pooled")  # pooled: migration 0005
 
 
 def _segment_kind_check() -> str:
@@ -186,7 +241,8 @@ class AlignmentReportRow(Base):
 
 
 class AlignmentSegmentRow(Base):
-    """The figures of one category (``kind`` = category) or popularity bucket (``kind`` = popularity) of a report."""
+    """The figures of one category (``kind`` = category), popularity bucket (popularity) or the pooled small
+    categories (pooled) of a report; ``pooled`` flags a category judged inside the pooled segment (migration 0005)."""
 
     __tablename__ = "alignment_segments"
     __table_args__ = (
@@ -209,6 +265,7 @@ class AlignmentSegmentRow(Base):
     ndcg: Mapped[float | None] = mapped_column(Float)
     coverage: Mapped[float] = mapped_column(Float)
     deltas: Mapped[dict[str, Any]] = mapped_column(JSON)
+    pooled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 __all__ = [
@@ -220,6 +277,9 @@ __all__ = [
     "AliasRow",
     "AuditEventRow",
     "Base",
+    "INTENT_ACTIONS",
+    "INTENT_STATES",
+    "PromotionIntentRow",
     "CollectionRow",
     "ModelRow",
     "ModelVersionRow",

@@ -27,7 +27,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tower_platform.errors import ConflictError, NotFoundError, SchemaOutOfDateError, UsageError
-from tower_platform.naming import DISTANCES
+from tower_platform.naming import DISTANCES, check_model_name
+from tower_platform.paths import stored_path
 from tower_platform.registry.artifact import verify_artifacts
 from tower_platform.registry.database import (
     create_registry_engine,
@@ -44,28 +45,23 @@ from tower_platform.registry.entities import (
     Model,
     ModelVersion,
 )
+from tower_platform.registry.conversion import planned_version
 from tower_platform.registry.migration import UPGRADE_COMMAND, require_head, schema_state
+from tower_platform.registry.promotion_lock import DEFAULT_TIMEOUT_S, promotion_lock
 from tower_platform.registry.schema import ModelRow, utc_now
 from tower_platform.registry.unit_of_work import ModelUnitOfWork
 from tower_platform.timestamp import as_utc
 
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?$")
-
-
-def check_model_name(name: str) -> str:
-    """Model names become Qdrant alias and collection names and folder names: keep them plain."""
-    if not MODEL_NAME_PATTERN.match(name or "") or "__" in name:
-        raise UsageError(
-            f"Model name {name!r} is not allowed; use 1-64 letters, digits, '-' or '_' (no '__', no leading or "
-            "trailing '-'/'_'), e.g. --model movies."
-        )
-    return name
-
 
 class SqlRegistryStore:
-    def __init__(self, url: str, *, check_schema: bool = True) -> None:
+    """``home_dir`` ($TOWER_HOME): artifact paths under it are stored relative to it and resolved against it on
+    read, so a copied, moved or restored home reads its own files. Without it (library use) paths are stored absolute,
+    which any reader resolves the same way."""
+
+    def __init__(self, url: str, *, check_schema: bool = True, home_dir: str | Path | None = None) -> None:
         self.url = url
         file = sqlite_file(url)
+        self.home_dir = Path(home_dir).expanduser().resolve() if home_dir is not None else None
         if check_schema and file is not None and not file.is_file():
             raise SchemaOutOfDateError(
                 f"The registry database {file} does not exist yet; run `{UPGRADE_COMMAND}` to create it."
@@ -119,7 +115,7 @@ class SqlRegistryStore:
             row = session.scalar(query)
             if row is None:
                 raise NotFoundError(f"Model '{name}' is not registered; see `towerctl models list`.")
-            yield ModelUnitOfWork(session, model_row=row)
+            yield ModelUnitOfWork(session, model_row=row, home_dir=self.home_dir)
 
     @contextmanager
     def locked_model(self, name: str) -> Iterator[ModelUnitOfWork]:
@@ -130,6 +126,18 @@ class SqlRegistryStore:
         """
         with self._model(name, write=True, lock=True) as unit:
             yield unit
+
+    @contextmanager
+    def reading(self, name: str) -> Iterator[ModelUnitOfWork]:
+        """One read-only transaction on a model's rows (a consistent snapshot; nothing is locked or written)."""
+        with self._model(name, write=False, lock=False) as unit:
+            yield unit
+
+    @contextmanager
+    def promotion_lock(self, name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[None]:
+        """Held around a whole promotion, rollback, reconcile or gc of ``name`` (see ``registry.promotion_lock``)."""
+        with promotion_lock(self._engine, url=self.url, model=name, timeout_s=timeout_s):
+            yield
 
     # -- models -------------------------------------------------------------------------------------------------
     def ensure_model(self, name: str, *, description: str | None = None) -> Model:
@@ -151,7 +159,7 @@ class SqlRegistryStore:
     def list_models(self) -> list[Model]:
         with self._session(write=False) as session:
             rows = session.scalars(select(ModelRow).order_by(ModelRow.name)).all()
-            return [ModelUnitOfWork(session, model_row=row).summary() for row in rows]
+            return [ModelUnitOfWork(session, model_row=row, home_dir=self.home_dir).summary() for row in rows]
 
     # -- versions -----------------------------------------------------------------------------------------------
     def register_version(
@@ -169,47 +177,28 @@ class SqlRegistryStore:
         actor: str,
         reason: str | None = None,
         version: int | None = None,
+        dry_run: bool = False,
     ) -> ModelVersion:
         """Record a new version (status ``registered``) after checking every artifact's sha256.
+
+        ``dry_run`` makes every check the real run makes (name, artifacts and their sha256, JSON fields, the version
+        number free) and returns the version it would record, writing nothing.
 
         ``artifacts`` maps each of ``query.onnx``, ``item.onnx``, ``spec.json`` to (path, sha256). The version number
         is the next free one (race-safe: taken under the model lock) unless ``version`` asks for a specific one,
         which must be free.
         """
-        check_model_name(model)
-        recorded = _artifacts(artifacts, model=model)
-        verify_artifacts(recorded, model=model, version=version)
-        start, end = time_window if time_window is not None else (None, None)
-        by_name = {a.name: a for a in recorded}
+        fields = registration_fields(
+            model, artifacts=artifacts, feature_service=feature_service, features=features,
+            training_config=training_config, fingerprint=fingerprint, time_window=time_window,
+            estimator_path=estimator_path, metrics=metrics, actor=actor, version=version, home_dir=self.home_dir,
+        )
+        if dry_run:
+            return self._planned_version(model, version, fields)
         self.ensure_model(model)
         with self.locked_model(model) as unit:
-            number = unit.next_version() if version is None else int(version)
-            if version is not None and number < 1:
-                raise UsageError(f"Version {number} for model '{model}' is not allowed; versions start at 1.")
-            if version is not None and self._version_exists(unit, number):
-                raise ConflictError(
-                    f"Model '{model}' already has a version {number}; register without a version number to get "
-                    f"the next one ({unit.next_version()})."
-                )
-            created = unit.add_version(
-                version=number,
-                query_onnx_path=by_name["query.onnx"].path,
-                query_onnx_sha256=by_name["query.onnx"].sha256,
-                item_onnx_path=by_name["item.onnx"].path,
-                item_onnx_sha256=by_name["item.onnx"].sha256,
-                spec_path=by_name["spec.json"].path,
-                spec_sha256=by_name["spec.json"].sha256,
-                feature_service=str(feature_service),
-                features=_json_value(features),
-                training_config=_json_value(dict(training_config)),
-                fingerprint=str(fingerprint),
-                window_start=as_utc(start),
-                window_end=as_utc(end),
-                estimator_path=None if estimator_path is None else str(estimator_path),
-                metrics=_json_value(dict(metrics)),
-                created_at=utc_now(),
-                created_by=actor,
-            )
+            number = self._version_number(unit, version, model=model)
+            created = unit.add_version(version=number, **fields)
             unit.audit(
                 "register",
                 version=number,
@@ -219,6 +208,28 @@ class SqlRegistryStore:
                 details={"fingerprint": str(fingerprint), "feature_service": str(feature_service)},
             )
         return created
+
+    def _planned_version(self, model: str, version: int | None, fields: dict[str, Any]) -> ModelVersion:
+        """What ``register_version`` would record, read without writing (a model not registered yet starts at 1)."""
+        try:
+            with self._model(model, write=False, lock=False) as unit:
+                number = self._version_number(unit, version, model=model)
+        except NotFoundError:
+            number = self._version_number(None, version, model=model)
+        return planned_version(model, number, fields)
+
+    @classmethod
+    def _version_number(cls, unit: ModelUnitOfWork | None, version: int | None, *, model: str) -> int:
+        """The next free number, or ``version`` when it is free (``unit`` None: the model has no versions yet)."""
+        number = (unit.next_version() if unit is not None else 1) if version is None else int(version)
+        if version is not None and number < 1:
+            raise UsageError(f"Version {number} for model '{model}' is not allowed; versions start at 1.")
+        if version is not None and unit is not None and cls._version_exists(unit, number):
+            raise ConflictError(
+                f"Model '{model}' already has a version {number}; register without a version number to get "
+                f"the next one ({unit.next_version()})."
+            )
+        return number
 
     @staticmethod
     def _version_exists(unit: ModelUnitOfWork, number: int) -> bool:
@@ -338,6 +349,56 @@ class SqlRegistryStore:
     def latest_alignment_report(self, model: str, version: int) -> AlignmentReport | None:
         reports = self.alignment_reports(model, version=version)
         return reports[-1] if reports else None
+
+
+def registration_fields(
+    model: str,
+    *,
+    artifacts: Mapping[str, tuple[str, str]],
+    feature_service: str,
+    features: Any,
+    training_config: Mapping[str, Any],
+    fingerprint: str,
+    time_window: tuple[datetime | None, datetime | None] | None,
+    estimator_path: str | None,
+    metrics: Mapping[str, Any],
+    actor: str,
+    version: int | None,
+    home_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The model_versions columns of a registration, after every check that needs no database: the name, each
+    artifact's sha256, JSON-only fields. Artifact paths under ``home_dir`` are stored relative to it."""
+    check_model_name(model)
+    recorded = _artifacts(artifacts, model=model)
+    verify_artifacts(recorded, model=model, version=version)
+    start, end = time_window if time_window is not None else (None, None)
+    by_name = {a.name: a for a in recorded}
+    fields = dict(
+        query_onnx_path=stored_path(by_name["query.onnx"].path, home_dir),
+        query_onnx_sha256=by_name["query.onnx"].sha256,
+        item_onnx_path=stored_path(by_name["item.onnx"].path, home_dir),
+        item_onnx_sha256=by_name["item.onnx"].sha256,
+        spec_path=stored_path(by_name["spec.json"].path, home_dir),
+        spec_sha256=by_name["spec.json"].sha256,
+        feature_service=str(feature_service),
+        features=_json_value(features),
+        training_config=_json_value(dict(training_config)),
+        fingerprint=str(fingerprint),
+        window_start=as_utc(start),
+        window_end=as_utc(end),
+        estimator_path=None if estimator_path is None else stored_path(estimator_path, home_dir),
+        metrics=_json_value(dict(metrics)),
+        created_at=utc_now(),
+        created_by=actor,
+    )
+    return fields
+
+
+def plan_first_registration(model: str, *, version: int | None, **fields: Any) -> ModelVersion:
+    """What :meth:`SqlRegistryStore.register_version` would record in a registry that holds nothing yet (the default
+    SQLite file before its schema exists): version 1 unless the export names one."""
+    checked = registration_fields(model, version=version, **fields)
+    return planned_version(model, SqlRegistryStore._version_number(None, version, model=model), checked)
 
 
 def _artifacts(artifacts: Mapping[str, tuple[str, str]], *, model: str) -> list[Artifact]:

@@ -8,16 +8,18 @@ an unlocked one. Everything written here commits or rolls back with the transact
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tower_platform.errors import ConflictError, NotFoundError
-from tower_platform.registry.conversion import to_audit_event, to_model, to_model_version
+from tower_platform.registry.conversion import to_audit_event, to_model, to_model_version, to_promotion_intent
 from tower_platform.registry import alignment_records
-from tower_platform.registry.entities import AlignmentReport, AuditEvent, Model, ModelVersion
+from tower_platform.registry.entities import AlignmentReport, AuditEvent, Model, ModelVersion, PromotionIntent
 from tower_platform.registry.schema import (
+    INTENT_ACTIONS,
     PRODUCTION_ALIAS,
     STORED_STATUSES,
     AliasRow,
@@ -25,6 +27,7 @@ from tower_platform.registry.schema import (
     CollectionRow,
     ModelRow,
     ModelVersionRow,
+    PromotionIntentRow,
     utc_now,
 )
 
@@ -34,9 +37,10 @@ def versions_hint(model: str) -> str:
 
 
 class ModelUnitOfWork:
-    def __init__(self, session: Session, *, model_row: ModelRow) -> None:
+    def __init__(self, session: Session, *, model_row: ModelRow, home_dir: Path | None = None) -> None:
         self._session = session
         self._model = model_row
+        self._home_dir = home_dir  # relative artifact paths resolve against it
 
     @property
     def model(self) -> str:
@@ -59,8 +63,8 @@ class ModelUnitOfWork:
 
     def version(self, version: int) -> ModelVersion:
         row = self._version_row(version)
-        return to_model_version(row, model=self.model, collection=self._collection_row(row.id),
-                                production=row.id == self._production_row_id())
+        return to_model_version(row, model=self.model, home_dir=self._home_dir,
+                                collection=self._collection_row(row.id), production=row.id == self._production_row_id())
 
     def versions(self) -> list[ModelVersion]:
         rows = self._session.scalars(
@@ -73,8 +77,8 @@ class ModelUnitOfWork:
             ).all()
         }
         production = self._production_row_id()
-        return [to_model_version(r, model=self.model, collection=collections.get(r.id), production=r.id == production)
-                for r in rows]
+        return [to_model_version(r, model=self.model, home_dir=self._home_dir, collection=collections.get(r.id),
+                                 production=r.id == production) for r in rows]
 
     def production(self) -> ModelVersion | None:
         """The version the production alias row names: the one record of which version is production."""
@@ -83,7 +87,8 @@ class ModelUnitOfWork:
             return None
         row = self._session.get(ModelVersionRow, row_id)
         assert row is not None  # foreign key
-        return to_model_version(row, model=self.model, collection=self._collection_row(row.id), production=True)
+        return to_model_version(row, model=self.model, home_dir=self._home_dir,
+                                collection=self._collection_row(row.id), production=True)
 
     def _production_row_id(self) -> int | None:
         alias = self._session.get(AliasRow, (self._model.id, PRODUCTION_ALIAS))
@@ -108,7 +113,7 @@ class ModelUnitOfWork:
         row = ModelVersionRow(model_id=self._model.id, version=version, status="registered", **fields)
         self._session.add(row)
         self._session.flush()
-        return to_model_version(row, model=self.model, collection=None)
+        return to_model_version(row, model=self.model, home_dir=self._home_dir, collection=None)
 
     def set_status(self, version: int, status: str) -> None:
         if status not in STORED_STATUSES:  # production is the alias row (set_production), never a stored status
@@ -147,7 +152,7 @@ class ModelUnitOfWork:
         collection.verified_at = now if verified else None
         collection.deleted_at = None
         self._session.flush()
-        return to_model_version(row, model=self.model, collection=collection,
+        return to_model_version(row, model=self.model, home_dir=self._home_dir, collection=collection,
                                 production=row.id == self._production_row_id())
 
     def mark_collection_deleted(self, version: int, *, at: datetime | None = None) -> None:
@@ -185,6 +190,89 @@ class ModelUnitOfWork:
         self._session.add(row)
         self._session.flush()
         return to_audit_event(row, model=self.model)
+
+    # -- promotion intents ----------------------------------------------------------------------------------------
+    def pending_intent(self) -> PromotionIntent | None:
+        """The model's pending promotion intent (at most one: the unique (model_id, pending) holds it to that)."""
+        row = self._pending_intent_row()
+        return None if row is None else to_promotion_intent(row, model=self.model)
+
+    def intents(self, *, limit: int | None = None) -> list[PromotionIntent]:
+        """Oldest first; with ``limit``, the most recent ``limit`` intents (still oldest first)."""
+        query = (
+            select(PromotionIntentRow)
+            .where(PromotionIntentRow.model_id == self._model.id)
+            .order_by(PromotionIntentRow.id.desc())
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        return [to_promotion_intent(r, model=self.model) for r in reversed(self._session.scalars(query).all())]
+
+    def begin_intent(
+        self,
+        action: str,
+        *,
+        from_version: int | None,
+        to_version: int | None,
+        from_collection: str | None,
+        to_collection: str | None,
+        actor: str,
+        reason: str | None,
+        details: dict[str, Any],
+    ) -> PromotionIntent:
+        if action not in INTENT_ACTIONS:
+            raise ValueError(f"intent action {action!r} is not one of {INTENT_ACTIONS}")
+        pending = self.pending_intent()
+        if pending is not None:
+            raise ConflictError(
+                f"Model '{self.model}' already has a pending {pending.describe()}; run "
+                f"`towerctl models reconcile {self.model}` first."
+            )
+        row = PromotionIntentRow(
+            model_id=self._model.id,
+            action=action,
+            from_version=from_version,
+            to_version=to_version,
+            from_collection=from_collection,
+            to_collection=to_collection,
+            actor=actor,
+            reason=reason,
+            details=dict(details),
+            state="pending",
+            pending=True,
+            started_at=utc_now(),
+        )
+        self._session.add(row)
+        self._session.flush()
+        return to_promotion_intent(row, model=self.model)
+
+    def resolve_intent(
+        self, intent_id: int, *, state: str, resolution: str, resolved_by: str, audit_event_id: int | None = None
+    ) -> PromotionIntent:
+        """Mark a pending intent ``completed`` or ``aborted``; ConflictError when it is no longer pending."""
+        if state not in ("completed", "aborted"):
+            raise ValueError(f"an intent is resolved as completed or aborted, not {state!r}")
+        row = self._session.get(PromotionIntentRow, intent_id)
+        if row is None or row.model_id != self._model.id or row.state != "pending":
+            raise ConflictError(
+                f"Promotion intent #{intent_id} of model '{self.model}' is no longer pending (resolved meanwhile); "
+                f"see `towerctl models list {self.model}`."
+            )
+        row.state = state
+        row.pending = None
+        row.resolved_at = utc_now()
+        row.resolution = resolution
+        row.resolved_by = resolved_by
+        row.audit_event_id = audit_event_id
+        self._session.flush()
+        return to_promotion_intent(row, model=self.model)
+
+    def _pending_intent_row(self) -> PromotionIntentRow | None:
+        return self._session.scalar(
+            select(PromotionIntentRow).where(
+                PromotionIntentRow.model_id == self._model.id, PromotionIntentRow.state == "pending"
+            )
+        )
 
     # -- alignment reports ----------------------------------------------------------------------------------------
     def add_alignment_report(self, report: AlignmentReport, *, actor: str) -> AlignmentReport:

@@ -1,55 +1,71 @@
-"""An ONNX tower at run time: load it with onnxruntime, read its metadata, feed it feature rows, get unit vectors.
+"""An ONNX tower at run time for the platform: the towers' one reader (``towers.onnx.load_onnx_tower``) with the
+registry's sha256, the platform's errors and feature rows as Feast serves them.
 
-The contract of a tower file (written by ``towers/export.py``):
-    inputs   one per feature, named as the feature: categorical -> tensor(string) [B] ("" = missing),
-             multi_categorical -> tensor(string) [B, max_len] padded with "", numeric -> tensor(float) [B], NaN = missing
-    output   ``embedding`` float32 [B, D], L2-normalised
-    metadata_props  model_name, model_version, feature_service, inputs (JSON list of {name, dtype, shape, kind,
-             max_len}), dimension, temperature, schema (JSON)
+The contract of a tower file is ``towers/onnx/contract.py`` (inputs, output, ``metadata_props``) and
+``towers/onnx/serving.py`` (the serving contract); :class:`TowerFileMetadata` is its one parser. This module adds:
 
-Feature rows arrive as Feast serves them: an Arrow table (the item corpus) or a mapping column -> list of values
-(online features). Conversion is vectorised with pyarrow; the only Python loop is over features, never over rows.
+- the sha256 recorded by the registry, verified by the reader on load (the file is hashed once);
+- towers' errors translated once, here, into the platform's (a missing file is NotFoundError, an altered one
+  IntegrityError, an unreadable or old-format one ConfigError, bad rows InputError);
+- feature rows as the feature store serves them: an Arrow table (the item corpus) or a mapping column -> list of
+  values (online features), read as the contract's types (string, list<string>, float64) before the towers'
+  conversion to tensors (``towers.onnx.table_to_onnx_inputs``), so serving and export cannot drift.
 
-A small but real tower of this contract, for tests and benchmarks, lives in ``tests/reference_tower.py``.
+onnxruntime is imported by the reader when a file is opened. A small but real tower of this contract, for tests and
+benchmarks, lives in ``tests/reference_tower.py``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from tower_platform.errors import ConflictError, InputError, IntegrityError, NotFoundError
-from tower_platform.registry.artifact import file_sha256
+from towers.errors import ArtifactDigestError, TowersError
+from tower_platform.errors import ConfigError, InputError, IntegrityError, TowerError, map_towers_error
 
-OUTPUT_NAME = "embedding"
-_KINDS = ("categorical", "multi_categorical", "numeric")
+if TYPE_CHECKING:  # pragma: no cover
+    from towers.onnx import ServingContract, TowerFileMetadata, TowerInput
+
 _ARROW_TYPES = {"categorical": pa.string(), "multi_categorical": pa.list_(pa.string()), "numeric": pa.float64()}
-_REQUIRED_METADATA = ("model_name", "model_version", "dimension")
-
-
-@dataclass(frozen=True)
-class TowerInput:
-    name: str
-    kind: str  # categorical | multi_categorical | numeric
-    max_len: int | None = None
 
 
 @dataclass(frozen=True)
 class TowerMetadata:
+    """What the platform reads of a tower file: :class:`TowerFileMetadata` with the version as a number."""
+
     model_name: str
     model_version: int
     dimension: int
-    feature_service: str | None
+    feature_service: str | None  # a label of the services used (``query+item``); the service to call: ``serving``
     temperature: float | None
     inputs: tuple[TowerInput, ...]
+    serving: ServingContract
     schema: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, info: TowerFileMetadata, *, path: Path) -> TowerMetadata:
+        version = str(info.model_version)
+        if not version.isdigit() or int(version) < 1:
+            raise ConfigError(
+                f"ONNX tower {path} names model version {version!r}, not a number >= 1; export the model again."
+            )
+        return cls(
+            model_name=info.model_name,
+            model_version=int(version),
+            dimension=info.dimension,
+            feature_service=info.feature_service,
+            temperature=info.temperature,
+            inputs=info.inputs,
+            serving=info.serving,
+            schema=dict(info.schema),
+        )
 
     @property
     def item_id_column(self) -> str:
@@ -61,38 +77,47 @@ class TowerMetadata:
         return str(value) if value else None
 
 
+def platform_error(exc: TowersError, path: Path) -> TowerError:
+    """The platform's error for one of towers' errors about the tower file at ``path``."""
+    if isinstance(exc, ArtifactDigestError):
+        return IntegrityError(
+            f"ONNX tower {path} has sha256 {exc.actual[:12]}… but the registry recorded {exc.expected[:12]}…; "
+            "the file was changed after registration: restore it or register a new version."
+        )
+    return map_towers_error(exc) or TowerError(str(exc))
+
+
+@contextmanager
+def translated(path: Path) -> Iterator[None]:
+    """towers' errors about the file at ``path`` -> the platform's (:func:`platform_error`), once."""
+    try:
+        yield
+    except TowersError as exc:
+        raise platform_error(exc, path) from exc
+
+
 class OnnxTower:
     """One tower file run by onnxruntime on CPU: ``embed(rows) -> [N, D]`` float32, unit-norm rows."""
 
     def __init__(self, path: str | Path, *, expected_sha256: str | None = None, threads: int | None = None) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise NotFoundError(f"ONNX tower {self.path} does not exist; export the model version again.")
-        if expected_sha256 is not None:
-            actual = file_sha256(self.path)
-            if actual != expected_sha256:
-                raise IntegrityError(
-                    f"ONNX tower {self.path} has sha256 {actual[:12]}… but the registry recorded "
-                    f"{expected_sha256[:12]}…; the file was changed after registration: restore it or register a new version."
-                )
-        import onnxruntime as ort
+        from towers.onnx.reader import load_onnx_tower
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        # no busy-waiting between runs: idle spinning threads would take the cores the Qdrant upsert needs
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph types
-            raise InputError(f"ONNX tower {self.path} cannot be loaded by onnxruntime ({exc}); export it again.") from exc
-        self.metadata = _read_metadata(self.path, self._session)
-        self._specs = _feature_specs(self.metadata.inputs)
-        self._output = OUTPUT_NAME if OUTPUT_NAME in {o.name for o in self._session.get_outputs()} else None
+        self.path = Path(path)
+        with translated(self.path):
+            self._tower = load_onnx_tower(
+                self.path, sha256=expected_sha256, threads=threads or min(4, os.cpu_count() or 1)
+            )
+        self.metadata = TowerMetadata.of(self._tower.info, path=self.path)
+        self._specs = self._tower.info.specs()
 
     @property
     def dimension(self) -> int:
         return self.metadata.dimension
+
+    @property
+    def session(self) -> Any:
+        """The onnxruntime ``InferenceSession`` (benchmarks time it alone)."""
+        return self._tower.session
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -101,10 +126,14 @@ class OnnxTower:
     def feeds(self, rows: Any) -> dict[str, np.ndarray]:
         """The input dict for onnxruntime from an Arrow table or a mapping column -> values (one list per column).
 
-        Columns are first read as the types the contract names (string, list<string>, float64); the conversion to
-        tensors is the towers' own (``towers.onnx.table_to_onnx_inputs``), so serving and export cannot drift."""
-        from towers.onnx import OnnxInputError, table_to_onnx_inputs
+        Plain Python values (an online read) take ``towers.onnx.values_to_onnx_inputs``; anything else is read as an
+        Arrow table of the contract's types and converted by ``towers.onnx.table_to_onnx_inputs`` (same tensors)."""
+        from towers.onnx.contract import table_to_onnx_inputs, values_to_onnx_inputs
 
+        if isinstance(rows, Mapping):  # an online read: plain values, converted without Arrow when they are plain
+            fast = values_to_onnx_inputs(rows, self._specs)
+            if fast is not None:
+                return fast
         table = _as_table(rows, self.metadata.inputs)
         columns = {}
         for spec in self.metadata.inputs:
@@ -117,16 +146,19 @@ class OnnxTower:
             column = table.column(spec.name).combine_chunks()
             target = _ARROW_TYPES[spec.kind]
             columns[spec.name] = column if column.type == target else _cast(column, target, spec.name)
-        try:
-            return table_to_onnx_inputs(pa.table(columns), self._specs)
-        except (OnnxInputError, pa.ArrowInvalid) as exc:
-            raise InputError(f"feature rows for ONNX tower {self.path.name} cannot be read ({exc}).") from exc
+        with translated(self.path):
+            try:
+                return table_to_onnx_inputs(pa.table(columns), self._specs)
+            except pa.ArrowInvalid as exc:
+                raise InputError(f"feature rows for ONNX tower {self.path.name} cannot be read ({exc}).") from exc
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
-        """One onnxruntime call: feeds -> [B, D] float32."""
+        """One onnxruntime call on checked inputs: feeds -> [B, D] float32."""
         try:
-            (out,) = self._session.run([self._output] if self._output else None, dict(feeds))[:1]
-        except Exception as exc:  # noqa: BLE001
+            out = self._tower.run(dict(feeds))
+        except TowersError as exc:
+            raise platform_error(exc, self.path) from exc
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own failure types
             raise InputError(f"ONNX tower {self.path} failed on its inputs ({exc}); check the feature values.") from exc
         return np.asarray(out, dtype=np.float32)
 
@@ -137,40 +169,6 @@ class OnnxTower:
         if not parts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.concatenate(parts, axis=0)  # [N, D]
-
-
-def _read_metadata(path: Path, session: Any) -> TowerMetadata:
-    props = dict(session.get_modelmeta().custom_metadata_map)
-    missing = [k for k in _REQUIRED_METADATA if k not in props]
-    if missing:
-        raise ConflictError(f"ONNX tower {path} lacks metadata {missing}; export it again with towers/export.py.")
-    declared = {d["name"]: d for d in json.loads(props.get("inputs") or "[]")}
-    inputs: list[TowerInput] = []
-    for node in session.get_inputs():
-        spec = declared.get(node.name, {})
-        kind = spec.get("kind") or _kind_from_node(node)
-        max_len = spec.get("max_len")
-        if kind == "multi_categorical" and max_len is None and isinstance(node.shape[-1], int):
-            max_len = int(node.shape[-1])
-        if kind not in _KINDS:
-            raise ConflictError(f"ONNX tower {path}: input '{node.name}' has unknown kind {kind!r}.")
-        inputs.append(TowerInput(name=node.name, kind=kind, max_len=int(max_len) if max_len is not None else None))
-    temperature = props.get("temperature")
-    return TowerMetadata(
-        model_name=props["model_name"],
-        model_version=int(props["model_version"]),
-        dimension=int(props["dimension"]),
-        feature_service=props.get("feature_service"),
-        temperature=float(temperature) if temperature not in (None, "") else None,
-        inputs=tuple(inputs),
-        schema=json.loads(props["schema"]) if props.get("schema") else {},
-    )
-
-
-def _kind_from_node(node: Any) -> str:
-    if node.type == "tensor(string)":
-        return "multi_categorical" if len(node.shape) == 2 else "categorical"
-    return "numeric"
 
 
 def _as_table(rows: Any, inputs: Sequence[TowerInput]) -> Any:
@@ -200,13 +198,3 @@ def _cast(array: Any, target: Any, name: str) -> Any:
         return array.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise InputError(f"feature column '{name}' of type {array.type} cannot be read as {target}.") from exc
-
-
-def _feature_specs(inputs: Sequence[TowerInput]) -> tuple[Any, ...]:
-    from towers.features import FeatureSpec
-
-    return tuple(
-        FeatureSpec(name=i.name, side="query", kind=i.kind,  # side is a label only; conversion depends on the kind
-                    max_len=(i.max_len or 1) if i.kind == "multi_categorical" else None)
-        for i in inputs
-    )

@@ -3,7 +3,8 @@
 It serves exactly one model version and refuses to pair a query tower with the vectors of another: the tower's
 metadata, the version the registry calls production, the collection the alias points to and the ``model_version``
 in the payload of every hit must all agree. The query tower's sha256 is checked against the registry's value before
-the file is loaded.
+the file is loaded. The items of the user's recent-items feature are excluded from the results; which feature that
+is, and which payload field carries the version, come from the tower's serving contract (``towers/onnx/serving.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from tower_platform.errors import ConflictError
 from tower_platform.naming import collection_name, production_alias
 from tower_platform.serving.onnx_tower import OnnxTower
 from tower_platform.vectors.store import QdrantVectorStore, SearchHit
-
-RECENT_ITEMS_SUFFIX = "recent_items"
-
 
 class QueryFeatureSource(Protocol):
     """Online query features of one user: feature name -> value, as Feast serves them."""
@@ -73,7 +71,9 @@ class Retriever:
         self.version = int(expected_version)
         self.alias = production_alias(model)
         self._check_pairing()
-        self.recent_items_feature = recent_items_feature or _recent_items_feature(self.tower)
+        contract = self.tower.metadata.serving
+        self.recent_items_feature = recent_items_feature or contract.exclude_feature
+        self.version_field = contract.payload_version_field
         self.user_column = str(self.tower.metadata.schema.get("user_id") or "user_id")
 
     def _check_pairing(self) -> None:
@@ -88,7 +88,7 @@ class Retriever:
         if target != expected:
             raise ConflictError(
                 f"alias '{self.alias}' points to {target!r}, not '{expected}' (production version {self.version} of "
-                f"'{self.model}'); the registry and Qdrant disagree: rerun `towerctl models promote` or roll back."
+                f"'{self.model}'); the registry and Qdrant disagree: run `towerctl models reconcile {self.model}`."
             )
 
     def recommend(
@@ -117,10 +117,11 @@ class Retriever:
             category=category,
         )
         t3 = time.perf_counter()
-        stale = [h.item_id for h in hits if int(h.payload.get("model_version", self.version)) != self.version]
+        stale = [h for h in hits if h.payload.get(self.version_field) != self.version]
         if stale:
             raise ConflictError(
-                f"alias '{self.alias}' now serves vectors of another version than {self.version} (item '{stale[0]}'); "
+                f"alias '{self.alias}' now serves vectors of another version than {self.version} (item "
+                f"'{stale[0].item_id}' has {self.version_field} {stale[0].payload.get(self.version_field)!r}); "
                 "the alias moved: reload the retriever with the new production version."
             )
         return Recommendations(
@@ -135,15 +136,6 @@ class Retriever:
                 total_ms=(t3 - t0) * 1e3,
             ),
         )
-
-
-def _recent_items_feature(tower: OnnxTower) -> str | None:
-    """The query input listing the user's recent items: schema vocab_group 'item_id', else a name ending in it."""
-    multi = [i.name for i in tower.metadata.inputs if i.kind == "multi_categorical"]
-    for spec in tower.metadata.schema.get("query", []) or []:
-        if spec.get("vocab_group") == "item_id" and spec.get("name") in multi:
-            return str(spec["name"])
-    return next((name for name in multi if name.endswith(RECENT_ITEMS_SUFFIX)), None)
 
 
 def _exclusions(recent: Any, extra: Sequence[str]) -> list[str]:

@@ -1,6 +1,6 @@
 """The embedded vector store on qdrant-edge: one shard folder per collection, aliases as pointer files.
 
-``EdgeVectorStore`` speaks the same methods and types as :class:`~tower_platform.vectors.QdrantVectorStore`
+``EdgeVectorStore`` speaks the same methods and types as :class:`~tower_platform.vectors.store.QdrantVectorStore`
 (collections named ``<model>__v<N>``, item ids in, :class:`SearchHit` out) on Qdrant's in-process engine::
 
     <root>/<collection>/     one EdgeShard (segments, write-ahead log, edge_config.json)
@@ -28,26 +28,29 @@ from typing import Any
 import numpy as np
 
 from tower_platform.errors import ConflictError, NotFoundError, UnavailableError
+from tower_platform.naming import DISTANCES
 from tower_platform.vectors.alias_file import AliasPointers, check_name
 from tower_platform.vectors.index import EdgeIndexConfig
-from tower_platform.vectors.shard import (
-    SHARD_CONFIG_FILE,
-    create_shard,
-    fast_point_id,
-    open_shard,
-    translated,
-)
-from tower_platform.vectors.store import (
-    aligned_batch,
+from tower_platform.vectors.points import (
     CATEGORY_FIELD,
-    DISTANCES,
     ITEM_ID_FIELD,
     CollectionInfo,
     SearchHit,
     StoredPoint,
+    VectorPage,
+    aligned_batch,
+    page_of,
+)
+from tower_platform.vectors.shard import (
+    SHARD_CONFIG_FILE,
+    DELETING_PREFIX,
+    create_shard,
+    fast_point_id,
+    open_shard,
+    remove_leftovers,
+    translated,
 )
 
-_DELETING_PREFIX = ".deleting-"
 _UPSERT_BATCH = 4096
 
 
@@ -68,6 +71,7 @@ class EdgeVectorStore:
         self._counts: dict[str, int] = {}
         self._open = True
         self.root.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self.root)  # half-created or half-deleted shards of killed processes
 
     def close(self) -> None:
         shards, self._shards = self._shards, {}
@@ -173,7 +177,7 @@ class EdgeVectorStore:
         else:  # refuse to delete a shard another process holds open
             self._load(folder).close()
         self._aliases.drop_targets(name)
-        doomed = self.root / f"{_DELETING_PREFIX}{name}-{uuid.uuid4().hex}"
+        doomed = self.root / f"{DELETING_PREFIX}{name}-{uuid.uuid4().hex}"
         folder.rename(doomed)
         shutil.rmtree(doomed, ignore_errors=True)
 
@@ -245,6 +249,28 @@ class EdgeVectorStore:
                 yield [_stored_point(r, with_vectors=with_vectors) for r in records]
             if offset is None:
                 return
+
+    def scroll_vectors(self, name: str, *, fields: Sequence[str] = (), batch_size: int = 4096) -> Iterator[VectorPage]:
+        """Every point of a collection as pages of (item ids, a [P, D] float32 matrix, the payload ``fields``)."""
+        from qdrant_edge import ScrollRequest
+
+        shard = self._shard(name)
+        offset = None
+        while True:
+            with self._edge("scroll points", self._folder(name)):
+                records, offset = shard.scroll(
+                    ScrollRequest(offset=offset, limit=batch_size, with_payload=True, with_vector=True)
+                )
+            if records:
+                yield page_of(records, fields=fields, where=f"'{name}' at {self.where}")
+            if offset is None:
+                return
+
+    def check_index_recall(self, name: str) -> float | None:
+        """Recall@K of the graph against exact search, refused below the floor (see :func:`index.check_index`)."""
+        from tower_platform.vectors.index import check_index
+
+        return check_index(self, name)
 
     def search(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import shutil
 import time
 import uuid
@@ -19,10 +20,11 @@ from typing import Any
 
 from tower_platform.errors import ConflictError, NotFoundError, TowerError, UnavailableError
 from tower_platform.vectors.index import EdgeIndexConfig
-from tower_platform.vectors.store import CATEGORY_FIELD, POINT_ID_NAMESPACE
+from tower_platform.vectors.points import CATEGORY_FIELD, POINT_ID_NAMESPACE
 
 SHARD_CONFIG_FILE = "edge_config.json"  # written by qdrant-edge in every shard folder
-CREATING_PREFIX = ".creating-"
+CREATING_PREFIX = ".creating-"  # .creating-<pid>-<collection>-<uuid>: a shard being built by process <pid>
+DELETING_PREFIX = ".deleting-"  # a shard renamed away, being removed
 _EDGE_DISTANCES = {"cosine": "Cosine", "dot": "Dot", "euclid": "Euclid"}
 _NAMESPACE_BYTES = POINT_ID_NAMESPACE.bytes
 
@@ -95,7 +97,7 @@ def create_shard(folder: Path, *, dimension: int, distance: str, index: EdgeInde
         hnsw_config=qe.HnswIndexConfig(m=index.m, ef_construct=index.ef_construct, full_scan_threshold=threshold_kb),
         optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb),
     )
-    temp = folder.parent / f"{CREATING_PREFIX}{folder.name}-{uuid.uuid4().hex}"
+    temp = folder.parent / f"{CREATING_PREFIX}{os.getpid()}-{folder.name}-{uuid.uuid4().hex}"
     try:
         with translated("create a collection", folder):
             shard = qe.EdgeShard.create(str(temp), config)
@@ -108,3 +110,28 @@ def create_shard(folder: Path, *, dimension: int, distance: str, index: EdgeInde
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+
+
+def remove_leftovers(root: Path) -> list[Path]:
+    """Remove what killed processes left under ``root``: shards renamed away for deletion, and shards being created
+    by a process that no longer runs (a live creator's folder is kept). Returns the folders removed."""
+    removed = []
+    for path in root.iterdir():
+        if path.name.startswith(DELETING_PREFIX) or (
+            path.name.startswith(CREATING_PREFIX) and not _running(path.name[len(CREATING_PREFIX):].split("-", 1)[0])
+        ):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _running(pid: str) -> bool:
+    if not pid.isdigit():
+        return False  # not named by this platform's creator: nobody is building it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True

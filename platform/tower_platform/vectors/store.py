@@ -1,13 +1,12 @@
-"""The vector store: one Qdrant collection per model version, the production alias, deterministic point ids.
+"""The Qdrant server backend: one collection per model version and real aliases, through qdrant-client.
 
 ``QdrantVectorStore`` is the one class that talks to ``qdrant_client``; its exceptions (and those of httpx and grpc
 underneath) are translated here into :class:`UnavailableError` / :class:`NotFoundError` and never leave this module.
-
-Callers speak in item ids: the store turns an item id into its point id (UUIDv5 of a fixed namespace and the item id),
-so writing the same item twice overwrites one point instead of adding a second.
-
-Local storage (``QdrantClient(path=...)``) allows one opener at a time; openers of the same folder are serialised
-across processes by an exclusive ``fcntl.flock`` on ``<path>/.tower.lock``, held while the client is open::
+It serves a Qdrant server or cluster (``TOWER_QDRANT__URL``; collections laid out by
+:class:`~tower_platform.vectors.server_collection.ServerCollectionConfig`) and qdrant-client's in-memory mode (tests).
+qdrant-client's local on-disk storage is no longer a backend: without a URL, :func:`open_vector_store` opens the
+embedded engine (:class:`~tower_platform.vectors.edge.EdgeVectorStore`) and refuses a ``$TOWER_HOME`` that still
+holds the old local storage::
 
     with open_vector_store(settings) as store:
         store.search("movies", vector, limit=10)
@@ -16,61 +15,40 @@ across processes by an exclusive ``fcntl.flock`` on ``<path>/.tower.lock``, held
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tower_platform.errors import ConflictError, NotFoundError, TowerError, UnavailableError
+from tower_platform.errors import ConfigError, ConflictError, NotFoundError, TowerError, UnavailableError
 from tower_platform.naming import DISTANCES
-from tower_platform.vectors.lock import StorageLock
+from tower_platform.redaction import redact, redact_url
+from tower_platform.settings import env_name
+from tower_platform.vectors.points import (
+    CATEGORY_FIELD,
+    ITEM_ID_FIELD,
+    POINT_ID_NAMESPACE,
+    CollectionInfo,
+    SearchHit,
+    StoredPoint,
+    VectorPage,
+    VectorStore,
+    aligned_batch,
+    page_of,
+    point_id,
+)
+from tower_platform.vectors.server_collection import ServerCollectionConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from tower_platform.settings import Settings
 
-POINT_ID_NAMESPACE = uuid.UUID("6f1c2a4e-3b8d-5e7f-9a0b-1c2d3e4f5a6b")
-"""Fixed namespace of the point ids: never change it, or every collection written so far gets new ids."""
+__all__ = [  # the shared names, importable from here as before
+    "CATEGORY_FIELD", "ITEM_ID_FIELD", "POINT_ID_NAMESPACE", "CollectionInfo", "QdrantVectorStore", "SearchHit",
+    "StoredPoint", "VectorStore", "aligned_batch", "open_vector_store", "point_id",
+]
 
-CATEGORY_FIELD = "category"
-ITEM_ID_FIELD = "item_id"
 _DEFERRED_INDEXING_THRESHOLD = 0  # no HNSW build while bulk loading
 _DEFAULT_INDEXING_THRESHOLD = 10_000  # Qdrant's default (KB of vectors), restored after the bulk load
-
-
-def point_id(item_id: str) -> str:
-    """The deterministic point id of an item: UUIDv5(POINT_ID_NAMESPACE, item_id) as a string."""
-    return str(uuid.uuid5(POINT_ID_NAMESPACE, str(item_id)))
-
-
-def aligned_batch(name: str, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Any]) -> np.ndarray:
-    """The vectors of an upsert as float32 [N, D], after checking that ids, payloads and rows line up."""
-    vectors = np.asarray(vectors, dtype=np.float32)  # [N, D]
-    if vectors.ndim != 2 or len(ids) != vectors.shape[0] or len(payloads) != vectors.shape[0]:
-        raise ConflictError(
-            f"upsert into '{name}': {len(ids)} ids, {len(payloads)} payloads and vectors of shape "
-            f"{vectors.shape} do not line up; pass one id, payload and row per item."
-        )
-    return vectors
-
-
-class CollectionInfo(NamedTuple):
-    point_count: int
-    dimension: int
-    distance: str  # "cosine" | "dot" | "euclid"
-
-
-class StoredPoint(NamedTuple):
-    item_id: str
-    vector: np.ndarray | None  # [D] float32, None when retrieved without vectors
-    payload: dict[str, Any]
-
-
-class SearchHit(NamedTuple):
-    item_id: str
-    score: float
-    payload: dict[str, Any]
 
 
 def _is_client_error(exc: BaseException) -> bool:
@@ -82,51 +60,47 @@ def _is_client_error(exc: BaseException) -> bool:
 
 
 class QdrantVectorStore:
-    """Collections per model version, the production alias and k-NN search, on local storage, a server or memory."""
+    """Collections per model version, the production alias and k-NN search, on a Qdrant server or in memory."""
 
-    def __init__(self, client: Any, *, kind: str, where: str, lock: StorageLock | None = None) -> None:
+    def __init__(
+        self, client: Any, *, kind: str, where: str, collection: ServerCollectionConfig | None = None
+    ) -> None:
         self._client = client
-        self.kind = kind  # "local" | "remote" | "memory"
+        self.kind = kind  # "remote" | "memory"
         self.where = where
-        self._lock = lock
+        self.collection = collection or ServerCollectionConfig()
 
     # -- construction -----------------------------------------------------------------------------------------
     @classmethod
-    def local(cls, path: str | Path, *, lock_timeout_s: float = 30.0) -> QdrantVectorStore:
+    def remote(
+        cls,
+        url: str,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        collection: ServerCollectionConfig | None = None,
+        transport: Any = None,
+    ) -> QdrantVectorStore:
+        """A Qdrant server or cluster; ``transport`` (an ``httpx`` transport) replaces the network, for tests."""
         from qdrant_client import QdrantClient
 
-        folder = Path(path).expanduser().resolve()
-        lock = StorageLock(folder, timeout_s=lock_timeout_s)
-        lock.acquire()
+        extra = {"transport": transport} if transport is not None else {}
+        where = redact_url(url)  # messages never carry the URL's credentials
         try:
-            client = QdrantClient(path=str(folder))
-        except Exception as exc:  # noqa: BLE001 - translated here, never leaves
-            lock.release()
-            if isinstance(exc, TowerError):
-                raise
-            raise UnavailableError(
-                f"Qdrant local storage {folder} cannot be opened ({exc}); close other programs using it or "
-                "point TOWER_QDRANT__PATH elsewhere."
-            ) from exc
-        return cls(client, kind="local", where=str(folder), lock=lock)
-
-    @classmethod
-    def remote(cls, url: str, api_key: str | None = None, *, timeout_s: float = 30.0) -> QdrantVectorStore:
-        from qdrant_client import QdrantClient
-
-        try:
-            client = QdrantClient(url=url, api_key=api_key, timeout=int(timeout_s), check_compatibility=False)
+            client = QdrantClient(url=url, api_key=api_key, timeout=int(timeout_s), check_compatibility=False, **extra)
         except Exception as exc:  # noqa: BLE001
             raise UnavailableError(
-                f"Qdrant server {url} cannot be reached ({exc}); check TOWER_QDRANT__URL and TOWER_QDRANT__API_KEY."
+                f"Qdrant server {where} cannot be reached ({redact(str(exc), secrets=[api_key])}); check "
+                "TOWER_QDRANT__URL and TOWER_QDRANT__API_KEY."
             ) from exc
-        return cls(client, kind="remote", where=url)
+        return cls(client, kind="remote", where=where, collection=collection)
 
     @classmethod
-    def memory(cls) -> QdrantVectorStore:
+    def memory(cls, *, collection: ServerCollectionConfig | None = None) -> QdrantVectorStore:
+        """qdrant-client's in-memory mode: the server API without a server (it ignores the collection layout)."""
         from qdrant_client import QdrantClient
 
-        return cls(QdrantClient(location=":memory:"), kind="memory", where=":memory:")
+        return cls(QdrantClient(location=":memory:"), kind="memory", where=":memory:", collection=collection)
 
     def close(self) -> None:
         try:
@@ -134,8 +108,6 @@ class QdrantVectorStore:
                 self._client.close()
         finally:
             self._client = None
-            if self._lock is not None:
-                self._lock.release()
 
     def __enter__(self) -> QdrantVectorStore:
         return self
@@ -152,7 +124,7 @@ class QdrantVectorStore:
             yield
         except TowerError:
             raise
-        except ValueError as exc:  # local mode: "Collection X not found"
+        except ValueError as exc:  # in-memory mode: "Collection X not found"
             if "not found" in str(exc).lower() and name is not None:
                 raise NotFoundError(
                     f"Qdrant collection or alias '{name}' does not exist at {self.where}; "
@@ -170,12 +142,13 @@ class QdrantVectorStore:
                 ) from exc
             raise UnavailableError(
                 f"Qdrant at {self.where} failed to {action}"
-                f"{f' on {name!r}' if name else ''} ({type(exc).__name__}: {exc}); check that it is running."
+                f"{f' on {name!r}' if name else ''} ({type(exc).__name__}: {redact(str(exc))}); check that it is running."
             ) from exc
 
     # -- collections ----------------------------------------------------------------------------------------------
     def create_collection(self, name: str, *, dimension: int, distance: str = "cosine", bulk: bool = True) -> None:
-        """Create an empty collection; ``bulk`` defers HNSW indexing on a server until :meth:`finish_bulk_load`."""
+        """Create an empty collection laid out by :attr:`collection` (shards, replicas, write consistency, on-disk
+        vectors, quantisation); ``bulk`` defers HNSW indexing on a server until :meth:`finish_bulk_load`."""
         from qdrant_client import models
 
         if distance not in DISTANCES:
@@ -185,13 +158,17 @@ class QdrantVectorStore:
             if bulk and self.kind == "remote"
             else None
         )
+        vectors = models.VectorParams(
+            size=int(dimension), distance=_to_qdrant_distance(distance), on_disk=True if self.collection.on_disk else None
+        )
         with self._translated("create a collection", name):
             self._client.create_collection(
                 collection_name=name,
-                vectors_config=models.VectorParams(size=int(dimension), distance=_to_qdrant_distance(distance)),
+                vectors_config=vectors,
                 optimizers_config=optimizers,
+                **self.collection.create_arguments(),
             )
-            if self.kind == "remote":  # local storage has no payload indexes
+            if self.kind == "remote":  # the in-memory mode has no payload indexes
                 self._client.create_payload_index(
                     collection_name=name,
                     field_name=CATEGORY_FIELD,
@@ -199,7 +176,7 @@ class QdrantVectorStore:
                 )
 
     def finish_bulk_load(self, name: str) -> None:
-        """Restore HNSW indexing after a bulk load (a server only; local storage has nothing to restore)."""
+        """Restore HNSW indexing after a bulk load (a server builds its graph in the background; memory has none)."""
         if self.kind != "remote":
             return
         from qdrant_client import models
@@ -244,7 +221,7 @@ class QdrantVectorStore:
 
         vectors = aligned_batch(name, ids, vectors, payloads)  # [N, D] float32
         # model_construct: ids, vectors and payloads are built here, of the right types; pydantic's per-point
-        # validation would cost as much as the upsert itself on local storage.
+        # validation would cost as much as the upsert itself in memory.
         batch = models.Batch.model_construct(
             ids=[point_id(i) for i in ids],
             vectors=vectors.tolist(),
@@ -284,6 +261,17 @@ class QdrantVectorStore:
             if offset is None:
                 return
 
+    def scroll_vectors(self, name: str, *, fields: Sequence[str] = (), batch_size: int = 4096) -> Iterator[VectorPage]:
+        """Every point of a collection as pages of (item ids, a [P, D] float32 matrix, the payload ``fields``)."""
+        for points in self.scroll(name, batch_size=batch_size, with_vectors=True):
+            yield page_of(points, fields=fields, where=f"'{name}' at {self.where}")
+
+    def check_index_recall(self, name: str) -> float | None:
+        """Not measured here (None): a server builds its HNSW graph in the background after the bulk load, and the
+        in-memory mode searches exactly."""
+        del name
+        return None
+
     def search(
         self,
         name_or_alias: str,
@@ -296,8 +284,8 @@ class QdrantVectorStore:
         """Top-``limit`` items by similarity to ``vector`` [D], without the excluded items, optionally one category.
 
         Excluded items are dropped from a result over-fetched by their number, not by a ``must_not`` id filter:
-        exact all the same (the top ``limit + |excluded|`` holds the top ``limit`` of the rest), and local storage
-        evaluates id filters point by point in Python, which costs ~100 ms on 10k items.
+        exact all the same (the top ``limit + |excluded|`` holds the top ``limit`` of the rest), and the in-memory
+        mode evaluates id filters point by point in Python (~100 ms on 10k items).
         """
         from qdrant_client import models
 
@@ -369,12 +357,28 @@ class QdrantVectorStore:
             )
 
 
-def open_vector_store(settings: Settings, *, lock_timeout_s: float = 30.0) -> QdrantVectorStore:
-    """A Qdrant server when ``settings.qdrant.url`` is set, else local storage at ``settings.qdrant_path``."""
+def open_vector_store(settings: Settings) -> VectorStore:
+    """A Qdrant server when ``settings.qdrant.url`` is set, else the embedded engine under ``settings.edge_path``.
+
+    Without a URL, a ``$TOWER_HOME`` that still holds qdrant-client's local storage is refused (ConfigError naming
+    the folder and the fix).
+    """
     if settings.qdrant.url:
         api_key = settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None
-        return QdrantVectorStore.remote(settings.qdrant.url, api_key, timeout_s=settings.qdrant.timeout_s)
-    return QdrantVectorStore.local(settings.qdrant_path, lock_timeout_s=lock_timeout_s)
+        return QdrantVectorStore.remote(
+            settings.qdrant.url, api_key, timeout_s=settings.qdrant.timeout_s,
+            collection=ServerCollectionConfig(**settings.qdrant.collection_layout()),
+        )
+    from tower_platform.vectors.edge import EdgeVectorStore
+    from tower_platform.vectors.index import EdgeIndexConfig
+    from tower_platform.vectors.retired_storage import refuse_local_storage
+
+    refuse_local_storage(settings.qdrant_path, edge_path=settings.edge_path)
+    try:
+        index = EdgeIndexConfig(**settings.edge.index_settings())
+    except ConflictError as exc:
+        raise ConfigError(f"the {env_name('edge')}__* settings are out of range: {exc.message}") from None
+    return EdgeVectorStore(settings.edge_path, index=index, lock_timeout_s=settings.edge.lock_timeout_s)
 
 
 def _stored_point(record: Any, *, with_vectors: bool) -> StoredPoint:

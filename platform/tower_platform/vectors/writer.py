@@ -1,13 +1,16 @@
 """The embedding writer: the whole item corpus through ``item.onnx`` into the collection ``<model>__v<N>``.
 
-Points have deterministic ids (UUIDv5 of the item id, see :func:`tower_platform.vectors.store.point_id`), so a rerun after a
-crash overwrites instead of duplicating; batches whose points are all present already are skipped. Payload:
-``item_id``, ``category``, ``popularity`` (head / torso / tail from the corpus' interaction counts) and
-``model_version``.
+Points have deterministic ids (UUIDv5 of the item id, see :func:`tower_platform.vectors.points.point_id`), so a rerun
+after a crash overwrites instead of duplicating; batches whose points are all present already are skipped. Payload:
+``item_id``, ``category``, ``popularity`` (head / torso / tail from the corpus' interaction counts, the evaluation's
+rule) and ``model_version``. After the last batch the writer finishes the bulk load (the embedded engine builds its
+HNSW graph above ``exact_below`` points; a server restores its background indexing).
 
 :func:`verify_collection` is the gate before a version becomes ``indexed``: point count and ids equal the corpus,
-every stored vector is unit-norm, a sample of stored vectors equals freshly computed ones, and the collection's
-dimension and distance match the tower's metadata.
+every stored vector is unit-norm (read back page by page), a sample of stored vectors equals freshly computed ones,
+the collection's dimension and distance match the tower's metadata, and the embedded engine's graph finds at least
+``recall_floor`` of the exact top-K (:meth:`check_index_recall`; RecallBelowFloorError names the figure and the
+settings to raise).
 """
 
 from __future__ import annotations
@@ -24,11 +27,10 @@ from tower_platform.datasets.layout import DISPLAY_FIELD
 from tower_platform.errors import ConflictError, InputError, IntegrityError, NotFoundError
 from tower_platform.naming import collection_name
 from tower_platform.serving.onnx_tower import OnnxTower
-from tower_platform.vectors.store import QdrantVectorStore, StoredPoint
+from tower_platform.vectors.points import StoredPoint, VectorStore
+from towers.progress import ProgressReporter
 
 DISTANCE = "cosine"
-HEAD_SHARE = 0.2  # head: the top 20% of items by interaction count
-TAIL_MAX_COUNT = 5  # tail: at most 5 interactions; torso: the rest (the evaluation's buckets)
 NORM_TOLERANCE = 1e-4
 PARITY_TOLERANCE = 1e-5
 
@@ -60,10 +62,12 @@ class WriteReport:
     skipped: int  # items in batches already complete from an earlier run
     dimension: int
     distance: str
-    seconds: float
+    seconds: float  # embedding and upserts
+    build_seconds: float = 0.0  # finish_bulk_load: the embedded engine's HNSW graph (reported apart)
 
     @property
     def items_per_s(self) -> float:
+        """Items written per second (embedding and upserts; the index build apart)."""
         return self.items / self.seconds if self.seconds > 0 else float("inf")
 
 
@@ -79,18 +83,25 @@ class VerificationReport:
     max_norm_error: float
     sampled: int
     max_abs_diff: float
+    recall: float | None = None  # recall@K of the graph against exact search (None: not measured by this backend)
 
 
 def popularity_buckets(counts: np.ndarray) -> np.ndarray:
-    """head / torso / tail per item from interaction counts [N] (NaN -> 0): head = top 20% by count, tail <= 5.
+    """head / torso / tail per item from interaction counts [N] (NaN -> 0), by the evaluation's rule
+    (``towers.evaluation.HEAD_SHARE`` / ``TAIL_MAX_COUNT``, docs/evaluation.md): of the F items with at least one
+    interaction, the round(HEAD_SHARE x F) most interacted are head (ties: corpus order); items with at most
+    TAIL_MAX_COUNT interactions are tail; the rest torso.
 
-    Example: counts [100, 50, 7, 3, 0] -> head takes floor(0.2 * 5) = 1 item (100); 50 and 7 are torso; 3 and 0 tail.
+    Example: counts [100, 50, 7, 3, 0] -> F = 4, head takes round(0.2 * 4) = 1 item (100); 50 and 7 are torso;
+    3 and 0 tail. Items never interacted with are never head, however few items have interactions.
     """
+    from towers.evaluation import HEAD_SHARE, TAIL_MAX_COUNT
+
     counts = np.nan_to_num(np.asarray(counts, dtype=np.float64), nan=0.0)  # [N]
     buckets = np.where(counts <= TAIL_MAX_COUNT, "tail", "torso").astype(object)  # [N]
-    n_head = int(np.floor(HEAD_SHARE * len(counts)))
+    n_head = int(round(HEAD_SHARE * int(np.count_nonzero(counts > 0))))
     if n_head > 0:
-        order = np.argsort(-counts, kind="stable")  # most interactions first
+        order = np.argsort(-counts, kind="stable")  # most interactions first, ties in corpus order
         buckets[order[:n_head]] = "head"
     return buckets
 
@@ -100,7 +111,7 @@ class QdrantEmbeddingWriter:
 
     def __init__(
         self,
-        vectors: QdrantVectorStore,
+        vectors: VectorStore,
         tower_path: str | Path,
         *,
         expected_sha256: str | None = None,
@@ -133,13 +144,13 @@ class QdrantEmbeddingWriter:
         _check_identity(self.tower, model=model, version=version)
         corpus = _corpus(items, as_of=as_of)
         item_ids = _item_ids(corpus, meta.item_id_column, self.tower)
-        payloads = self._payloads(corpus, item_ids)
+        payloads = self._payload_columns(corpus, len(item_ids))
         name = self.collection
         resuming = self._prepare_collection(name)  # a new collection has nothing to skip: no look-ups
 
         started = time.perf_counter()
         written = skipped = 0
-        with _progress_bar(enabled=self.progress, total=len(item_ids), label=f"writing {name}") as advance:
+        with ProgressReporter(f"writing {name}", total=len(item_ids), unit="items", enabled=self.progress) as progress:
             for start in range(0, len(item_ids), self.batch_size):
                 batch_ids = item_ids[start : start + self.batch_size]
                 if resuming and len(self.vectors.existing_ids(name, batch_ids)) == len(batch_ids):
@@ -147,9 +158,10 @@ class QdrantEmbeddingWriter:
                 else:
                     rows = corpus.slice(start, len(batch_ids))
                     embeddings = self.tower.run(self.tower.feeds(rows))  # [B, D]
-                    self.vectors.upsert(name, batch_ids, embeddings, payloads[start : start + len(batch_ids)])
+                    self.vectors.upsert(name, batch_ids, embeddings, payloads.batch(start, len(batch_ids)))
                     written += len(batch_ids)
-                advance(len(batch_ids))
+                progress.advance(len(batch_ids))
+        seconds = time.perf_counter() - started
         self.vectors.finish_bulk_load(name)
         return WriteReport(
             collection=name,
@@ -160,7 +172,8 @@ class QdrantEmbeddingWriter:
             skipped=skipped,
             dimension=meta.dimension,
             distance=DISTANCE,
-            seconds=time.perf_counter() - started,
+            seconds=seconds,
+            build_seconds=time.perf_counter() - started - seconds,
         )
 
     def _prepare_collection(self, name: str) -> bool:
@@ -178,33 +191,44 @@ class QdrantEmbeddingWriter:
             )
         return True
 
-    def _payloads(self, corpus: Any, item_ids: list[str]) -> list[dict[str, Any]]:
+    def _payload_columns(self, corpus: Any, n_items: int) -> _PayloadColumns:
+        """The payload fields as columns (one Python list each); the per-point dicts are built batch by batch."""
         meta = self.tower.metadata
         category_col = meta.item_category_column or _first_column(corpus, suffix="__category")
-        categories = (
-            corpus.column(category_col).to_pylist()
-            if category_col and category_col in corpus.column_names
-            else [None] * len(item_ids)
-        )
+        columns: dict[str, list[Any]] = {
+            "category": (
+                corpus.column(category_col).to_pylist()
+                if category_col and category_col in corpus.column_names
+                else [None] * n_items
+            )
+        }
         popularity_col = self.popularity_column or _first_column(corpus, suffix="interaction_count")
         if popularity_col and popularity_col in corpus.column_names:
             counts = corpus.column(popularity_col).to_numpy(zero_copy_only=False).astype(np.float64)  # [N]
-            buckets = popularity_buckets(counts).tolist()
+            columns["popularity"] = popularity_buckets(counts).tolist()
         else:
-            buckets = [None] * len(item_ids)
-        version = meta.model_version
-        payloads = [
-            {"category": c, "popularity": b, "model_version": version}
-            for c, b in zip(categories, buckets, strict=True)
-        ]
+            columns["popularity"] = [None] * n_items
         if DISPLAY_FIELD in corpus.column_names:  # the dataset's display column (e.g. a title), shown to people
-            for payload, shown in zip(payloads, corpus.column(DISPLAY_FIELD).to_pylist(), strict=True):
-                payload[DISPLAY_FIELD] = shown
-        return payloads
+            columns[DISPLAY_FIELD] = corpus.column(DISPLAY_FIELD).to_pylist()
+        return _PayloadColumns(columns, constants={"model_version": meta.model_version})
+
+
+@dataclass(frozen=True)
+class _PayloadColumns:
+    """Payload fields held column-wise for the whole corpus; :meth:`batch` builds one batch's dicts."""
+
+    columns: dict[str, list[Any]]
+    constants: dict[str, Any]
+
+    def batch(self, start: int, size: int) -> list[dict[str, Any]]:
+        names = list(self.columns)
+        slices = [self.columns[n][start : start + size] for n in names]
+        fixed = self.constants
+        return [{**dict(zip(names, values, strict=True)), **fixed} for values in zip(*slices, strict=True)]
 
 
 def verify_collection(
-    vectors: QdrantVectorStore,
+    vectors: VectorStore,
     *,
     tower: OnnxTower | str | Path,
     items: ItemFeatureSource | Any,
@@ -237,15 +261,15 @@ def verify_collection(
 
     stored_ids: list[str] = []
     max_norm_error = 0.0
-    for page in vectors.scroll(name, batch_size=2048, with_vectors=True):
-        matrix = _vectors_of(page, where=where).astype(np.float64)  # [P, D]
-        norm_error = float(np.max(np.abs(np.linalg.norm(matrix, axis=1) - 1.0)))
+    for page in vectors.scroll_vectors(name, batch_size=4096):  # one page of vectors in memory at a time
+        errors = np.abs(np.linalg.norm(page.vectors.astype(np.float64), axis=1) - 1.0)  # [P]
+        norm_error = float(errors.max(initial=0.0))
         if norm_error > norm_tolerance:
-            worst = page[int(np.argmax(np.abs(np.linalg.norm(matrix, axis=1) - 1.0)))].item_id
+            worst = page.item_ids[int(np.argmax(errors))]
             raise IntegrityError(f"{where}: the vector of item '{worst}' has norm off by {norm_error:.2e} "
                                  "(not unit-norm); delete the collection and write it again.")
         max_norm_error = max(max_norm_error, norm_error)
-        stored_ids.extend(p.item_id for p in page)
+        stored_ids.extend(page.item_ids)
     missing = sorted(set(item_ids) - set(stored_ids))
     if missing:
         raise IntegrityError(f"{where} lacks {len(missing)} corpus items (e.g. '{missing[0]}'); "
@@ -263,6 +287,7 @@ def verify_collection(
         raise IntegrityError(f"{where}: the stored vector of item '{worst}' differs from a fresh computation by "
                              f"{float(diff.max()):.2e} (> {parity_tolerance:g}); it was tampered with or written by "
                              "another model file: delete the collection and write it again.")
+    recall = vectors.check_index_recall(name)  # RecallBelowFloorError below the floor
     return VerificationReport(
         collection=name,
         model=meta.model_name,
@@ -274,6 +299,7 @@ def verify_collection(
         max_norm_error=max_norm_error,
         sampled=len(sample_ids),
         max_abs_diff=float(diff.max()) if diff.size else 0.0,
+        recall=recall,
     )
 
 
@@ -319,42 +345,3 @@ def _item_ids(corpus: Any, column: str, tower: OnnxTower) -> list[str]:
 
 def _first_column(corpus: Any, *, suffix: str) -> str | None:
     return next((c for c in corpus.column_names if c.endswith(suffix)), None)
-
-
-class _progress_bar:  # noqa: N801 - used as a context manager like a function
-    """A rich progress bar on stderr with rate and ETA; a no-op when disabled."""
-
-    def __init__(self, *, enabled: bool, total: int, label: str) -> None:
-        self.enabled = enabled
-        self.total = total
-        self.label = label
-        self._progress: Any = None
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self._progress.start()
-        task = self._progress.add_task(self.label, total=self.total, rate="")
-
-        def advance(n: int) -> None:
-            self._progress.advance(task, n)
-            speed = self._progress.tasks[task].speed
-            self._progress.update(task, rate=f"{speed:,.0f} items/s" if speed else "")
-
-        return advance
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tower_platform.datasets import load_dataset_config
-from tower_platform.errors import ConfigError
+from tower_platform.errors import ConfigError, UsageError
 from tower_platform.pipeline.config import tower_config_from
 from tower_platform.paths import bundled_config
 
@@ -26,9 +26,12 @@ def test_overrides_take_dotted_keys_and_unambiguous_names():
     config = tower_config_from(dataset, overrides={"training.epochs": 1, "max_steps": 15, "hidden_dims": [32]})
     assert (config.training.epochs, config.training.max_steps, config.towers.hidden_dims) == (1, 15, (32,))
     assert config.dat.enabled  # the file's own settings stay
-    with pytest.raises(ConfigError, match="'temperature' is ambiguous; use one of loss.temperature, ssl.temperature"):
-        tower_config_from(dataset, overrides={"temperature": 0.1})
-    with pytest.raises(ConfigError, match="'epoch' does not exist; the valid keys are .*training.epochs"):
+    # an override comes from the command line (--set): a UsageError (exit 2) naming it as typed
+    with pytest.raises(UsageError, match="--set temperature=0.1: training setting 'temperature' is ambiguous; use one "
+                                         "of loss.temperature, ssl.temperature"):
+        tower_config_from(dataset, overrides={"temperature": 0.1}, written_as={"temperature": "temperature=0.1"})
+    with pytest.raises(UsageError, match="--set epoch=1: training setting 'epoch' does not exist; the valid keys are "
+                                         ".*training.epochs"):
         tower_config_from(dataset, overrides={"epoch": 1})
 
 

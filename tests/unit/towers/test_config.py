@@ -35,8 +35,8 @@ def test_overrides_take_dotted_keys_and_unambiguous_leaf_names() -> None:
         ({"epochs": 3}, "no section 'epochs'"),  # a flat key where a section belongs
         ({"training": {"epoch": 3}}, "section 'training' has no key 'epoch'"),
         ({"training": "fast"}, "section 'training' must be a mapping"),
-        ({"training": {"epochs": "3"}}, "training.epochs must be a int, got '3'"),
-        ({"training": {"epochs": True}}, "training.epochs must be a int"),
+        ({"training": {"epochs": "3"}}, "training.epochs must be an int, got '3'"),
+        ({"training": {"epochs": True}}, "training.epochs must be an int"),
         ({"dat": {"enabled": "yes"}}, "dat.enabled must be a bool"),
         ({"towers": {"hidden_dims": 256}}, "towers.hidden_dims must be a list"),
         ({"loss": {"function": "hinge"}}, "loss.function must be one of \\['softmax', 'bce'\\]"),

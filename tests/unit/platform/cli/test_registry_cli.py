@@ -41,13 +41,13 @@ def _one_line_error(result) -> str:
 
 
 def _index(version: int) -> None:
-    """What `towerctl embeddings write` does: a collection in Qdrant local storage, recorded and verified."""
+    """What `towerctl embeddings write` does: a collection in the deployment's vector store, recorded and verified."""
     from tower_platform.registry.store import SqlRegistryStore
-    from tower_platform.vectors.store import QdrantVectorStore
+    from tower_platform.vectors.store import open_vector_store
 
     settings = Settings()
     name = f"movies__v{version}"
-    with QdrantVectorStore.local(settings.qdrant_path) as vectors:
+    with open_vector_store(settings) as vectors:
         vectors.create_collection(name, dimension=4)
         vectors.upsert(name, ["a", "b"], np.eye(2, 4), [{}, {}])
     with SqlRegistryStore(settings.registry_url) as registry:
@@ -139,7 +139,7 @@ def test_promote_unindexed_and_rollback_without_previous_exit_4_and_change_nothi
 
 
 def test_promote_rollback_and_gc_move_the_qdrant_alias(home, exported_model, tmp_path):
-    from tower_platform.vectors.store import QdrantVectorStore
+    from tower_platform.vectors.store import open_vector_store
 
     for version in (1, 2, 3):
         exported_model(Settings().artifacts_dir / "movies" / f"v{version}", seed=version)
@@ -152,7 +152,7 @@ def test_promote_rollback_and_gc_move_the_qdrant_alias(home, exported_model, tmp
     assert (promoted["version"], promoted["previous_version"], promoted["changed"]) == (2, 1, True)
     rolled = json.loads(_run("models", "rollback", "movies", "--reason", "regression", "--json").stdout)
     assert (rolled["version"], rolled["previous_version"]) == (1, 2)
-    with QdrantVectorStore.local(Settings().qdrant_path) as vectors:
+    with open_vector_store(Settings()) as vectors:
         assert vectors.alias_target("movies") == "movies__v1"
     planned = json.loads(_run("models", "gc", "movies", "--keep", "0", "--dry-run", "--json").stdout)
     assert [r["version"] for r in planned["retired"]] == [2, 3]  # v1 is production; v2 is rolled back

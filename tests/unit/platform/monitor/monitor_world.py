@@ -67,38 +67,53 @@ def build_world() -> MonitorWorld:
     return MonitorWorld(item_ids, categories, healthy, collapsed, user_vectors, MonitorInputs.from_training_set(table))
 
 
-def _query_tower(path: Path, world: MonitorWorld, *, version: int) -> None:
+def _query_tower(path: Path, user_ids: list[str], user_vectors: np.ndarray, *, version: int) -> None:
     # big table rows: the reference tower's small random bias does not move the normalised query vectors
-    table = np.vstack([np.zeros((1, DIMENSION)), world.user_vectors * 1e4]).astype(np.float32)
+    dimension = user_vectors.shape[1]
+    table = np.vstack([np.zeros((1, dimension)), user_vectors * 1e4]).astype(np.float32)
     build_reference_tower(
         path,
-        features=[ReferenceFeature("user_features__id", "categorical", tuple(f"u{u}" for u in range(N_USERS)))],
-        dimension=DIMENSION, model_name="movies", model_version=version, tables={"user_features__id": table},
+        features=[ReferenceFeature("user_features__id", "categorical", tuple(user_ids))],
+        dimension=dimension, model_name="movies", model_version=version, tables={"user_features__id": table},
     )
 
 
-def add_version(registry, vectors, world: MonitorWorld, root: Path, *, collapsed: bool,
-                with_inputs: bool = True) -> int:
-    """Register the next version (reference towers + spec), write and verify its collection, mark it indexed."""
+def register_indexed_version(registry, vectors, root: Path, *, item_ids, categories, item_vectors: np.ndarray,
+                             user_ids: list[str], user_vectors: np.ndarray, inputs: MonitorInputs | None) -> int:
+    """Register the next version of "movies" (reference towers over ``user_ids`` + spec), write and verify its
+    collection (payload: category; popularity buckets from the training counts), mark it indexed."""
     latest = max((m.latest_version or 0 for m in registry.list_models()), default=0)
     version = latest + 1
     folder = root / "movies" / f"v{version}"
     folder.mkdir(parents=True)
-    _query_tower(folder / "query.onnx", world, version=version)
-    _query_tower(folder / "item.onnx", world, version=version)
+    for tower in ("query.onnx", "item.onnx"):
+        _query_tower(folder / tower, user_ids, user_vectors, version=version)
     (folder / "spec.json").write_text(json.dumps({"model": "movies", "version": version}))
-    if with_inputs:
-        world.inputs.write(folder)
+    if inputs is not None:
+        inputs.write(folder)
     artifacts = {n: (str(folder / n), hashlib.sha256((folder / n).read_bytes()).hexdigest())
                  for n in ("query.onnx", "item.onnx", "spec.json")}
     registry.register_version("movies", artifacts=artifacts, feature_service="fs", features=["user_features__id"],
                               training_config={}, fingerprint="f" * 64, time_window=None, estimator_path=None,
                               metrics={}, actor="test", version=version)
     name = collection_name("movies", version)
-    matrix = world.collapsed if collapsed else world.healthy
-    vectors.create_collection(name, dimension=DIMENSION)
-    vectors.upsert(name, world.item_ids, matrix, [{"category": c} for c in world.categories])  # buckets from counts
-    registry.record_collection("movies", version, name=name, point_count=len(world.item_ids), dimension=DIMENSION,
+    dimension = item_vectors.shape[1]
+    vectors.create_collection(name, dimension=dimension)
+    for start in range(0, len(item_ids), 4_096):
+        stop = start + 4_096
+        vectors.upsert(name, list(item_ids[start:stop]), item_vectors[start:stop],
+                       [{"category": c} for c in categories[start:stop]])
+    registry.record_collection("movies", version, name=name, point_count=len(item_ids), dimension=dimension,
                                distance="cosine", verified=True)
     registry.mark_indexed("movies", version, actor="test")
     return version
+
+
+def add_version(registry, vectors, world: MonitorWorld, root: Path, *, collapsed: bool,
+                with_inputs: bool = True) -> int:
+    """Register the next version (reference towers + spec), write and verify its collection, mark it indexed."""
+    return register_indexed_version(
+        registry, vectors, root, item_ids=world.item_ids, categories=world.categories,
+        item_vectors=world.collapsed if collapsed else world.healthy, user_ids=[f"u{u}" for u in range(N_USERS)],
+        user_vectors=world.user_vectors, inputs=world.inputs if with_inputs else None,
+    )

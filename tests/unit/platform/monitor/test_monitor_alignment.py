@@ -8,14 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tower_platform.monitor.alignment import (
-    QuerySet,
-    ServedItems,
-    alignment_figures,
-    encode_segments,
-    target_ranks,
-    top_k_items,
-)
+from tower_platform.monitor.alignment import QuerySet, ServedItems, alignment_figures, encode_segments
+from tower_platform.monitor.exact_top_k import target_ranks, top_k_items
 from tower_platform.monitor.inputs import MonitorInputs
 from tower_platform.monitor.thresholds import MonitorThresholds, find_breaches, load_thresholds
 from tower_platform.registry.entities import AlignmentSegment
@@ -129,17 +123,51 @@ def test_missing_categories_become_one_segment():
     assert names == ("(none)", "a", "b") and codes.tolist() == [2, 0, 0, 1]
 
 
-def test_breaches_name_the_segment_and_figure_and_respect_min_items():
-    collapsed = AlignmentSegment("category", "B", 25, 0.1, 0.5, 1.0, 1.0, 1.0, 40, 0.1, 0.05, 0.0,
-                                 deltas={"recall": -0.3, "n_queries": 0})
-    small = AlignmentSegment("category", "C", 3, 0.1, 0.5, 1.0, 1.0, 1.0, 40, 0.4, 0.2, 0.0, deltas={})
-    found = find_breaches([collapsed, small], MonitorThresholds())
-    assert [(b.segment, b.figure) for b in found] == [("B", "relative_alignment"), ("B", "coverage"), ("B", "recall")]
-    # recall drop: production had 0.4, now 0.1 -> 75 % drop > 50 %
-    assert found[2].value == pytest.approx(0.75)
-    assert "category 'B': coverage@100 0.000 below the minimum 0.005" == found[1].message
-    relaxed = MonitorThresholds(max_alignment_distance=1.5, min_coverage=0.0, max_recall_drop=0.8)
-    assert find_breaches([collapsed, small], relaxed) == []
+def _segment(kind, name, items, *, relative=0.3, norm=1.0, queries=40, recall=0.3, coverage=0.2, deltas=None,
+             pooled=False):
+    return AlignmentSegment(kind, name, items, 0.1, 0.5, relative, norm, 0.5, queries, recall, 0.1, coverage,
+                            deltas=deltas or {}, pooled=pooled)
+
+
+def test_breaches_name_the_segment_and_figure_pool_small_categories_and_need_a_significant_recall_drop():
+    # B: 60 items, collapsed (distance 1.0), never reached (coverage 0), Recall@100 2/40 = 0.05 against 0.40.
+    #    Wilson upper bound of 2/40 at 95 % (z = 1.6449): (0.05 + z^2/80 + z sqrt(0.05 * 0.95 / 40 + z^2 / 6400))
+    #    / (1 + z^2/40) = 0.1498 / 1.0676 = 0.1403, so the drop is at least 1 - 0.1403 / 0.4 = 65 % > 50 %: a breach.
+    collapsed = _segment("category", "B", 60, relative=1.0, coverage=0.0, recall=0.05,
+                         deltas={"recall": -0.35, "n_queries": 0})
+    # D: 3/30 = 0.10 against 0.40 is a 75 % drop, but its upper bound 0.2255 allows a drop of only 44 %: no breach.
+    noisy = _segment("category", "D", 60, queries=30, recall=0.1, deltas={"recall": -0.3, "n_queries": 0})
+    # C: collapsed too, but pooled (few items): judged only inside the pooled segment, which is healthy.
+    small = _segment("category", "C", 3, relative=1.0, coverage=0.0, pooled=True)
+    pool = _segment("pooled", "small categories", 200, relative=0.4, queries=10, coverage=0.0)  # 10 < 30 queries
+    bucket = _segment("popularity", "tail", 500, relative=1.0, norm=1.02)  # no distance gate on buckets; norm off
+    found = find_breaches([collapsed, noisy, small, pool, bucket], MonitorThresholds())
+    assert [(b.segment, b.figure) for b in found] == [
+        ("B", "relative_alignment"), ("B", "coverage"), ("tail", "mean_norm"), ("B", "recall")]
+    assert found[3].value == pytest.approx(0.875)  # the observed drop (0.40 - 0.05) / 0.40
+    assert found[3].severity == pytest.approx(0.6492 - 0.5, abs=1e-3)
+    assert found[3].message == ("category 'B': Recall@100 0.050 on 40 queries, down 88% from 0.400 (at least 65% "
+                                "at 95% confidence; maximum drop 50%)")
+    assert found[1].message == "category 'B': coverage@100 0.000 below the minimum 0.005"
+    relaxed = MonitorThresholds(max_alignment_distance=1.0, min_coverage=0.0, max_recall_drop=0.8, max_norm_error=0.05)
+    assert find_breaches([collapsed, noisy, small, pool, bucket], relaxed) == []
+    # the pool is gated like a category once it has the support
+    supported = _segment("pooled", "small categories", 200, relative=0.97, queries=30, coverage=0.001)
+    assert [b.figure for b in find_breaches([supported], MonitorThresholds())] == ["relative_alignment", "coverage"]
+
+
+def test_breaches_come_worst_first_within_each_check():
+    segments = [_segment("category", name, 80, relative=r) for name, r in (("x", 0.96), ("y", 1.0), ("z", 0.98))]
+    assert [b.segment for b in find_breaches(segments, MonitorThresholds())] == ["y", "z", "x"]
+
+
+def test_wilson_upper_bound_against_hand_computed_values():
+    from tower_platform.monitor.thresholds import wilson_upper
+
+    # 0 hits in n: z^2 / (n + z^2) = 2.7055 / 32.7055 = 0.0827 for n = 30
+    assert wilson_upper(0, 30, confidence=0.95) == pytest.approx(2.7055 / 32.7055, abs=1e-4)
+    assert wilson_upper(2, 40, confidence=0.95) == pytest.approx(0.1403, abs=1e-4)
+    assert wilson_upper(30, 30, confidence=0.95) == pytest.approx(1.0) and wilson_upper(0, 0, confidence=0.95) == 1.0
 
 
 def test_thresholds_from_the_dataset_section_and_a_file(tmp_path):
@@ -151,6 +179,13 @@ def test_thresholds_from_the_dataset_section_and_a_file(tmp_path):
         load_thresholds(dataset_section={"min_coverge": 0.1})
     with pytest.raises(ConfigError, match="wrong type"):
         load_thresholds(dataset_section={"k": "ten"})
+    with pytest.raises(ConfigError, match="recall_confidence=1.0 must be at least 0.5 and below 1"):
+        load_thresholds(dataset_section={"recall_confidence": 1.0})
+    with pytest.raises(ConfigError, match="max_alignment_distance=2.5 is above 1, the largest relative alignment"):
+        load_thresholds(dataset_section={"max_alignment_distance": 2.5})  # a threshold of the old, unbounded scale
+    with pytest.raises(ConfigError, match="worst=0 must be at least 1"):
+        load_thresholds(dataset_section={"worst": 0})
+    assert load_thresholds(dataset_section={"worst": 3, "min_items": 5}).pooling() == {"min_items": 5, "min_queries": 30}
 
 
 def test_monitor_inputs_skip_unserved_and_repeated_targets_and_exclude_histories():
@@ -175,3 +210,12 @@ def test_monitor_inputs_skip_unserved_and_repeated_targets_and_exclude_histories
     assert queries.targets.tolist() == [2, 0] and queries.n_skipped == 2
     assert queries.history_indptr.tolist() == [0, 1, 1] and queries.history_indices.tolist() == [1]
     np.testing.assert_array_equal(inputs.interaction_counts(np.array(["i0", "i1", "i2"])), [0, 1, 0])
+
+
+def test_a_pooled_category_with_enough_items_is_still_gated_on_the_item_figures():
+    # 80 items but 3 test queries: pooled (query figures judged in the pool), yet its collapse and norms are checked
+    big = _segment("category", "E", 80, relative=1.0, norm=1.5, queries=3, coverage=0.0, recall=0.0, pooled=True,
+                   deltas={"recall": -0.5, "n_queries": 0})
+    tiny = _segment("category", "F", 10, relative=1.0, norm=1.5, queries=3, coverage=0.0, pooled=True)
+    found = find_breaches([big, tiny], MonitorThresholds())
+    assert [(b.segment, b.figure) for b in found] == [("E", "relative_alignment"), ("E", "mean_norm")]

@@ -71,7 +71,7 @@ def test_the_report_is_stored_per_run_and_the_gate_rejudges_it_with_current_thre
     assert {s.kind for s in runs[1].segments} == {"category", "popularity"}
     assert runs[1].segments == runs[0].segments  # the same vectors and queries give the same figures
     assert any(b["segment"] == "C" for b in runs[1].breaches)
-    lenient = THRESHOLDS.merged({"max_alignment_distance": 2.0, "min_coverage": 0.0}, where="test")
+    lenient = THRESHOLDS.merged({"max_alignment_distance": 1.0, "min_coverage": 0.0}, where="test")
     verdict = AlignmentGate(registry_store, vectors, thresholds=lenient, actor="ops")(
         registry_store.get_version("movies", version), None)
     assert verdict.passed and verdict.details["report_run"] == 2
@@ -96,3 +96,23 @@ def test_promote_without_a_gate_is_unchanged(registry_store, vectors, world, tmp
     assert result.verdict is None and not result.forced
     event = [e for e in registry_store.audit_log("movies") if e.action == "promote"][-1]
     assert "gate" not in event.details
+
+
+def test_the_gate_measures_again_when_the_pooling_or_the_report_format_changed(registry_store, vectors, world,
+                                                                               tmp_path):
+    from dataclasses import replace
+
+    version = add_version(registry_store, vectors, world, tmp_path, collapsed=False)
+    candidate = registry_store.get_version("movies", version)
+    assert _gate(registry_store, vectors)(candidate, None).details["report_run"] == 1
+    assert _gate(registry_store, vectors)(candidate, None).details["report_run"] == 1  # reused
+    pooled_more = THRESHOLDS.merged({"min_items": 35}, where="test")  # B and C (30 items) now pooled
+    verdict = AlignmentGate(registry_store, vectors, thresholds=pooled_more, actor="ops")(candidate, None)
+    assert verdict.details["report_run"] == 2 and verdict.details["pooled"] == 2
+    # a report stored before pooling (its thresholds lack the newer keys) is never judged by today's rules
+    old = registry_store.latest_alignment_report("movies", version)
+    legacy = {k: v for k, v in THRESHOLDS.to_dict().items() if k not in ("recall_confidence", "worst")}
+    assert registry_store.record_alignment_report(replace(old, thresholds=legacy), actor="test").run == 3
+    other_limits = THRESHOLDS.merged({"max_norm_error": 0.02}, where="test")  # same pooling: reuse, but not run 3
+    reused = AlignmentGate(registry_store, vectors, thresholds=other_limits, actor="ops")(candidate, None)
+    assert reused.details["report_run"] == 1

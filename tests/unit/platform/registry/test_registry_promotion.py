@@ -143,19 +143,23 @@ def test_a_failed_swap_rolls_the_registry_transaction_back(registry_store, vecto
 
 
 class _CommitFailsAfterBlock:
-    """A registry whose locked transaction fails when it ends (as a lost connection at COMMIT would)."""
+    """A registry whose second locked transaction (the one completing the intent, after the alias swap) fails when
+    it ends, as a lost connection at COMMIT would; the first (the intent) and the third (its abort) commit."""
 
     def __init__(self, inner) -> None:
         self._inner = inner
+        self._calls = 0
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
     @contextmanager
     def locked_model(self, name):
+        self._calls += 1
         with self._inner.locked_model(name) as unit:
             yield unit
-            raise UnavailableError("Cannot reach the registry database at test; start it or fix TOWER_DATABASE_URL.")
+            if self._calls == 2:
+                raise UnavailableError("Cannot reach the registry database at test; start it or fix TOWER_DATABASE_URL.")
 
 
 @pytest.mark.parametrize("first_promotion", [True, False])
@@ -170,6 +174,9 @@ def test_a_failed_commit_after_the_swap_swaps_the_alias_back(
     with pytest.raises(UnavailableError):
         promote(_CommitFailsAfterBlock(registry_store), vectors, "movies", 2, actor="t")
     assert _snapshot(registry_store, vectors) == before  # alias back at v1 (or absent again), registry untouched
+    with registry_store.reading("movies") as unit:
+        (intent,) = [i for i in unit.intents() if i.to_version == 2]
+    assert intent.state == "aborted" and "commit failed" in intent.resolution and "moved back" in intent.resolution
 
 
 def test_rollback_returns_to_the_previous_production_version(registry_store, vectors, exported_model, artifacts_root):
@@ -273,17 +280,33 @@ def test_gc_never_deletes_folders_outside_the_artifacts_root(registry_store, vec
     assert vectors.list_collections() == []
 
 
-def test_promoting_production_again_realigns_a_drifted_alias(registry_store, vectors, exported_model, artifacts_root):
+def test_a_drifted_alias_refuses_promotion_until_reconcile_moves_it_back(
+    registry_store, vectors, exported_model, artifacts_root
+):
+    from tower_platform.registry.reconcile import reconcile
+
     _add_version(registry_store, vectors, exported_model, artifacts_root)
     _add_version(registry_store, vectors, exported_model, artifacts_root)
     promote(registry_store, vectors, "movies", 1, actor="t")
     vectors.swap_alias("movies", "movies__v2", previous="movies__v1")  # moved by hand behind the registry's back
-    result = promote(registry_store, vectors, "movies", 1, actor="t")
-    assert result.changed and result.event.action == "realign"
-    assert vectors.alias_target("movies") == "movies__v1"
+    before = _snapshot(registry_store, vectors)
+    for attempt in (lambda: promote(registry_store, vectors, "movies", 1, actor="t"),
+                    lambda: promote(registry_store, vectors, "movies", 2, actor="t"),
+                    lambda: rollback(registry_store, vectors, "movies", actor="t")):
+        with pytest.raises(ConflictError, match=r"points to 'movies__v2' \(version 2\), but the registry's production "
+                                                r"version is 1 .*run `towerctl models reconcile movies` first"):
+            attempt()
+    assert _snapshot(registry_store, vectors) == before  # refused: nothing written
+    repaired = reconcile(registry_store, vectors, "movies", actor="ops", reason="hand edit")
+    assert [s.action for s in repaired.steps] == ["realign_alias"] and repaired.repaired
+    assert vectors.alias_target("movies") == "movies__v1"  # the registry decided v1; no intent said otherwise
     assert registry_store.production_version("movies").version == 1
+    event = registry_store.audit_log("movies")[-1]
+    assert (event.action, event.actor, event.reason) == ("reconcile", "ops", "hand edit")
+    assert event.details["alias_before"] == "movies__v2" and event.details["collection"] == "movies__v1"
     assert rollback_target_version(registry_store.audit_log("movies"), statuses={1: "production", 2: "indexed"},
-                                   production=1) is None  # a realign is not a production change
+                                   production=1) is None  # a realignment is not a production change
+    assert promote(registry_store, vectors, "movies", 2, actor="t").changed  # usable again
 
 
 def test_a_retired_or_rolled_back_version_is_not_promotable(registry_store, vectors, exported_model, artifacts_root):

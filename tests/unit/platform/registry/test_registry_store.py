@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tower_platform.errors import (
+    ConfigError,
     ConflictError,
     IntegrityError,
     NotFoundError,
@@ -209,6 +210,6 @@ def test_unreachable_postgresql_is_unavailable_with_a_one_sentence_message_witho
     assert "s3cret" not in message and message.count(".") >= 1 and "\n" not in message
 
 
-def test_a_url_of_another_backend_is_a_usage_error():
-    with pytest.raises(UsageError, match="mysql"):
+def test_a_url_of_another_backend_is_a_config_error():
+    with pytest.raises(ConfigError, match="mysql"):
         SqlRegistryStore("mysql://u@h/db")

@@ -11,13 +11,27 @@ from tower_platform.errors import ConflictError, IntegrityError
 from tower_platform.registry.artifact import file_sha256
 from reference_tower import ReferenceFeature, build_reference_tower
 from tower_platform.serving.retriever import Retriever
-from tower_platform.vectors.store import QdrantVectorStore
+from tower_platform.vectors.store import QdrantVectorStore, open_vector_store
 from registry_support import migrated_home, register_placeholder_version
 
 N_ITEMS = 30
 DIM = 8
 CATEGORIES = ("Action", "Comedy", "Drama")
 ITEM_IDS = tuple(f"i{k}" for k in range(N_ITEMS))
+
+
+class DictOnlineStore:
+    """A feature store's ``online_features(service_name, entity_rows)`` over fixed rows (the CLI tests' Feast)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.services: list[str] = []
+
+    def online_features(self, service_name, entity_rows):
+        self.services.append(service_name)
+        found = [self.rows[r["user_id"]] for r in entity_rows]
+        names = sorted({name for row in found for name in row})
+        return {name: [row.get(name) for row in found] for name in names}
 
 
 class DictQueryFeatures:
@@ -52,7 +66,7 @@ def _towers(folder, *, version: int, seed: int = 0):
             ReferenceFeature("user_id", "categorical", ("u1", "u2")),
             ReferenceFeature("user_history__recent_items", "multi_categorical", ITEM_IDS, max_len=4),
         ],
-        dimension=DIM, model_name="movies", model_version=version,
+        dimension=DIM, model_name="movies", model_version=version, feature_service="movies_query+movies_items",
         schema={"query": [{"name": "user_history__recent_items", "vocab_group": "item_id"}]},
         tables={"user_id": np.zeros((3, DIM), np.float32), "user_history__recent_items": table}, seed=seed,
     )
@@ -162,7 +176,7 @@ def test_refuses_a_tampered_query_tower(production, tmp_path):
 # -- CLI: towerctl recommend against a real SQLite registry, a promoted version and Qdrant local storage ----------
 @pytest.fixture
 def promoted(tmp_path, monkeypatch):
-    from tower_platform.cli import recommend as recommend_cli
+    from tower_platform.cli import context
     from tower_platform.registry.promotion import promote
     from tower_platform.registry.store import SqlRegistryStore
     from tower_platform.settings import get_settings
@@ -173,7 +187,7 @@ def promoted(tmp_path, monkeypatch):
     item, query = _towers(folder, version=1)
     spec = folder / "spec.json"
     spec.write_text("{}")
-    with SqlRegistryStore(settings.registry_url) as registry, QdrantVectorStore.local(settings.qdrant_path) as vectors:
+    with SqlRegistryStore(settings.registry_url) as registry, open_vector_store(settings) as vectors:
         register_placeholder_version(
             registry, artifacts={p.name: (str(p), file_sha256(p)) for p in (item, query, spec)},
             feature_service="movies_query", features=[],
@@ -183,7 +197,8 @@ def promoted(tmp_path, monkeypatch):
                                    distance="cosine", verified=True)
         registry.mark_indexed("movies", 1, actor="test")
         promote(registry, vectors, "movies", 1, actor="test")
-    monkeypatch.setattr(recommend_cli, "query_source", lambda _s, **_kw: DictQueryFeatures(USERS))
+    online = DictOnlineStore(USERS)
+    monkeypatch.setattr(context, "feature_store", lambda _settings: online)
     yield settings
     get_settings.cache_clear()
 
@@ -206,6 +221,10 @@ def test_cli_recommend_json_and_table(promoted):
     assert [r["rank"] for r in body["items"]] == [1, 2, 3, 4]
     assert {r["category"] for r in body["items"]} == {"Drama"} and "i7" not in {r["item_id"] for r in body["items"]}
     assert set(body["timings_ms"]) == {"features_ms", "query_tower_ms", "search_ms", "total_ms"}
+    from tower_platform.cli import context
+
+    # the query service of the tower's label `movies_query+movies_items` (an export without a serving contract)
+    assert context.feature_store(promoted).services == ["movies_query"]
     table = _invoke("recommend", "u2", "--model", "movies")
     assert table.exit_code == 0 and "movies v1: top 10 for user u2" in table.stdout
     assert "query tower" in table.stderr

@@ -16,7 +16,7 @@ from tower_platform.errors import ConflictError, IntegrityError, NotFoundError
 from tower_platform.registry.artifact import file_sha256
 from tower_platform.serving.onnx_tower import OnnxTower
 from reference_tower import ReferenceFeature, build_reference_tower
-from tower_platform.vectors.store import QdrantVectorStore, point_id
+from tower_platform.vectors.store import QdrantVectorStore, open_vector_store, point_id
 from registry_support import migrated_home, register_placeholder_version
 
 N_ITEMS = 40
@@ -172,7 +172,7 @@ def test_verify_of_a_missing_collection_is_not_found(store, tower_path):
         verify_collection(store, tower=tower_path, items=_corpus())
 
 
-# -- CLI: towerctl embeddings write | verify | status against a real SQLite registry and Qdrant local storage -------
+# -- CLI: towerctl embeddings write | verify | status against a real SQLite registry and the embedded engine -------
 @pytest.fixture
 def registered(tmp_path, monkeypatch):
     """TOWER_HOME with a migrated registry and model 'movies' version 1 registered (artifacts with sha256)."""
@@ -230,7 +230,7 @@ def test_cli_write_verifies_records_and_marks_indexed(registered):
 def test_cli_verify_fails_on_a_short_collection_with_exit_code_4(registered):
     from tower_platform.registry.store import SqlRegistryStore
 
-    with QdrantVectorStore.local(registered.qdrant_path) as vectors:
+    with open_vector_store(registered) as vectors:
         QdrantEmbeddingWriter(vectors, registered.artifacts_dir / "movies/v1/item.onnx", progress=False).write(
             _corpus().slice(0, 10)
         )

@@ -1,4 +1,4 @@
-"""QdrantVectorStore on real qdrant-client (":memory:" and local storage): ids, upserts, search, aliases, errors."""
+"""QdrantVectorStore on real qdrant-client (":memory:"), the server path's requests, and which backend opens."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
-from tower_platform.errors import ConflictError, NotFoundError, UnavailableError
+from tower_platform.errors import ConfigError, ConflictError, NotFoundError, UnavailableError
 from tower_platform.settings import QdrantSettings, Settings
 from tower_platform.vectors.store import POINT_ID_NAMESPACE, QdrantVectorStore, open_vector_store, point_id
 
@@ -103,16 +103,52 @@ def test_missing_collection_is_not_found(store):
     assert store.collection_exists("nope") is False
 
 
-def test_local_storage_admits_one_opener_at_a_time(tmp_path):
-    first = QdrantVectorStore.local(tmp_path / "qdrant")
+def _leave_old_local_storage(folder):
+    """What qdrant-client's local storage (``QdrantClient(path=...)``) left in a $TOWER_HOME: meta.json and one sqlite
+    file per collection (written by hand: the retired backend itself is not used any more)."""
+    (folder / "collection" / "movies__v1").mkdir(parents=True)
+    (folder / "collection" / "movies__v1" / "storage.sqlite").write_bytes(b"SQLite format 3\x00")
+    (folder / "meta.json").write_text('{"collections": {"movies__v1": {}}, "aliases": {"movies": "movies__v1"}}')
+
+
+def test_a_home_with_old_local_storage_is_refused_naming_the_folder_and_the_fix(tmp_path):
+    _leave_old_local_storage(tmp_path / "qdrant")
+    with pytest.raises(ConfigError) as refused:
+        open_vector_store(Settings(home=tmp_path))
+    message = str(refused.value)
+    assert str(tmp_path.resolve() / "qdrant") in message and "towerctl embeddings write" in message
+    assert refused.value.exit_code == 6
+    assert not (tmp_path / "vectors").exists()  # nothing created beside it
+    server = open_vector_store(Settings(home=tmp_path, qdrant=QdrantSettings(url="http://127.0.0.1:9")))
+    assert server.kind == "remote"  # a server does not read the folder: no refusal
+    server.close()
+
+
+def test_the_cli_refuses_old_local_storage_with_exit_code_6(tmp_path, monkeypatch):
+    from registry_support import migrated_home, register_placeholder_version
+    from typer.testing import CliRunner
+
+    from tower_platform.cli.main import app
+    from tower_platform.registry.artifact import file_sha256
+    from tower_platform.registry.store import SqlRegistryStore
+    from tower_platform.settings import get_settings
+
+    monkeypatch.delenv("TOWER_QDRANT__URL", raising=False)
+    settings = migrated_home(tmp_path / "home", monkeypatch)
+    artifacts = {}
+    for name in ("query.onnx", "item.onnx", "spec.json"):  # `embeddings status` reads none of them
+        (tmp_path / name).write_text(name)
+        artifacts[name] = (str(tmp_path / name), file_sha256(tmp_path / name))
+    with SqlRegistryStore(settings.registry_url) as registry:
+        register_placeholder_version(registry, artifacts=artifacts)
+    _leave_old_local_storage(settings.home_dir / "qdrant")
     try:
-        first.create_collection("m__v1", dimension=4)
-        with pytest.raises(UnavailableError, match="held by another process"):
-            QdrantVectorStore.local(tmp_path / "qdrant", lock_timeout_s=0.2)
+        result = CliRunner().invoke(app, ["embeddings", "status", "movies"])
     finally:
-        first.close()
-    with QdrantVectorStore.local(tmp_path / "qdrant", lock_timeout_s=0.2) as second:
-        assert second.list_collections() == ["m__v1"]
+        get_settings.cache_clear()
+    assert result.exit_code == 6, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "qdrant-client local storage" in line and "delete" in line
 
 
 def test_unreachable_server_is_unavailable():
@@ -122,15 +158,32 @@ def test_unreachable_server_is_unavailable():
     store.close()
 
 
-def test_open_vector_store_picks_server_or_local_storage(tmp_path):
-    local = open_vector_store(Settings(home=tmp_path))
-    try:
-        assert local.kind == "local" and local.where == str(tmp_path.resolve() / "qdrant")
-    finally:
-        local.close()
-    remote = open_vector_store(Settings(home=tmp_path, qdrant=QdrantSettings(url="http://127.0.0.1:9")))
+def test_open_vector_store_picks_server_or_the_embedded_engine_with_its_settings(tmp_path):
+    from tower_platform.settings import EdgeSettings
+    from tower_platform.vectors.edge import EdgeVectorStore
+    from tower_platform.vectors.index import EdgeIndexConfig
+
+    with open_vector_store(Settings(home=tmp_path)) as embedded:
+        assert isinstance(embedded, EdgeVectorStore) and embedded.where == str(tmp_path.resolve() / "vectors")
+        assert embedded.index == EdgeIndexConfig()  # nothing set: the engine's defaults
+    tuned = Settings(home=tmp_path, edge=EdgeSettings(path=tmp_path / "elsewhere", ef=512, recall_floor=0.99))
+    with open_vector_store(tuned) as embedded:
+        assert embedded.where == str((tmp_path / "elsewhere").resolve())
+        assert (embedded.index.ef, embedded.index.recall_floor, embedded.index.m) == (512, 0.99, EdgeIndexConfig().m)
+    server = Settings(home=tmp_path, qdrant=QdrantSettings(url="http://127.0.0.1:9", shard_number=6,
+                                                         replication_factor=2, quantization="int8"))
+    remote = open_vector_store(server)
     assert remote.kind == "remote"
+    assert (remote.collection.shard_number, remote.collection.replication_factor) == (6, 2)
+    assert remote.collection.quantization == "int8" and remote.collection.write_consistency_factor is None
     remote.close()
+
+
+def test_out_of_range_embedded_settings_are_a_config_error_naming_them(tmp_path):
+    from tower_platform.settings import EdgeSettings
+
+    with pytest.raises(ConfigError, match=r"TOWER_EDGE__\* settings.*m=2"):
+        open_vector_store(Settings(home=tmp_path, edge=EdgeSettings(m=2)))
 
 
 class _RecordingServer:
@@ -159,8 +212,8 @@ def test_server_bulk_load_defers_indexing_then_restores_it_and_indexes_category(
     assert client.calls[2][1]["optimizers_config"].indexing_threshold > 0
 
 
-def test_local_storage_ignores_what_it_cannot_do(tmp_path):
-    with QdrantVectorStore.local(tmp_path / "qdrant") as local:
-        local.create_collection("m__v1", dimension=4, bulk=True)  # no payload index, no optimizer settings
-        local.finish_bulk_load("m__v1")
-        assert local.collection_info("m__v1").point_count == 0
+def test_memory_mode_ignores_what_only_a_server_does(store):
+    store.create_collection("m__v1", dimension=4, bulk=True)  # no payload index, no optimizer settings
+    store.finish_bulk_load("m__v1")
+    assert store.collection_info("m__v1").point_count == 0
+    assert store.check_index_recall("m__v1") is None  # no graph to measure: searched exactly

@@ -1,4 +1,7 @@
-"""Classical baselines: closed forms against direct numpy computations, neighbour truncation, harness adapters."""
+"""Classical baselines: closed forms against direct numpy computations, neighbour truncation, harness adapters.
+
+The memory-safe paths (blocked sparse ItemKNN, in-place EASE, the item cut) are checked against the dense
+implementations in test_baseline_scale.py."""
 
 from __future__ import annotations
 
@@ -6,20 +9,20 @@ import math
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from towers.evaluation.baseline import (
     EASE,
     ItemKNN,
     MostPopular,
-    cosine_similarity,
     cutoff_scorer,
-    ease_weights,
     fit_on_periods,
     next_item_scorer,
-    truncate_neighbours,
     tune,
 )
+from towers.evaluation.ease import ease_weights
+from towers.evaluation.item_knn import neighbour_weights, truncate_neighbours
 from towers.evaluation import InteractionHistory, InteractionLog, evaluate_next_item
 
 
@@ -43,13 +46,13 @@ def direct_ease(matrix: np.ndarray, l2: float) -> np.ndarray:
 @pytest.mark.parametrize("shape", [(6, 4), (4, 6)])  # more users than items (Cholesky) and fewer (Woodbury)
 def test_ease_weights_match_a_direct_solve(shape):
     matrix = (np.random.default_rng(1).random(shape) < 0.5).astype(np.float64)
-    weights = ease_weights(torch.as_tensor(matrix), l2=3.0).numpy()
-    np.testing.assert_allclose(weights, direct_ease(matrix, 3.0), atol=1e-12)
+    weights = ease_weights(matrix, l2=3.0)
+    np.testing.assert_allclose(weights, direct_ease(matrix, 3.0), atol=1e-7)  # float32 out
     assert np.all(np.diag(weights) == 0.0)
 
 
 def test_ease_scores_are_history_times_weights():
-    # users 0..2 of a 3 x 3 binary matrix; item 3 is never seen and scores 0
+    # users 0..2 of a 3 x 3 binary matrix; item 3 is never seen: EASE does not cover it and never recommends it
     users = np.array([0, 0, 1, 1, 2])
     items = np.array([0, 1, 1, 2, 0])
     model = EASE(l2=2.0).fit(users, item_codes=items, n_users=3, n_items=4)
@@ -60,16 +63,18 @@ def test_ease_scores_are_history_times_weights():
     expected = np.array([[1, 1, 0], [0, 1, 1]]) @ direct_ease(matrix, 2.0)
     scores = model.score_histories(batch)
     np.testing.assert_allclose(scores[:, :3], expected, atol=1e-6)
-    assert np.all(scores[:, 3] == 0.0)
+    assert np.all(scores[:, 3] == -np.inf)
 
 
 def test_cosine_similarity_of_binary_columns():
     # columns: a = users {0, 1}, b = {1, 2}, c = {0, 1, 2}: cos(a, b) = 1 / 2, cos(a, c) = 2 / sqrt(6)
-    matrix = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0], [0.0, 1.0, 1.0]])
-    similarity = cosine_similarity(matrix)
-    assert similarity[0, 1].item() == pytest.approx(0.5)
-    assert similarity[0, 2].item() == pytest.approx(2 / math.sqrt(6))
-    assert torch.all(similarity.diagonal() == 0)
+    # (all neighbours kept: the whole similarity, one row per block)
+    matrix = sp.csr_matrix(np.array([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0], [0.0, 1.0, 1.0]], dtype=np.float32))
+    similarity = neighbour_weights(matrix, neighbours=3, block_entries=1).toarray()
+    assert similarity[0, 1] == pytest.approx(0.5)
+    assert similarity[0, 2] == pytest.approx(2 / math.sqrt(6))
+    assert similarity[1, 0] == pytest.approx(0.5)
+    assert np.all(np.diag(similarity) == 0)
 
 
 def test_item_knn_keeps_the_top_neighbours_of_each_item():
@@ -109,7 +114,8 @@ def test_most_popular_scores_fit_counts():
     assert scores.tolist() == [[1.0, 0.0, 3.0, 0.0]] * 2
 
 
-@pytest.mark.parametrize("make_model", [lambda: EASE(l2=5.0), lambda: ItemKNN(neighbours=3), MostPopular])
+@pytest.mark.parametrize("make_model", [lambda: EASE(l2=5.0), lambda: ItemKNN(neighbours=3), MostPopular,
+                                        lambda: EASE(l2=5.0, max_items=6)])
 def test_running_increments_give_the_scores_of_whole_histories(make_model):
     log = random_log(seed=3)
     model = fit_on_periods(make_model(), log, periods="train")

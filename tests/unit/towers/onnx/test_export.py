@@ -20,6 +20,7 @@ from towers.config import TowerConfig
 from towers.errors import TowersArtifactError
 from towers.onnx import (
     ExportParityError,
+    ServingContract,
     TowerFileMetadata,
     OnnxInputError,
     load_onnx_tower,
@@ -39,9 +40,10 @@ def _fit(config: TowerConfig) -> tuple[TrainedTowers, pa.Table, pa.Table]:
 def exported(tmp_path_factory) -> tuple[TrainedTowers, ExportResult, pa.Table, pa.Table]:
     towers, train, corpus = _fit(CONFIG)
     out = tmp_path_factory.mktemp("onnx")
+    serving = ServingContract(query_feature_service="movies_query", exclude_feature=RECENT).to_metadata()
     result = towers.export(
         out, model_name="movies", model_version=3, feature_service="movies_v1", sample=train.slice(0, 64),
-        item_sample=corpus.slice(0, 64),
+        item_sample=corpus.slice(0, 64), extra_metadata={**serving, "model_name": "not this"},
     )
     return towers, result, train, corpus
 
@@ -56,6 +58,9 @@ def test_parity_on_real_rows_and_metadata(exported) -> None:
     assert (meta["model_name"], meta["model_version"], meta["feature_service"]) == ("movies", "3", "movies_v1")
     assert meta["dimension"] == "8" and float(meta["temperature"]) == CONFIG.loss.temperature and meta["format_version"]
     assert json.loads(meta["schema"])["query"][0]["name"] == RECENT
+    # the serving contract passed as extra metadata is in the file; extra keys never replace the contract's own
+    assert query.info.serving.declared and query.info.serving.query_feature_service == "movies_query"
+    assert query.info.serving.exclude_feature == RECENT
     inputs = {i["name"]: i for i in json.loads(meta["inputs"])}
     assert inputs[RECENT] == {"name": RECENT, "dtype": "string", "shape": ["batch", 8], "kind": "multi_categorical", "max_len": 8}
     assert inputs[N_RATINGS]["dtype"] == "float32" and inputs[TOP_GENRE]["shape"] == ["batch"]

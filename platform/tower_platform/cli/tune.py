@@ -1,0 +1,100 @@
+"""``towerctl tune``: an Optuna study of training settings on the validation stage, the best written into a config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tower_platform.cli import context
+from tower_platform.cli.output import err_console, print_json, print_table
+from tower_platform.cli.train import config_path, parse_overrides
+from tower_platform.settings import get_settings
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def print_trials(result: dict[str, Any]) -> None:
+    """One row per trial: state, validation Recall@100, epochs, seconds, then the value of each searched key."""
+    keys = list(result["space"])
+    headers = ["trial", "state", "val R@100", "epochs", "best epoch", "seconds", *(k.split(".", 1)[1] for k in keys)]
+    rows = []
+    for trial in result["trials"]:
+        best = result["best"] is not None and trial["number"] == result["best"]["number"]
+        rows.append([f"{trial['number']}{' *' if best else ''}", trial["state"].lower(),
+                     "-" if trial["value"] is None else f"{trial['value']:.4f}", _cell(trial["epochs"]),
+                     _cell(trial["best_epoch"]), "-" if trial["seconds"] is None else f"{trial['seconds']:.0f}",
+                     *(_cell(trial["params"].get(k)) for k in keys)])
+    print_table(f"study {result['study']}: validation Recall@100 per trial (* best)", headers, rows)
+
+
+def tune_command(
+    config: Path | None = typer.Option(None, "--config", help="Dataset config YAML (default: the bundled MovieLens latest-small)."),
+    trials: int = typer.Option(20, "--trials", min=1, help="Trials to run now (added to the study's earlier ones)."),
+    timeout: float | None = typer.Option(None, "--timeout", min=1, help="Start no new trial after this many seconds."),
+    out: Path | None = typer.Option(None, "--out", help="Config file to write with the best settings "
+                                    "(default: $TOWER_HOME/tuning/<study>.yaml)."),
+    overrides: list[str] = typer.Option([], "--set", help="Fix a training setting for every trial: --set max_steps=50 (repeatable)."),
+    space_file: Path | None = typer.Option(None, "--space", help="YAML search space replacing the default one."),
+    study_name: str | None = typer.Option(None, "--study", help="Study name (default: tune-<dataset>); an existing study resumes."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the config and the search space, print the space, train nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Tune training settings on validation Recall@100 (TPE, median pruning per epoch); test data is never used."""
+    from tower_platform.datasets.config import load_dataset_config
+    from tower_platform.features.training_set import build_training_set
+    from tower_platform.naming import tuning_study_name
+    from tower_platform.pipeline.config import tower_config_from
+    from tower_platform.pipeline.search_space import SearchSpace, default_space
+    from tower_platform.pipeline.train import split_times
+    from tower_platform.pipeline.tune import ValidationStage, run_study, write_tuned_config
+
+    settings = get_settings()
+    path = config_path(config)
+    dataset = load_dataset_config(path)
+    base = tower_config_from(dataset, overrides=parse_overrides(overrides))
+    space = SearchSpace.from_file(space_file) if space_file is not None else default_space(base)
+    space.check_against(base, where=f"Search space {space_file}" if space_file else "The default search space")
+    name = study_name or tuning_study_name(dataset.name)
+    target = Path(out) if out is not None else settings.tuning_dir / f"{name}.yaml"
+    if dry_run:
+        plan = {"study": name, "storage": settings.tuning_storage_url, "out": str(target), "trials": trials,
+                "space": space.to_dict()}
+        if as_json:
+            print_json(plan)
+        else:
+            print_table(f"study {name}: search space (dry run, nothing trained)", ["key", "parameter"],
+                        [[key, ", ".join(f"{k} {v}" for k, v in p.items())] for key, p in plan["space"].items()])
+        return
+
+    store = context.feature_store(settings)
+    training_set = build_training_set(store, dataset)
+    validation_time, _ = split_times(training_set)
+    stage = ValidationStage.build(training_set, corpus=store.item_corpus(validation_time))
+    settings.tuning_dir.mkdir(parents=True, exist_ok=True)
+    err_console.print(f"study {name} in {settings.tuning_storage_url}: {trials} trials on "
+                      f"{stage.train.num_rows:,} train rows, validation Recall@100 of "
+                      f"{stage.data.rows('validation').size:,} validation interactions", highlight=False)
+    result = run_study(stage, base, space, study_name=name, storage=settings.tuning_storage_url, trials=trials,
+                       timeout_s=timeout, echo=lambda m: err_console.print(m, highlight=False))
+    if result.best is not None:
+        header = (f"{path.name} with the best settings of study {name} (towerctl tune): trial {result.best['number']}, "
+                  f"validation Recall@100 {result.best['value']:.4f}\nfrom {path.resolve()}")
+        result.out = str(write_tuned_config(dataset, settings={**parse_overrides(overrides), **result.best["params"]},
+                                            out=target, header=header))
+    if as_json:
+        print_json(result.to_dict())
+        return
+    print_trials(result.to_dict())
+    if result.out:
+        err_console.print(f"best settings written to {result.out}; train with `towerctl train --config {result.out}`",
+                          highlight=False)
+    else:
+        err_console.print("no trial completed; nothing written", highlight=False)

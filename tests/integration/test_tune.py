@@ -1,0 +1,189 @@
+"""`towerctl tune` on a small MovieLens-format dataset with the bundled config: a tiny study through the CLI, pruning on a constructed case, and proof that
+the test period is never used (the study's figures do not move when the test interactions change)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tower_platform.pipeline.search_space import SearchSpace
+from tower_platform.pipeline.tune import ValidationStage, open_study, run_study
+from towers.config import TowerConfig
+
+runner = CliRunner()
+# a tiny model on the shipped configuration (DAT + CAL, SSL, SENet, uniform negatives)
+TINY = {"training.batch_size": 256, "towers.embedding_dim": 8, "towers.output_dim": 8, "towers.hidden_dims": [16],
+        "training.epochs": 2, "training.patience": 2, "loss.uniform_negatives": 16, "ssl.sample_size": 32}
+SPACE = {"training.learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+         "loss.temperature": {"type": "categorical", "choices": [0.05, 0.1]}}
+GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Thriller")
+DAY = 86_400
+
+
+def _invoke(*args: str):
+    from tower_platform.cli.main import app
+
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def tiny_home(tmp_path_factory: pytest.TempPathFactory):
+    """A small MovieLens-format dataset (3,000 ratings, 120 users, 300 movies over 200 days) under the bundled
+    config, ingested and applied into its own TOWER_HOME: (config path, DatasetConfig, store, training set)."""
+    import numpy as np
+
+    from tower_platform.datasets import ingest, load_dataset_config
+    from tower_platform.features.store import FeastFeatureStore
+    from tower_platform.features.training_set import build_training_set
+    from tower_platform.paths import bundled_config, packaged_feature_repo
+    from tower_platform.settings import get_settings
+
+    root = tmp_path_factory.mktemp("tune").resolve()
+    rng = np.random.default_rng(0)
+    popularity = 1.0 / np.arange(1, 301) ** 0.8
+    items = rng.choice(300, size=3_000, p=popularity / popularity.sum())
+    users = rng.integers(0, 120, 3_000)
+    times = 1_600_000_000 + np.sort(rng.integers(0, 200 * DAY, 3_000))
+    pairs = {}
+    for user, item, when in zip(users, items, times, strict=True):
+        pairs.setdefault((int(user), int(item)), int(when))  # MovieLens rates each pair once
+    data = root / "data"
+    data.mkdir()
+    (data / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(
+        f"{u},{i},{1 + (u + i) % 5}.0,{t}\n" for (u, i), t in pairs.items()))
+    (data / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f"{i},Movie {i} ({1950 + i % 60}),{GENRES[i % 6]}|{GENRES[(i * 7) % 6]}\n" for i in range(300)))
+    path = root / "tiny.yaml"
+    raw = yaml.safe_load(bundled_config().read_text(encoding="utf-8"))
+    path.write_text(yaml.safe_dump({**raw, "name": "tiny", "source": "data"}, sort_keys=False))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TOWER_HOME", str(root / "home"))
+        for name in ("TOWER_DATABASE_URL", "TOWER_FEATURE_REPO"):
+            patch.delenv(name, raising=False)
+        get_settings.cache_clear()
+        config = load_dataset_config(path)
+        ingest(config, home_dir=root / "home")
+        store = FeastFeatureStore(packaged_feature_repo(), home_dir=root / "home")
+        store.apply()
+        yield path, config, store, build_training_set(store, config)
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def stage(tiny_home):
+    from tower_platform.pipeline.train import split_times
+
+    _, _, store, training_set = tiny_home
+    validation_time, _ = split_times(training_set)
+    return ValidationStage.build(training_set, corpus=store.item_corpus(validation_time))
+
+
+def _base(dataset) -> TowerConfig:
+    from tower_platform.pipeline.config import tower_config_from
+
+    return tower_config_from(dataset, overrides=TINY)
+
+
+def test_a_tiny_tune_writes_a_config_that_train_accepts(tiny_home, tmp_path):
+    config_path, dataset, _, _ = tiny_home
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    out = tmp_path / "tuned" / "movies-tuned.yaml"
+    sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+    result = _invoke("tune", "--config", str(config_path), "--trials", "2", "--space", str(space), "--study", "tiny",
+                     "--out", str(out), "--json", *sets)
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert [t["state"] for t in payload["trials"]] == ["COMPLETE", "COMPLETE"]  # no pruning before 3 complete trials
+    assert all(0.0 < t["value"] <= 1.0 and t["epochs"] == 2 for t in payload["trials"])
+    best = max(payload["trials"], key=lambda t: t["value"])
+    assert payload["best"]["number"] == best["number"] and payload["out"] == str(out)
+
+    written = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert written["training"]["training"]["learning_rate"] == pytest.approx(best["params"]["training.learning_rate"])
+    assert written["training"]["loss"]["temperature"] == best["params"]["loss.temperature"]
+    assert written["training"]["dat"]["enabled"] is True  # the original's training settings are kept
+    original = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    assert {k: v for k, v in written.items() if k not in ("training", "source")} == {
+        k: v for k, v in original.items() if k not in ("training", "source")}
+
+    table = _invoke("tune", "--config", str(config_path), "--trials", "1", "--space", str(space), "--study", "tiny",
+                    "--out", str(out), *sets)
+    assert table.exit_code == 0, table.stderr  # the study resumes: a third trial, all three in the table
+    assert "study tiny" in table.stdout and "val R@100" in table.stdout and table.stdout.count("complete") >= 2
+    import optuna
+
+    from tower_platform.settings import get_settings
+
+    resumed = optuna.load_study(study_name="tiny", storage=get_settings().tuning_storage_url)
+    assert len(resumed.trials) == 3
+    assert resumed.trials[2].params != resumed.trials[0].params  # the resumed sampler does not replay trial 0
+
+    trained = _invoke("train", "--config", str(out), "--no-refit", "--json")
+    assert trained.exit_code == 0, trained.stderr
+    assert json.loads(trained.stdout)["metrics"]["validation"]["recall@100"] > 0.0
+
+
+def test_a_trial_below_the_median_is_pruned_after_its_second_epoch(stage, tiny_home, tmp_path):
+    import optuna
+
+    base = _base(tiny_home[1])
+    space = SearchSpace.from_mapping(SPACE, where="test")
+    storage = f"sqlite:///{tmp_path / 'tuning.db'}"
+    study = open_study("pruning", storage=storage, fingerprint=space.fingerprint(base), seed=0)
+    distributions = {"training.learning_rate": optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True),
+                     "loss.temperature": optuna.distributions.CategoricalDistribution([0.05, 0.1])}
+    for _ in range(3):  # three completed trials that reached an unattainable Recall@100 of 0.99 at both epochs
+        study.add_trial(optuna.trial.create_trial(params={"training.learning_rate": 0.01, "loss.temperature": 0.05},
+                                                  distributions=distributions, value=0.99,
+                                                  intermediate_values={1: 0.99, 2: 0.99}))
+    result = run_study(stage, base, space, study_name="pruning", storage=storage, trials=1)
+    trial = result.trials[-1]
+    # epoch 1 is the warm-up (never pruned); after epoch 2 its figure is below the median 0.99: pruned there
+    assert trial["state"] == "PRUNED" and trial["epochs"] == 2 and trial["value"] < 0.99
+    assert result.best["number"] < 3  # only the constructed trials completed
+
+
+def test_tuning_never_uses_test_period_interactions(stage, tiny_home, tmp_path):
+    _, dataset, store, training_set = tiny_home
+    table = training_set.table
+    assert pc.sum(pc.equal(table.column("split"), "test")).as_py() > 0
+    assert set(stage.data.table.column("split").to_pylist()) == {"train", "validation"}
+    assert pc.max(stage.data.table.column("event_timestamp")).as_py() < training_set.split.test_cutoff
+
+    # Every test interaction now points at one item and one user: a study that read any test row would move.
+    is_test = pc.equal(table.column("split"), "test")
+    first_item = table.column("item_id")[0].as_py()
+    changed = table.set_column(table.column_names.index("item_id"), "item_id",
+                               pc.if_else(is_test, pa.scalar(first_item), table.column("item_id")))
+    changed = changed.set_column(changed.column_names.index("user_id"), "user_id",
+                                 pc.if_else(is_test, pa.scalar("someone else"), changed.column("user_id")))
+    from tower_platform.pipeline.train import split_times
+
+    validation_time, _ = split_times(training_set)
+    other = ValidationStage.build(dataclasses.replace(training_set, table=changed),
+                                  corpus=store.item_corpus(validation_time))
+    base = _base(dataset).with_overrides({"training.epochs": 1})
+    space = SearchSpace.from_mapping(SPACE, where="test")
+    figures = [
+        [t["value"] for t in run_study(s, base, space, study_name=name, storage=f"sqlite:///{tmp_path / name}.db",
+                                       trials=1).trials]
+        for name, s in (("original", stage), ("changed", other))
+    ]
+    assert figures[0] == figures[1] and all(v > 0 for v in figures[0])
+
+    # and a training set whose test rows were relabelled as validation is refused, not tuned on
+    relabelled = table.set_column(table.column_names.index("split"), "split",
+                                  pc.if_else(is_test, pa.scalar("validation"), table.column("split")))
+    from tower_platform.errors import InputError
+
+    with pytest.raises(InputError, match="never see test rows"):
+        ValidationStage.build(dataclasses.replace(training_set, table=relabelled),
+                              corpus=store.item_corpus(validation_time))
+

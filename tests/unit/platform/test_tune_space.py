@@ -1,0 +1,139 @@
+"""`towerctl tune` without training: the search space, its checks, the study's identity, the tuned config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tower_platform.errors import ConfigError
+from tower_platform.pipeline.search_space import SearchSpace, default_space
+from tower_platform.pipeline.tune import open_study, tuned_config_text, write_tuned_config
+from towers.config import TowerConfig
+
+runner = CliRunner()
+
+
+def test_a_bad_space_key_is_refused_naming_the_key_and_the_valid_ones():
+    with pytest.raises(ConfigError) as caught:
+        SearchSpace.from_mapping({"training.learning_rat": {"type": "float", "low": 1e-4, "high": 1e-2}},
+                                 where="Search space s.yaml")
+    message = caught.value.message
+    assert "Search space s.yaml" in message and "'training.learning_rat'" in message
+    assert "training.learning_rate" in message and "loss.temperature" in message  # the valid keys are named
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({"type": "float", "low": 0.1, "high": 0.01}, "must be smaller than high"),
+        ({"type": "float", "low": 0.0, "high": 1.0, "log": True}, "needs low > 0"),
+        ({"type": "categorical", "choices": []}, "choices"),
+        ({"type": "uniform", "low": 0, "high": 1}, "type"),
+        ({"type": "int", "low": 1, "high": 4, "steps": 2}, "steps"),
+    ],
+)
+def test_a_bad_parameter_is_refused_naming_its_key(spec, fragment):
+    with pytest.raises(ConfigError, match="'epochs'") as caught:
+        SearchSpace.from_mapping({"epochs": spec}, where="Search space s.yaml")
+    assert fragment in caught.value.message
+
+
+def test_bounds_must_be_valid_values_of_the_key():
+    space = SearchSpace.from_mapping({"training.epochs": {"type": "int", "low": 0, "high": 3}}, where="s")
+    with pytest.raises(ConfigError, match=r"'training.epochs' value 0 is not valid.*training.epochs must be >= 1"):
+        space.check_against(TowerConfig(), where="Search space s.yaml")
+
+
+def test_keys_resolve_to_dotted_names_and_a_space_section_is_accepted():
+    space = SearchSpace.from_mapping({"space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                                                "towers.output_dim": {"type": "categorical", "choices": [16, 32]}}},
+                                     where="s")
+    assert list(space.parameters) == ["training.learning_rate", "towers.output_dim"]
+    with pytest.raises(ConfigError, match="a second time"):
+        SearchSpace.from_mapping({"epochs": {"type": "int", "low": 1, "high": 3},
+                                  "training.epochs": {"type": "int", "low": 1, "high": 3}}, where="s")
+
+
+def test_the_default_space_searches_the_components_the_config_switches_on():
+    plain = default_space(TowerConfig())
+    assert {"training.learning_rate", "loss.temperature", "towers.embedding_dim", "towers.output_dim",
+            "training.weight_decay", "training.epochs", "loss.uniform_negatives"} == set(plain.parameters)
+    shipped = default_space(TowerConfig().with_overrides({"ssl.weight": 1.0, "dat.enabled": True,
+                                                          "dat.category_weight": 100.0}))
+    assert {"ssl.weight", "dat.query_mimic_weight", "dat.item_mimic_weight", "dat.category_weight"} <= set(shipped.parameters)
+    shipped.check_against(TowerConfig(), where="default")  # every bound is a valid value
+
+
+def test_a_study_resumes_only_with_the_same_config_and_space(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'tuning.db'}"
+    base = TowerConfig()
+    space = default_space(base)
+    first = open_study("s", storage=storage, fingerprint=space.fingerprint(base), seed=0)
+    again = open_study("s", storage=storage, fingerprint=space.fingerprint(base), seed=0)
+    assert first.study_name == again.study_name == "s"
+    other = base.with_overrides({"training.batch_size": 256})
+    with pytest.raises(ConfigError, match="another base config or search space"):
+        open_study("s", storage=storage, fingerprint=space.fingerprint(other), seed=0)
+
+
+def _dataset(folder: Path):
+    from tower_platform.datasets.config import load_dataset_config
+    from tower_platform.paths import bundled_config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "movies.yaml"
+    raw = yaml.safe_load(bundled_config().read_text(encoding="utf-8"))
+    raw["source"] = "data"
+    (folder / "data").mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return load_dataset_config(path), raw
+
+
+def test_the_tuned_config_keeps_every_other_section_and_reads_the_same_data(tmp_path):
+    from tower_platform.datasets.config import load_dataset_config
+    from tower_platform.pipeline.config import tower_config_from
+
+    dataset, raw = _dataset(tmp_path / "original")
+    out = tmp_path / "elsewhere" / "tuned.yaml"
+    write_tuned_config(dataset, settings={"training.learning_rate": 0.004, "towers.output_dim": 32, "epochs": 3},
+                       out=out, header="tuned\nby a test")
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# tuned\n# by a test\n")
+    written = yaml.safe_load(text)
+    assert written["training"]["training"] == {**raw["training"]["training"], "learning_rate": 0.004, "epochs": 3}
+    assert written["training"]["towers"] == {**raw["training"]["towers"], "output_dim": 32}
+    assert written["training"]["dat"] == raw["training"]["dat"]
+    for section in ("name", "model", "interactions", "items", "features", "split"):
+        assert written[section] == raw[section]
+    tuned = load_dataset_config(out)
+    assert tuned.base_dir() == dataset.base_dir()  # the relative source now points at the same folder
+    config = tower_config_from(tuned)
+    assert (config.training.learning_rate, config.towers.output_dim, config.training.epochs) == (0.004, 32, 3)
+    assert not list(out.parent.glob(".*tmp*"))  # written by a temp file and a rename
+    # beside the original, relative paths stay relative
+    assert yaml.safe_load(tuned_config_text(dataset, settings={}, out=tmp_path / "original" / "t.yaml",
+                                            header="h"))["source"] == "data"
+
+
+def test_cli_dry_run_prints_the_space_and_refuses_a_bad_key(tmp_path, monkeypatch):
+    from tower_platform.cli.main import app
+    from tower_platform.settings import get_settings
+
+    monkeypatch.setenv("TOWER_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    try:
+        space = tmp_path / "space.yaml"
+        space.write_text("training.learning_rate: {type: float, low: 0.001, high: 0.01, log: true}\n")
+        result = runner.invoke(app, ["tune", "--space", str(space), "--dry-run", "--json"])
+        assert result.exit_code == 0, result.stderr
+        assert '"training.learning_rate"' in result.stdout and "tune-movielens-latest-small" in result.stdout
+        space.write_text("towers.hidden: {type: categorical, choices: [[64]]}\n")
+        bad = runner.invoke(app, ["tune", "--space", str(space), "--dry-run"])
+        assert bad.exit_code == 6
+        assert "'towers.hidden'" in bad.stderr and "towers.hidden_dims" in bad.stderr
+        assert not (tmp_path / "home" / "tuning.db").exists()  # a dry run writes nothing
+    finally:
+        get_settings.cache_clear()
