@@ -1,7 +1,8 @@
 """The config that rebuilds a two-tower model and says how to train it, one small dataclass per section.
 
     TowerConfig
-      encoders  EncoderConfig       vocabularies: min_count, max_vocab_size, oov_buckets, use_item_id, use_user_id
+      encoders  EncoderConfig       vocabularies: min_count, max_vocab_size, oov_buckets, use_item_id, use_user_id;
+                                    sequences: {feature: SequenceConfig} (a transformer over a history list)
       towers    ArchitectureConfig  embedding_dim, hidden_dims, output_dim, dropout, senet, senet_reduction
       loss      LossConfig          temperature, function, correction, negatives, queue, frequency estimator
       ssl       SslConfig           self-supervised auxiliary loss (off while weight == 0)
@@ -31,9 +32,14 @@ from towers.errors import TowersConfigError
 
 OptimizerName = Literal["adamw", "adagrad"]
 LossFunction = Literal["softmax", "bce"]
+EstimatorUpdate = Literal["occurrence", "presence"]
+Negatives = Literal["sampled", "full_corpus"]
 Masking = Literal["random", "correlated"]
 SslSampling = Literal["corpus", "training"]
 UnseenId = Literal["zero", "learned"]
+Pooling = Literal["mean", "attention", "last"]
+Positions = Literal["learned", "none"]
+ItemFeatureSource = Literal["event", "corpus"]
 
 
 MAX_OUTPUT_DIM = 65536  # Qdrant's largest vector size
@@ -54,18 +60,65 @@ def _require(condition: bool, key: str, rule: str, value: Any) -> None:
 
 
 @dataclass(frozen=True)
+class SequenceConfig:
+    """A transformer encoder over one multi-valued history feature (``towers/nn/sequence.py``), e.g. the recent items
+    (most recent first). Keyed in ``encoders.sequences`` by the feature's name (``user_history__recent_items``) or its
+    own name after the view prefix (``recent_items``)."""
+
+    pooling: Pooling = "last"  # "last": the output at the most recent position; "attention": a learned query
+    # attends over the outputs; "mean": the masked mean of the outputs
+    layers: int = 1  # transformer encoder layers (0: positions and pooling only)
+    heads: int = 2  # attention heads; towers.embedding_dim must be divisible by it
+    feedforward: int = 128  # hidden width of each layer's feed-forward block
+    dropout: float = 0.0  # dropout on the inputs, attention weights and residual branches (training only; its random
+    # masks cost about as much as the layers on a CPU)
+    positions: Positions = "learned"  # "learned": a position (recency rank) embedding per slot; "none"
+    width: int | None = None  # model width of the layers (the item vectors are projected to it); None: embedding_dim
+    length: int | None = None  # only the first (most recent) ``length`` slots of the list; None: all of them
+
+    def __post_init__(self) -> None:
+        _require(self.width is None or self.width >= 1, "encoders.sequences.*.width", ">= 1 or null", self.width)
+        _require(self.length is None or self.length >= 1, "encoders.sequences.*.length", ">= 1 or null", self.length)
+        _require(self.pooling in ("mean", "attention", "last"), "encoders.sequences.*.pooling",
+                 "'mean', 'attention' or 'last'", self.pooling)
+        _require(self.layers >= 0, "encoders.sequences.*.layers", ">= 0", self.layers)
+        _require(self.heads >= 1, "encoders.sequences.*.heads", ">= 1", self.heads)
+        _require(self.feedforward >= 1, "encoders.sequences.*.feedforward", ">= 1", self.feedforward)
+        _require(0.0 <= self.dropout < 1.0, "encoders.sequences.*.dropout", "in [0, 1)", self.dropout)
+        _require(self.positions in ("learned", "none"), "encoders.sequences.*.positions", "'learned' or 'none'",
+                 self.positions)
+
+
+Sequences = tuple[tuple[str, SequenceConfig], ...]
+
+
+@dataclass(frozen=True)
 class EncoderConfig:
     min_count: int = 1  # a token seen fewer times in the training data maps to the OOV id
     max_vocab_size: int | None = None  # keep the most frequent tokens of a vocabulary group (None: all)
     oov_buckets: int = 1  # > 1: out-of-vocabulary tokens are hashed (MurmurHash3) into this many buckets
     use_item_id: bool = True  # the item id column is an input of the item tower (vocab group "item_id")
     use_user_id: bool = False  # the user id column is an input of the query tower (vocab group "user_id")
+    sequences: Sequences = ()  # {feature: SequenceConfig} as sorted pairs (a mapping in YAML and to_dict); a
+    # multi-valued feature not named here is mean-pooled
+    item_features: ItemFeatureSource = "event"  # a training row's item features: "event" = as of its event (the
+    # training set's point-in-time columns); "corpus" = the corpus's, as of the fit data's cutoff, the same features
+    # as corpus-drawn negatives and the served embeddings (time-varying item features then do not tell positives
+    # from uniform negatives by their date)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "sequences", _sequences(self.sequences, key="encoders.sequences"))
+        _require(self.item_features in ("event", "corpus"), "encoders.item_features", "'event' or 'corpus'",
+                 self.item_features)
         _require(self.min_count >= 1, "encoders.min_count", ">= 1", self.min_count)
         _require(self.oov_buckets >= 1, "encoders.oov_buckets", ">= 1", self.oov_buckets)
         _require(self.max_vocab_size is None or self.max_vocab_size >= 1, "encoders.max_vocab_size", ">= 1 or null",
                  self.max_vocab_size)
+
+    def sequence_for(self, feature: str) -> SequenceConfig | None:
+        """The sequence encoder of ``feature`` (keyed by its full name or its name after the last ``__``)."""
+        by_name = dict(self.sequences)
+        return by_name.get(feature, by_name.get(feature.rsplit("__", 1)[-1]))
 
 
 @dataclass(frozen=True)
@@ -92,6 +145,10 @@ class ArchitectureConfig:
 class LossConfig:
     temperature: float = 0.05  # tau: logits are <q, v> / tau
     function: LossFunction = "softmax"  # "bce": binary cross-entropy over the positive and bce_negatives random items
+    negatives: Negatives = "sampled"  # "sampled": in-batch (+ uniform, + queued) candidates, corrected by log q;
+    # "full_corpus": every corpus item scored at every step (exact softmax, no sampling correction; corpora that fit)
+    corpus_refresh_steps: int = 1  # full_corpus: 1 = the item tower runs over the whole corpus every step (exact
+    # gradients); N > 1 = a corpus embedding table recomputed every N steps, the batch's own items fresh in it
     sampling_bias_correction: bool = True  # s^c = s - log q_j; False: the plain in-batch softmax
     remove_accidental_hits: bool = True
     uniform_negatives: int = 0  # B': items sampled uniformly from the corpus per batch (mixed negatives)
@@ -100,6 +157,8 @@ class LossConfig:
     estimator_buckets: int = 1 << 16  # H, size of each array of the streaming frequency estimator
     estimator_hashes: int = 2  # m, number of arrays (the multi-hash variant when > 1)
     estimator_alpha: float = 0.01  # learning rate of the estimator
+    estimator_update: EstimatorUpdate = "occurrence"  # "occurrence": expected copies per batch (Yi et al.);
+    # "presence": the former form, P(item appears in a batch), de-duplicated per batch and capped at 1
 
     def __post_init__(self) -> None:
         _require(self.temperature > 0, "loss.temperature", "> 0", self.temperature)
@@ -107,6 +166,15 @@ class LossConfig:
         _require(self.uniform_negatives >= 0, "loss.uniform_negatives", ">= 0", self.uniform_negatives)
         _require(self.bce_negatives >= 1, "loss.bce_negatives", ">= 1", self.bce_negatives)
         _require(self.queue_size >= 0, "loss.queue_size", ">= 0", self.queue_size)
+        _require(self.negatives in ("sampled", "full_corpus"), "loss.negatives", "'sampled' or 'full_corpus'",
+                 self.negatives)
+        _require(self.corpus_refresh_steps >= 1, "loss.corpus_refresh_steps", ">= 1", self.corpus_refresh_steps)
+        full = self.negatives == "full_corpus"
+        _require(not full or self.function == "softmax", "loss.function",
+                 "'softmax' when loss.negatives is 'full_corpus'", self.function)
+        _require(not full or (self.uniform_negatives == 0 and self.queue_size == 0),
+                 "loss.uniform_negatives and loss.queue_size", "0 when loss.negatives is 'full_corpus' (every item is "
+                 "already a candidate)", (self.uniform_negatives, self.queue_size))
         _require(self.queue_size == 0 or self.function == "softmax", "loss.queue_size",
                  "0 unless loss.function is 'softmax' (queued items are its negatives)", self.queue_size)
         _require(self.estimator_buckets >= 1 and self.estimator_hashes >= 1, "loss.estimator_buckets and hashes",
@@ -222,10 +290,12 @@ class TowerConfig:
 
     @property
     def needs_corpus(self) -> bool:
-        """Whether training needs the item corpus (uniform or BCE negatives, the SSL batch, CFM's information)."""
+        """Whether training needs the item corpus (full-corpus, uniform or BCE negatives, the SSL batch, CFM's
+        information)."""
         return (
             self.loss.uniform_negatives > 0
             or self.loss.function == "bce"
+            or self.loss.negatives == "full_corpus"
             or (self.ssl.enabled and (self.ssl.sampling == "corpus" or self.ssl.masking == "correlated"))
         )
 
@@ -234,6 +304,7 @@ class TowerConfig:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         data = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
         data["towers"]["hidden_dims"] = list(self.towers.hidden_dims)
+        data["encoders"]["sequences"] = {name: dataclasses.asdict(c) for name, c in self.encoders.sequences}
         return data
 
     @classmethod
@@ -302,8 +373,36 @@ def _section(cls: type, section: str, values: Mapping[str, Any]) -> Any:
     return cls(**checked)
 
 
+def _sequences(value: Any, *, key: str) -> Sequences:
+    """A mapping {feature: {pooling: ..., layers: ...}} (or pairs, or SequenceConfig values) -> sorted pairs."""
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, list | tuple) and all(isinstance(v, list | tuple) and len(v) == 2 for v in value):
+        items = [tuple(v) for v in value]
+    else:
+        raise TowersConfigError(
+            f"TowerConfig {key} must be a mapping of feature name to sequence settings, got {value!r} "
+            "(e.g. {recent_items: {pooling: last, layers: 1}})."
+        )
+    pairs: list[tuple[str, SequenceConfig]] = []
+    for name, settings in items:
+        if not isinstance(name, str) or not name:
+            raise TowersConfigError(f"TowerConfig {key} needs feature names as keys, got {name!r}.")
+        if isinstance(settings, SequenceConfig):
+            pairs.append((name, settings))
+            continue
+        if settings is None:
+            settings = {}
+        if not isinstance(settings, Mapping):
+            raise TowersConfigError(f"TowerConfig {key}.{name} must be a mapping of settings, got {settings!r}.")
+        pairs.append((name, _section(SequenceConfig, f"{key}.{name}", settings)))
+    return tuple(sorted(pairs, key=lambda pair: pair[0]))
+
+
 def _checked(value: Any, hint: Any, *, key: str) -> Any:
     """``value`` as the annotated type (ints accepted for floats, lists for tuples), else TowersConfigError."""
+    if key == "encoders.sequences":
+        return _sequences(value, key=key)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -343,6 +442,7 @@ __all__ = [
     "EncoderConfig",
     "LossConfig",
     "SECTIONS",
+    "SequenceConfig",
     "SslConfig",
     "TowerConfig",
     "TrainerConfig",

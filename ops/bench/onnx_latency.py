@@ -1,10 +1,16 @@
-"""Query-tower latency: the exported ``query.onnx`` in onnxruntime against the torch tower in eager mode.
+"""Query-tower latency: the exported ``query.onnx`` of the SHIPPED configuration in onnxruntime against the same
+torch tower in eager mode.
 
-Batch 1 (p50/p99 over many single rows) and batch 1024 (rows/s), both in this process with the same thread count.
-onnxruntime takes the strings as served (vocabulary lookup inside the graph); torch eager gets ids already encoded,
-which favours torch. Target: onnxruntime >= 3x faster at batch 1.
+The tower is the one a dataset config ships (its ``training:`` section: sequence encoder, DAT, SENet, ...), built
+on that dataset's real point-in-time training set (ingest -> Feast -> point-in-time join, ``train_profile.py``), its
+encoders fitted there, and exported with the parity check of the platform's export. Batch 1 (p50/p99 over many
+single rows) and batch 1024 (rows/s), both in this process with the same thread count. onnxruntime takes the
+strings as served (vocabulary lookup inside the graph); torch eager gets ids already encoded, which favours torch.
+Target: onnxruntime >= 3x faster at batch 1.
 
-    .venv/bin/python ops/bench/onnx_latency.py [--threads 1] [--iterations 500]
+    .venv/bin/python ops/bench/onnx_latency.py [--threads 1] [--iterations 500] [--cache /tmp/tower-bundled]
+    .venv/bin/python ops/bench/onnx_latency.py --config platform/tower_platform/bundled/configs/movielens-100k.yaml \
+        --source ../shared/datasets/movielens-100k
 """
 
 from __future__ import annotations
@@ -19,9 +25,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import movielens_schema, movielens_tables  # noqa: E402
+from train_profile import cached_tables, training_tables  # noqa: E402
 
-from towers.config import TowerConfig  # noqa: E402
 from towers.features import FeatureEncoders  # noqa: E402
 from towers.nn import TwoTowerModel  # noqa: E402
 from towers.onnx import FORMAT_VERSION, export_tower, load_onnx_tower, table_to_onnx_inputs  # noqa: E402
@@ -34,7 +39,13 @@ def _percentiles(seconds: list[float]) -> tuple[float, float]:
 
 
 def main() -> None:
+    from tower_platform.paths import bundled_config
+    from tower_platform.pipeline.config import tower_config_from
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=bundled_config())
+    parser.add_argument("--source", type=Path, default=None)
+    parser.add_argument("--cache", type=Path, default=None, help="reuse the training set built in this folder")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--large-batch", type=int, default=1024)
@@ -42,11 +53,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import onnxruntime as ort
 
-    config = TowerConfig()
-    schema = movielens_schema()
-    train, corpus = movielens_tables()
+    if args.cache is not None:
+        dataset, train, corpus, schema = cached_tables(args.config, args.source, args.cache)
+    else:
+        with tempfile.TemporaryDirectory(prefix="tower-onnx-latency-") as tmp:
+            dataset, train, corpus, schema = training_tables(args.config, args.source, Path(tmp))
+    config = tower_config_from(dataset, overrides={"training.device": "cpu"})
     train = with_item_features(train, corpus, schema=schema, config=config)
     encoders = FeatureEncoders.fit(train, schema=schema, config=config)
+    torch.manual_seed(0)
     model = TwoTowerModel(config, encoders).eval()
     specs = encoders.specs["query"]
     rows = train.take(np.random.default_rng(0).choice(train.num_rows, args.large_batch, replace=False))
@@ -90,9 +105,12 @@ def main() -> None:
         p50, p99 = _percentiles(single)
         results[name] = {"p50": p50, "p99": p99, "rate": rate}
 
+    parts = [name for name, on in (("sequence encoder", bool(config.encoders.sequences)), ("DAT", config.dat.enabled),
+                                    ("SENet", config.towers.senet)) if on]
     print(
-        f"query tower: {len(specs)} inputs ({', '.join(s.name for s in specs)}), D={config.towers.output_dim}, "
-        f"threads {args.threads}, parity max abs diff {diff:.2e}"
+        f"{dataset.name} shipped query tower ({', '.join(parts) or 'plain'}): {len(specs)} inputs "
+        f"({', '.join(s.name for s in specs)}), D={config.towers.output_dim}, threads {args.threads}, "
+        f"parity max abs diff {diff:.2e}"
     )
     for name, r in results.items():
         print(f"{name:12s} batch 1: p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms   batch {n}: {r['rate']:,.0f} rows/s")

@@ -1,13 +1,19 @@
 """Retrieval quality on a dataset with the time split and the next-item protocol (full corpus, no sampled metrics).
 
 Rows: the classical baselines (MostPopular, also over the last 7 and 30 days, ItemKNN, EASE with lambda tuned on
-validation), and the two-tower model as plain in-batch softmax,
-with the sampling-bias correction, and corrected + mixed negatives (mean +- std over seeds). Every model is selected
-on validation (fit on train) and reported on test (fit on train + validation), exactly as docs/evaluation.md says.
+validation), and the two-tower model as the plain in-batch softmax and the corrected softmax (``TowerConfig()``
+defaults) and as the dataset config ships it (its ``training:`` section), mean +- std over seeds. Every model is
+selected on validation (fit on train) and reported on test (fit on train + validation), exactly as
+docs/evaluation.md says. The worst category is the lowest per-category Recall@100 over the categories with at least
+20 test queries. The last lines compare the shipped row with the bar of issue 11: R@100 at least EASE's, tail R@100
+at least 5x and worst-category R@100 at least 2x the best classical model's.
 
     python ops/bench/quality.py                         # bundled MovieLens latest-small, 3 seeds
     python ops/bench/quality.py --config platform/tower_platform/bundled/configs/movielens-100k.yaml \
         --source ../shared/datasets/movielens-100k
+
+    python ops/bench/quality.py --rows "two-tower, shipped config"          # only some two-tower rows
+    python ops/bench/quality.py --extra-row 'name={"loss.temperature": 0.1}'  # a row on the shipped config
 
 Writes ops/bench/results/quality_<dataset>.md and .json.
 """
@@ -25,13 +31,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "ops" / "bench" / "results"
-COLUMNS = ["recall@50", "recall@100", "ndcg@50", "recall@100_tail", "recall@100_per_user"]
+COLUMNS = ["recall@50", "recall@100", "ndcg@50", "recall@100_tail", "recall@100_per_user", "worst_category_recall@100"]
+MIN_CATEGORY_QUERIES = 20
+SHIPPED = "two-tower, shipped config"
 
-TWO_TOWER_ROWS = {
-    "two-tower, plain softmax": {"loss.sampling_bias_correction": False},
-    "two-tower, corrected softmax": {"loss.sampling_bias_correction": True},
-    "two-tower, corrected + mixed negatives": {"loss.sampling_bias_correction": True, "loss.uniform_negatives": 1024},
+# name -> (base, overrides): base "default" is TowerConfig(), "shipped" the dataset config's training section
+TWO_TOWER_ROWS: dict[str, tuple[str, dict]] = {
+    "two-tower, plain softmax": ("default", {"loss.sampling_bias_correction": False}),
+    "two-tower, corrected softmax": ("default", {"loss.sampling_bias_correction": True}),
+    SHIPPED: ("shipped", {}),
 }
+
+
+def with_worst_category(report) -> dict[str, float]:
+    """The report's headline plus the worst per-category Recall@100 (categories with >= 20 queries)."""
+    figures = report.headline()
+    recalls = [f["recall@100"] for f in report.by_category.values() if f["n_queries"] >= MIN_CATEGORY_QUERIES]
+    figures["worst_category_recall@100"] = min(recalls) if recalls else float("nan")
+    return figures
 
 
 def prepare(config: Path, source: Path | None, home: Path):
@@ -66,28 +83,57 @@ def baseline_rows(training_set, store) -> dict[str, dict[str, float]]:
     for name, model in classical_baselines(ease_l2=best_l2).items():
         report = test.evaluate_baseline(model, fit_periods=("train", "validation"), eval_period="test")
         label = f"EASE (l2 {best_l2:g}, tuned on validation)" if isinstance(model, EASE) else name
-        rows[label] = {"test": report.headline(), "seeds": 1}
+        rows[label] = {"test": with_worst_category(report), "seeds": 1}
+        if isinstance(model, EASE):
+            rows[label]["validation_recall@100"] = best  # the two-tower rows' validation figures compare with this
     return rows
 
 
-def two_tower_rows(dataset, training_set, store, *, seeds: int, overrides: dict) -> dict[str, dict]:
+def two_tower_rows(dataset, training_set, store, *, seeds: int, rows_wanted: dict[str, tuple[str, dict]],
+                   overrides: dict) -> dict[str, dict]:
     from tower_platform.pipeline.config import tower_config_from
     from tower_platform.pipeline.train import train_and_evaluate
+    from towers.config import TowerConfig
 
     rows = {}
-    for name, settings in TWO_TOWER_ROWS.items():
+    for name, (base, settings) in rows_wanted.items():
         runs = []
         for seed in range(seeds):
-            config = tower_config_from(dataset, overrides={**settings, **overrides, "training.seed": seed})
+            values = {**settings, **overrides, "training.seed": seed}
+            config = (tower_config_from(dataset, overrides=values) if base == "shipped"
+                      else TowerConfig().with_overrides(values))
             started = time.perf_counter()
             trained = train_and_evaluate(training_set, store, config=config, progress=False)
-            runs.append({"validation": trained.validation.headline(), "test": trained.test.headline(),
-                         "best_epoch": trained.best_epoch, "seconds": time.perf_counter() - started})
+            runs.append({"validation": with_worst_category(trained.validation), "test": with_worst_category(trained.test),
+                         "best_epoch": trained.best_epoch, "seconds": time.perf_counter() - started,
+                         "config": config.to_dict()})
             print(f"  {name} seed {seed}: validation R@100 {runs[-1]['validation']['recall@100']:.4f}, "
                   f"test R@100 {runs[-1]['test']['recall@100']:.4f}, best epoch {trained.best_epoch}, "
                   f"{runs[-1]['seconds']:.0f} s", file=sys.stderr)
         rows[name] = {"runs": runs, "seeds": seeds}
     return rows
+
+
+def bar_lines(table: dict[str, dict[str, tuple[float, float]]]) -> list[str]:
+    """The shipped row against the classical rows (issue 11's bar)."""
+    classical = {n: f for n, f in table.items() if not n.startswith("two-tower")}
+    if SHIPPED not in table or not classical:
+        return []
+    shipped = {k: v[0] for k, v in table[SHIPPED].items()}
+    ease = next((f for n, f in classical.items() if n.startswith("EASE")), None)
+    best_tail = max(f["recall@100_tail"][0] for f in classical.values())
+    best_worst = max(f["worst_category_recall@100"][0] for f in classical.values())
+    lines = ["", "Bar (shipped config, test):"]
+    if ease is not None:
+        lines.append(f"- R@100 {shipped['recall@100']:.3f} vs EASE {ease['recall@100'][0]:.3f}: "
+                     f"{shipped['recall@100'] / ease['recall@100'][0]:.2f}x (target >= 1x)")
+    lines.append(f"- tail R@100 {shipped['recall@100_tail']:.3f} vs best classical {best_tail:.3f}: "
+                 + (f"{shipped['recall@100_tail'] / best_tail:.1f}x" if best_tail > 0 else "classical 0")
+                 + " (target >= 5x)")
+    lines.append(f"- worst-category R@100 {shipped['worst_category_recall@100']:.3f} vs best classical "
+                 f"{best_worst:.3f}: " + (f"{shipped['worst_category_recall@100'] / best_worst:.1f}x"
+                                         if best_worst > 0 else "classical 0") + " (target >= 2x)")
+    return lines
 
 
 def summarise(rows: dict[str, dict]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -115,6 +161,20 @@ def markdown(dataset: str, table, rows, *, n_queries: int, n_users: int) -> str:
     for name, figures in table.items():
         cells = [f"{m:.3f} ± {s:.3f}" if rows[name]["seeds"] > 1 else f"{m:.3f}" for m, s in figures.values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    validation = [(name, row) for name, row in rows.items() if "runs" in row]
+    ease = [(name, row) for name, row in rows.items() if "validation_recall@100" in row]
+    for name, row in ease:
+        lines += ["", f"{name}: validation Recall@100 {row['validation_recall@100']:.4f} (fit on train)."]
+    if validation:
+        lines += ["", "Validation Recall@100 of the two-tower rows (fit on train; the figure early stopping and every "
+                  "choice of settings used), per seed, and the best epoch:", ""]
+        for name, row in validation:
+            seeds = ", ".join(f"{r['validation']['recall@100']:.4f} (epoch {r['best_epoch']})" for r in row["runs"])
+            lines.append(f"- {name}: {seeds}")
+    if SHIPPED in rows and "runs" in rows[SHIPPED]:
+        config = rows[SHIPPED]["runs"][0]["config"]
+        lines += ["", f"Shipped config: `{json.dumps(config, sort_keys=True)}`"]
+    lines += bar_lines(table)
     return "\n".join(lines) + "\n"
 
 
@@ -126,15 +186,23 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=None)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="TowerConfig override KEY=VALUE for two-tower rows")
+    parser.add_argument("--rows", action="append", default=None, help="only these two-tower rows (repeatable)")
+    parser.add_argument("--extra-row", action="append", default=[],
+                        help='NAME={"dotted.key": value, ...}: a further row on the shipped config')
     args = parser.parse_args()
     import yaml
 
     overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
+    wanted = {n: r for n, r in TWO_TOWER_ROWS.items() if args.rows is None or n in args.rows}
+    for extra in args.extra_row:
+        name, _, settings = extra.partition("=")
+        wanted[f"two-tower, {name}"] = ("shipped", json.loads(settings))
     with tempfile.TemporaryDirectory(prefix="tower-quality-") as tmp:
         dataset, store, training_set = prepare(args.config, args.source, Path(tmp))
         print(f"{dataset.name}: {training_set.table.num_rows:,} interactions", file=sys.stderr)
         rows = baseline_rows(training_set, store)
-        rows.update(two_tower_rows(dataset, training_set, store, seeds=args.seeds, overrides=overrides))
+        rows.update(two_tower_rows(dataset, training_set, store, seeds=args.seeds, rows_wanted=wanted,
+                                   overrides=overrides))
     table = summarise(rows)
     first = next(iter(rows.values()))
     headline = first["test"] if "test" in first else first["runs"][0]["test"]

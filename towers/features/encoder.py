@@ -203,8 +203,15 @@ def padded_list_values(column: pa.Array, *, max_len: int) -> tuple[np.ndarray, n
 
 def input_specs(schema: FeatureSchema, config: TowerConfig) -> dict[str, tuple[FeatureSpec, ...]]:
     """The inputs of each tower: the schema's features plus the id columns the config asks for (DAT needs both ids:
-    their augmented vectors are looked up inside the towers)."""
+    their augmented vectors are looked up inside the towers). An id the schema lists as a feature itself (the
+    platform's schema carries the item id) is dropped when ``encoders.use_item_id`` / ``use_user_id`` is false and
+    DAT does not need it; with DAT it stays an input and the tower does not embed it (``towers/nn/tower.py``)."""
     query, item = list(schema.query), list(schema.item)
+    if not config.dat.enabled:
+        if not config.encoders.use_user_id:
+            query = [f for f in query if f.name != schema.user_id]
+        if not config.encoders.use_item_id:
+            item = [f for f in item if f.name != schema.item_id]
     if (config.encoders.use_user_id or config.dat.enabled) and schema.user_id not in {f.name for f in query}:
         query.insert(0, FeatureSpec(name=schema.user_id, side="query", kind="categorical", vocab_group=USER_ID_GROUP))
     if (config.encoders.use_item_id or config.dat.enabled) and schema.item_id not in {f.name for f in item}:

@@ -8,6 +8,10 @@ tower. The two views mask complementary sets, so no field is masked in both and 
     Correlated Feature Masking (CFM)  per batch, a seed field s drawn uniformly, masked in view 1 together with the
                                       floor(F/2) - 1 fields of highest mutual information with s; view 2 masks the rest
 
+With F <= 3 fields CFM masks floor(F/2) = 1 field, the seed alone, so the information never enters (it is random
+masking of one field); the task warns when built so. Without an information matrix (never measured on a corpus) CFM
+would pick the same fields by the tie order of a zero matrix; the task warns and masks at random instead.
+
 Stage 2, value dropout: each value of a multi-valued feature is dropped (set to the padding id 0) with probability
 ``rate``, independently in each view.
 
@@ -19,6 +23,8 @@ multi-valued features by their first value, numeric features by quantile bin (Na
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import warnings
 
 import numpy as np
 import torch
@@ -136,14 +142,41 @@ class FeatureMaskingTask(nn.Module):
             raise TowersConfigError(f"feature masking needs at least two item fields, got {fields}")
         self.fields, self.masking, self.temperature, self.dropout = fields, masking, temperature, dropout
         self.multi_valued = list(multi_valued)
-        matrix = np.zeros((fields, fields), np.float32) if information is None else np.asarray(information, np.float32)
-        if matrix.shape != (fields, fields):
-            raise TowersConfigError(f"the mutual-information matrix has shape {matrix.shape}, expected {(fields, fields)}")
-        self.register_buffer("information", torch.from_numpy(matrix.copy()), persistent=False)  # [F, F]
+        if masking == "correlated" and fields // 2 <= 1:
+            warnings.warn(
+                f"Correlated feature masking over {fields} item fields masks the seed field alone (floor({fields}/2) = "
+                "1 field per view), so the mutual information is never used and it behaves as random masking; add "
+                "item features or set ssl.masking to 'random'.",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.register_buffer("information", torch.zeros(fields, fields), persistent=False)  # [F, F]
+        self.has_information = False
+        self._warned_without_information = False
+        if information is not None:
+            self.set_information(information)
+
+    def set_information(self, information: np.ndarray | torch.Tensor) -> None:
+        """The mutual-information matrix [F, F] of the item tower's fields (measured on the corpus)."""
+        matrix = torch.as_tensor(np.asarray(information, dtype=np.float32))
+        if tuple(matrix.shape) != (self.fields, self.fields):
+            raise TowersConfigError(
+                f"the mutual-information matrix has shape {tuple(matrix.shape)}, expected {(self.fields, self.fields)}"
+            )
+        self.information.copy_(matrix.to(self.information.device))
+        self.has_information = True
 
     def masks(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.masking == "correlated":
+        if self.masking == "correlated" and self.has_information:
             return correlated_feature_masks(self.information, batch)
+        if self.masking == "correlated" and not self._warned_without_information:
+            warnings.warn(
+                "Correlated feature masking was asked for but the mutual information was never computed (no item "
+                "corpus attached), so the views are masked at random; attach the corpus before training.",
+                UserWarning,
+                stacklevel=2,
+            )
+            self._warned_without_information = True
         return random_feature_masks(batch, self.fields, device=self.information.device)
 
     def view(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -157,8 +190,11 @@ class FeatureMaskingTask(nn.Module):
         """InfoNCE between the two views of each item; ``keys`` [B] identify items (repeats are not negatives)."""
         batch = int(keys.shape[0])
         first_mask, second_mask = self.masks(batch)  # [B, F] each
-        first = tower(self.view(features), field_mask=first_mask)  # [B, D]
-        second = tower(self.view(features), field_mask=second_mask)  # [B, D]
+        # both views in one tower pass over [2B] rows (each view's own value dropout and mask)
+        views = [self.view(features), self.view(features)]
+        stacked = {name: torch.cat([views[0][name], views[1][name]]) for name in features}  # {name: [2B, ...]}
+        both = tower(stacked, field_mask=torch.cat([first_mask, second_mask]))  # [2B, D]
+        first, second = both[:batch], both[batch:]  # [B, D] each
         return in_batch_softmax_loss(
             first, second, temperature=self.temperature, positive_ids=keys, candidate_ids=keys
         )

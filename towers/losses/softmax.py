@@ -3,17 +3,25 @@
 Notation: B queries, N candidates (the B in-batch items, then B' items sampled uniformly from the corpus), D dims.
 The positive of query i is candidate i. With mixed negatives the candidates' log sampling probabilities are
 
-    log q_j = log p_j              for an in-batch candidate j < B (p_j: the streaming estimate of the probability
-                                   that item j appears in a training batch)
-    log q_j = log(B' / |corpus|)   for a uniformly sampled candidate j >= B (the probability that a given corpus item
-                                   is among the B' uniform draws of a step, B' << |corpus|)
+    log q_j = log p_j              for an in-batch candidate j < B (p_j: the streaming estimate of the expected
+                                   number of occurrences of item j in a training batch)
+    log q_j = log(B' / |corpus|)   for a uniformly sampled candidate j >= B (the expected number of times a given
+                                   corpus item is among the B' draws with replacement of a step; > 1 when B' > |corpus|)
 
 and the corrected logit is s^c(x_i, y_j) = <q_i, v_j> / tau - log q_j (Yi et al., RecSys 2019; the positive is
 corrected too). Accidental hits (candidate j != i carrying the same item as the positive of i) get logit -inf.
 The loss is L = -(1/B) * sum_i r_i * log softmax_j(s^c(x_i, .))_i with reward weights r_i. Queued item embeddings
-(``towers/sampling/queue.py``) are further candidates after the uniform ones, with log q_j = log(min(1, p_j * Q / B)); a
+(``towers/sampling/queue.py``) are further candidates after the uniform ones, with log q_j = log(p_j * Q / B); a
 candidate ``excluded`` for row i (a queued copy of its positive) gets logit -inf there too. ``sampled_binary_cross_
 entropy`` is the alternative main loss: a logistic loss on the positive and on S random negatives.
+
+The exact full-corpus softmax (``full_corpus_softmax_loss``) scores every corpus item for every query and needs no
+sampling correction: L = -(1/B) * sum_i r_i * log(exp(s_ii) / (exp(s_ii) + sum_{c != y_i} exp(s_ic))), the positive
+scored with its fresh in-batch embedding and its own corpus row left out (the accidental hit of a full softmax).
+
+Logits are computed in float32 even under autocast (``full_precision``): inside ``torch.autocast`` a matmul of
+float32 tensors still runs in bf16/fp16, which would round logits of ~20 (tau = 0.05) by ~0.06 and the sampling
+correction with them.
 """
 
 from __future__ import annotations
@@ -24,9 +32,23 @@ import torch
 import torch.nn.functional as F
 
 
+def full_precision(tensor: torch.Tensor) -> torch.autocast:
+    """A context that switches autocast off on ``tensor``'s device, so casts to float32 inside it hold."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
 def similarity_logits(queries: torch.Tensor, candidates: torch.Tensor, *, temperature: float) -> torch.Tensor:
-    """queries [B, D], candidates [N, D] -> logits [B, N] = <q_i, v_j> / temperature."""
-    return queries @ candidates.transpose(0, 1) / temperature  # [B, N]
+    """queries [B, D], candidates [N, D] -> float32 logits [B, N] = <q_i, v_j> / temperature (autocast or not)."""
+    with full_precision(queries):
+        return (queries.float() / temperature) @ candidates.float().transpose(0, 1)  # [B, N] (1/tau on [B, D])
+
+
+def corrected_logits(
+    queries: torch.Tensor, candidates: torch.Tensor, log_q: torch.Tensor, *, temperature: float
+) -> torch.Tensor:
+    """<q_i, v_j> / tau - log q_j [B, N] in one fused matmul-plus-bias (float32 under autocast too)."""
+    with full_precision(queries):
+        return torch.addmm(-log_q.float(), queries.float() / temperature, candidates.float().transpose(0, 1))
 
 
 def correct_sampling_bias(logits: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -35,8 +57,9 @@ def correct_sampling_bias(logits: torch.Tensor, log_q: torch.Tensor) -> torch.Te
 
 
 def uniform_log_q(num_sampled: int, corpus_size: int, *, device: torch.device | None = None) -> torch.Tensor:
-    """log q [B'] of B' candidates drawn uniformly (with replacement) from a corpus: log(B' / |corpus|) each."""
-    value = math.log(min(num_sampled / corpus_size, 1.0))
+    """log q [B'] of B' candidates drawn uniformly (with replacement) from a corpus: log(B' / |corpus|) each, the
+    expected number of draws of an item (uncapped: B' > |corpus| draws an item more than once on average)."""
+    value = math.log(num_sampled / corpus_size)
     return torch.full((num_sampled,), value, dtype=torch.float32, device=device)  # [B']
 
 
@@ -57,10 +80,9 @@ def remove_accidental_hits(
     with -inf where candidate_ids[j] == positive_ids[i] and j != i.
     """
     same_item = positive_ids.unsqueeze(1) == candidate_ids.unsqueeze(0)  # [B, N]
-    diagonal = torch.zeros_like(same_item)
     rows = torch.arange(logits.shape[0], device=logits.device)
-    diagonal[rows, rows] = True
-    return logits.masked_fill(same_item & ~diagonal, float("-inf"))  # [B, N]
+    same_item[rows, rows] = False  # the diagonal is the positive itself
+    return logits.masked_fill(same_item, float("-inf"))  # [B, N]
 
 
 def weighted_softmax_cross_entropy(logits: torch.Tensor, *, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -69,10 +91,18 @@ def weighted_softmax_cross_entropy(logits: torch.Tensor, *, weights: torch.Tenso
     L = (1/B) * sum_i r_i * (logsumexp_j logits[i, j] - logits[i, i]); r_i = 1 when weights is None.
     """
     labels = torch.arange(logits.shape[0], device=logits.device)  # [B]
-    per_example = F.cross_entropy(logits.float(), labels, reduction="none")  # [B]
-    if weights is not None:
-        per_example = per_example * weights.to(per_example.dtype)
-    return per_example.mean()
+    return weighted_cross_entropy(logits, labels, weights=weights)
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, *, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """logits [B, N], labels [B] (the positive's column), weights [B] -> (1/B) sum_i r_i CE_i, in float32."""
+    with full_precision(logits):
+        per_example = F.cross_entropy(logits.float(), labels, reduction="none")  # [B]
+        if weights is not None:
+            per_example = per_example * weights.to(per_example.dtype)
+        return per_example.mean()
 
 
 def in_batch_softmax_loss(
@@ -89,9 +119,10 @@ def in_batch_softmax_loss(
     """The composed loss: queries [B, D], candidates [N, D] (first B are the positives), log_q [N] or None for the
     plain softmax, positive_ids [B] and candidate_ids [N] to remove accidental hits (both or neither), weights [B],
     excluded bool [B, N]: candidates that are never negatives of row i (e.g. queued copies of its positive)."""
-    logits = similarity_logits(queries.float(), candidates.float(), temperature=temperature)  # [B, N]
     if log_q is not None:
-        logits = correct_sampling_bias(logits, log_q)
+        logits = corrected_logits(queries, candidates, log_q, temperature=temperature)  # [B, N] float32
+    else:
+        logits = similarity_logits(queries, candidates, temperature=temperature)  # [B, N] float32
     if positive_ids is not None and candidate_ids is not None:
         logits = remove_accidental_hits(logits, positive_ids, candidate_ids)
     if excluded is not None:
@@ -115,12 +146,41 @@ def sampled_binary_cross_entropy(
     L = (1/B) * sum_i r_i * (softplus(-s_ii) + sum_s softplus(s_is)), s = <q, v> / temperature; a negative that is
     row i's own positive item (positive_ids [B] == negative_ids [S]) is left out of row i.
     """
-    positive = (queries.float() * positives.float()).sum(dim=1) / temperature  # [B]
-    negative = similarity_logits(queries.float(), negatives.float(), temperature=temperature)  # [B, S]
-    negative_terms = F.softplus(negative)  # [B, S]
-    if positive_ids is not None and negative_ids is not None:
-        negative_terms = negative_terms * (positive_ids.unsqueeze(1) != negative_ids.unsqueeze(0)).to(negative.dtype)
-    per_example = F.softplus(-positive) + negative_terms.sum(dim=1)  # [B]
-    if weights is not None:
-        per_example = per_example * weights.to(per_example.dtype)
-    return per_example.mean()
+    with full_precision(queries):
+        positive = (queries.float() * positives.float()).sum(dim=1) / temperature  # [B]
+        negative = similarity_logits(queries, negatives, temperature=temperature)  # [B, S]
+        negative_terms = F.softplus(negative)  # [B, S]
+        if positive_ids is not None and negative_ids is not None:
+            negative_terms = negative_terms * (positive_ids.unsqueeze(1) != negative_ids.unsqueeze(0)).to(negative.dtype)
+        per_example = F.softplus(-positive) + negative_terms.sum(dim=1)  # [B]
+        if weights is not None:
+            per_example = per_example * weights.to(per_example.dtype)
+        return per_example.mean()
+
+
+def full_corpus_softmax_loss(
+    queries: torch.Tensor,
+    positives: torch.Tensor,
+    corpus: torch.Tensor,
+    *,
+    temperature: float,
+    positive_keys: torch.Tensor,
+    corpus_keys: torch.Tensor,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The exact softmax over the whole corpus: queries [B, D], positives [B, D] (row i's item), corpus [C, D] with
+    keys corpus_keys [C], positive_keys [B] -> scalar.
+
+    Candidates of row i: its positive (column 0), then every corpus item except those with row i's key (the corpus
+    copy of the positive, replaced by column 0). A positive absent from the corpus is still column 0.
+    """
+    with full_precision(queries):
+        positive = (queries.float() * positives.float()).sum(dim=1, keepdim=True) / temperature  # [B, 1]
+        others = similarity_logits(queries, corpus, temperature=temperature)  # [B, C]
+        others = others.masked_fill(positive_keys.unsqueeze(1) == corpus_keys.unsqueeze(0), float("-inf"))  # [B, C]
+        logits = torch.cat([positive, others], dim=1)  # [B, 1 + C]
+        labels = torch.zeros(logits.shape[0], dtype=torch.int64, device=logits.device)  # [B]
+        per_example = F.cross_entropy(logits, labels, reduction="none")  # [B]
+        if weights is not None:
+            per_example = per_example * weights.to(per_example.dtype)
+        return per_example.mean()

@@ -16,7 +16,8 @@ from towers.errors import TowersConfigError
 from towers.features.encoder import FeatureEncoders
 from towers.features.schema import FeatureSpec
 from towers.nn.augmented import AugmentedVectors
-from towers.nn.tower import Tower, added_id
+from towers.nn.sequence import unmatched_sequences
+from towers.nn.tower import Tower, unembedded_id
 
 
 class TwoTowerModel(nn.Module):
@@ -33,6 +34,13 @@ class TwoTowerModel(nn.Module):
         for table in tables.values():
             nn.init.normal_(table.weight, std=0.1)
         query_specs, item_specs = encoders.specs["query"], encoders.specs["item"]
+        unknown = unmatched_sequences(config.encoders.sequences, query_specs + item_specs)
+        if unknown:
+            lists = [s.name for s in query_specs + item_specs if s.kind == "multi_categorical"]
+            raise TowersConfigError(
+                f"encoders.sequences names {', '.join(map(repr, unknown))}, which is no multi-valued feature of the "
+                f"towers; name one of {lists} (or its part after the last '__')."
+            )
         dat = config.dat.enabled
         query_augmented = item_augmented = None
         if dat:
@@ -40,12 +48,12 @@ class TwoTowerModel(nn.Module):
             item_augmented = self._augmented_vectors(encoders, item_specs, schema.item_id)
         self.query_tower = Tower(
             query_specs, tables=tables, encoders=encoders, config=config,
-            skip_embedding=added_id(schema.user_id, schema.query, wanted=config.encoders.use_user_id),
+            skip_embedding=unembedded_id(schema.user_id, wanted=config.encoders.use_user_id),
             augmented=query_augmented, augmented_id=schema.user_id if dat else None,
         )
         self.item_tower = Tower(
             item_specs, tables=tables, encoders=encoders, config=config,
-            skip_embedding=added_id(schema.item_id, schema.item, wanted=config.encoders.use_item_id),
+            skip_embedding=unembedded_id(schema.item_id, wanted=config.encoders.use_item_id),
             augmented=item_augmented, augmented_id=schema.item_id if dat else None,
             maskable=config.ssl.enabled,
         )

@@ -24,3 +24,19 @@ class FieldGate(nn.Module):
     def forward(self, fields: list[torch.Tensor]) -> list[torch.Tensor]:
         gates = self.weights(fields)  # [B, F]
         return [field * gates[:, f : f + 1] for f, field in enumerate(fields)]  # F x [B, w_f]
+
+    def gate_blocks(
+        self, strings: torch.Tensor, scaled: torch.Tensor | None, missing: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The same gating on fields held as blocks (a few ops instead of a few per field): string fields stacked
+        [B, F_str, E], numeric fields as their values and indicators [B, F_num] each (a numeric field is the pair)."""
+        squeezed = [strings.mean(dim=2)]  # [B, F_str]
+        if scaled is not None and missing is not None:
+            squeezed.append((scaled + missing) / 2.0)  # [B, F_num], the mean of each (value, indicator) pair
+        gates = self.excitation(torch.cat(squeezed, dim=1))  # [B, F]
+        count = strings.shape[1]
+        strings = strings * gates[:, :count].unsqueeze(2)  # [B, F_str, E]
+        if scaled is None or missing is None:
+            return strings, scaled, missing
+        numeric = gates[:, count:]  # [B, F_num]
+        return strings, scaled * numeric, missing * numeric

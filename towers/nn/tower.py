@@ -1,8 +1,9 @@
 """A tower: feature embeddings -> MLP -> an L2-normalised vector.
 
-A tower embeds each input (categorical: one row of a table; multi_categorical: the masked mean of its rows; numeric:
-the standardised value clipped to +-Z_CLIP and a missing indicator), concatenates them, runs an MLP and
-L2-normalises the output. Optional pieces, each exported to ONNX: SENet field gating (``towers/nn/senet.py``) and
+A tower embeds each input (categorical: one row of a table; multi_categorical: the masked mean of its rows, or a
+transformer sequence encoder when ``encoders.sequences`` names the feature (``towers/nn/sequence.py``); numeric: the
+standardised value clipped to +-Z_CLIP and a missing indicator), concatenates them, runs an MLP and L2-normalises
+the output. Optional pieces, each exported to ONNX: SENet field gating (``towers/nn/senet.py``) and
 DAT augmented vectors (``towers/nn/augmented.py``); training-only: learned defaults for the SSL views' masked fields.
 """
 
@@ -18,6 +19,7 @@ from towers.features.encoder import FeatureEncoders, group_of
 from towers.features.schema import FeatureSpec
 from towers.nn.augmented import AugmentedVectors
 from towers.nn.senet import FieldGate
+from towers.nn.sequence import sequence_encoders
 
 Z_CLIP = 10.0  # standardised numeric values are clipped to [-Z_CLIP, Z_CLIP] (outliers cannot saturate a tower)
 
@@ -27,10 +29,10 @@ def module_key(name: str) -> str:
     return name.replace(".", "_")
 
 
-def added_id(name: str, features: tuple[FeatureSpec, ...], *, wanted: bool) -> frozenset[str]:
-    """The id column as a feature not to embed: an input only for DAT's augmented vector (not asked for, not in the
-    schema's own features)."""
-    return frozenset() if wanted or name in {f.name for f in features} else frozenset({name})
+def unembedded_id(name: str, *, wanted: bool) -> frozenset[str]:
+    """The id column as a feature not to embed when ``encoders.use_item_id`` / ``use_user_id`` is false: then it is an
+    input only for DAT's augmented vector (whether the schema lists it as a feature or not)."""
+    return frozenset() if wanted else frozenset({name})
 
 
 class Tower(nn.Module):
@@ -64,11 +66,18 @@ class Tower(nn.Module):
         self.numeric_names = [s.name for s in specs if s.kind == "numeric"]
         self.string_specs = [s for s in specs if s.kind != "numeric" and s.name not in skip_embedding]
         self.tables = nn.ModuleDict({module_key(group_of(s)): tables[group_of(s)] for s in self.string_specs})
+        encoders_by_feature = sequence_encoders(
+            tuple(self.string_specs), dim=config.towers.embedding_dim, configs=config.encoders.sequences
+        )
+        self.sequences = nn.ModuleDict({module_key(name): e for name, e in encoders_by_feature.items()})
         stats = [encoders.numeric[name] for name in self.numeric_names]
         self.register_buffer("numeric_mean", torch.tensor([s.mean for s in stats], dtype=torch.float32))  # [F_num]
         self.register_buffer("numeric_std", torch.tensor([s.std for s in stats], dtype=torch.float32))  # [F_num]
         self.field_names = [s.name for s in self.string_specs] + self.numeric_names
-        self.field_widths = [config.towers.embedding_dim] * len(self.string_specs) + [2] * len(self.numeric_names)
+        self.field_widths = [
+            encoders_by_feature[s.name].width if s.name in encoders_by_feature else config.towers.embedding_dim
+            for s in self.string_specs
+        ] + [2] * len(self.numeric_names)
         self.augmented = augmented
         self.augmented_id = augmented_id
         self.default_rate = config.dat.default_rate if augmented is not None else 0.0
@@ -96,6 +105,8 @@ class Tower(nn.Module):
             ids = features[spec.name]
             if spec.kind == "categorical":
                 parts.append(table(ids))  # [B, E]
+            elif module_key(spec.name) in self.sequences:
+                parts.append(self.sequences[module_key(spec.name)](ids, table(ids)))  # [B, E]
             else:
                 vectors = table(ids)  # [B, L, E]
                 mask = (ids != 0).to(vectors.dtype).unsqueeze(-1)  # [B, L, 1]
@@ -119,6 +130,24 @@ class Tower(nn.Module):
             for f, (field, default) in enumerate(zip(fields, self.mask_defaults, strict=True))
         ]
 
+    def _masked_blocks(
+        self, strings: torch.Tensor, scaled: torch.Tensor | None, missing: torch.Tensor | None, field_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``_masked`` on fields held as blocks: strings [B, F_str, E], numeric values and indicators [B, F_num]."""
+        if self.mask_defaults is None:
+            raise TowersConfigError("This tower was built without mask defaults; build the model with ssl.weight > 0.")
+        count = strings.shape[1]
+        defaults = list(self.mask_defaults)
+        string_defaults = torch.stack(defaults[:count]).to(strings.dtype)  # [F_str, E]
+        strings = torch.where(field_mask[:, :count].unsqueeze(2), string_defaults.unsqueeze(0), strings)
+        if scaled is None or missing is None:
+            return strings, scaled, missing
+        numeric_defaults = torch.stack(defaults[count:]).to(scaled.dtype)  # [F_num, 2]
+        hidden = field_mask[:, count:]  # [B, F_num]
+        scaled = torch.where(hidden, numeric_defaults[:, 0].unsqueeze(0), scaled)
+        missing = torch.where(hidden, numeric_defaults[:, 1].unsqueeze(0), missing)
+        return strings, scaled, missing
+
     def _augmented_vector(self, features: dict[str, torch.Tensor], field_mask: torch.Tensor | None) -> torch.Tensor:
         assert self.augmented is not None and self.augmented_id is not None
         ids = features[self.augmented_id]  # [B]
@@ -134,9 +163,19 @@ class Tower(nn.Module):
         return self.augmented(ids, use_default=use_default)  # [B, D]
 
     def forward(self, features: dict[str, torch.Tensor], *, field_mask: torch.Tensor | None = None) -> torch.Tensor:
-        parts = self.string_fields(features)  # F_str x [B, E]
+        parts = self.string_fields(features)  # F_str x [B, w_f]
         numeric = list(self.numeric_blocks(features)) if self.numeric_names else []  # 2 x [B, F_num]
-        if field_mask is not None or self.gate is not None:  # per-field work: numeric fields as [B, 2] each
+        per_field = field_mask is not None or self.gate is not None
+        if per_field and parts and len({p.shape[1] for p in parts}) == 1:  # string fields of one width: as blocks
+            strings = torch.stack(parts, dim=1)  # [B, F_str, E]
+            scaled, missing = (numeric[0], numeric[1]) if numeric else (None, None)
+            if field_mask is not None:
+                strings, scaled, missing = self._masked_blocks(strings, scaled, missing, field_mask)
+            if self.gate is not None:
+                strings, scaled, missing = self.gate.gate_blocks(strings, scaled, missing)
+            parts = [strings.flatten(1)]  # [B, F_str * E], the fields in order
+            numeric = [scaled, missing] if scaled is not None and missing is not None else []
+        elif per_field:  # fields of several widths: one at a time, numeric fields as [B, 2] each
             fields = parts + (list(torch.stack(numeric, dim=2).unbind(dim=1)) if numeric else [])  # F x [B, w_f]
             if field_mask is not None:
                 fields = self._masked(fields, field_mask)

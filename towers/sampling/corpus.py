@@ -22,6 +22,10 @@ class CorpusSampler(nn.Module):
     def size(self) -> int:
         return int(self.keys.shape[0])
 
+    def features(self) -> dict[str, torch.Tensor]:
+        """Every corpus item's features {name: [C, ...]}."""
+        return {name: getattr(self, f"feature_{i}") for i, name in enumerate(self.names)}
+
     def sample(self, count: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """count uniform draws with replacement -> ({name: [B', ...]}, keys [B'])."""
         index = torch.randint(0, self.size, (count,), device=self.keys.device)  # [B']

@@ -2,10 +2,13 @@
 
 After each training step the batch's item embeddings (detached) and item keys enter the queue, the oldest leave it.
 An item enters the queue whenever it is in a batch, so over the Q / B batches a queue spans its expected number of
-copies is p_j * Q / B (p_j: the streaming estimate of the per-batch probability of item j); the sampling-bias
-correction of a queued candidate is therefore
+copies is p_j * Q / B (p_j: the streaming estimate of the expected occurrences of item j per batch); the
+sampling-bias correction of each queued copy is therefore the uncapped log of the expected copies
 
-    log q_j = log(min(1, p_j * Q / B)).
+    log q_j = log(p_j * Q / B)
+
+(an item expected twice in the queue is corrected by log 2 per copy, exactly as an in-batch item expected twice per
+batch is corrected by log 2).
 
 A queued copy of a row's own positive item is never a negative of that row (``negative_mask``), whatever the
 accidental-hit setting; empty slots (before the queue has filled) are never negatives either.
@@ -51,5 +54,5 @@ class ItemEmbeddingQueue(nn.Module):
         return filled.unsqueeze(0) & (self.keys.unsqueeze(0) != positive_keys.unsqueeze(1))  # [B, Q]
 
     def log_q(self, log_p: torch.Tensor, *, batch_size: int) -> torch.Tensor:
-        """log p [Q] (per-batch probability of each queued item) -> log q [Q] = log(min(1, p * Q / B))."""
-        return (log_p + math.log(self.size / batch_size)).clamp(max=0.0)  # [Q]
+        """log p [Q] (expected occurrences per batch of each queued item) -> log q [Q] = log(p * Q / B), uncapped."""
+        return log_p + math.log(self.size / batch_size)  # [Q]

@@ -72,8 +72,7 @@ class SelfSupervisedLoss(AuxiliaryLoss):
             field_codes(features[name].cpu().numpy(), kind=model.item_kinds[name], bins=self.mi_bins)
             for name in model.item_tower.field_names
         ]
-        information = torch.from_numpy(pairwise_mutual_information(codes))  # [F, F]
-        self.masking.information.copy_(information.to(self.masking.information.device))
+        self.masking.set_information(pairwise_mutual_information(codes))  # [F, F]
 
     def terms(self, model, batch, *, queries, items, corpus) -> Terms:  # type: ignore[no-untyped-def]
         if self.sampling == "corpus":

@@ -2,17 +2,28 @@
 
 Given the query embeddings [B, D] and the positive items' embeddings [B, D] of a batch, the task
 
-1. assembles the candidates: the B in-batch items, then B' items drawn uniformly from the corpus (mixed negatives),
-   then the Q queued embeddings of earlier batches (``towers/sampling/queue.py``);
-2. assembles log q [N] of every candidate: the streaming frequency estimate for in-batch and queued items
-   (``towers/sampling/frequency.py``), log(B' / |corpus|) for uniform ones (``towers/losses/softmax.py``);
+1. assembles the candidates (``loss.negatives="sampled"``): the B in-batch items, then B' items drawn uniformly
+   from the corpus (mixed negatives), then the Q queued embeddings of earlier batches (``towers/sampling/queue.py``);
+2. assembles log q [N] of every candidate: the streaming frequency estimate of the expected copies per batch for
+   in-batch and queued items (``towers/sampling/frequency.py``), log(B' / |corpus|) for uniform ones
+   (``towers/losses/softmax.py``);
 3. applies the loss: the corrected softmax with accidental hits removed (queued copies of a row's positive are
-   excluded from that row), or the sampled binary cross-entropy (``loss.function="bce"``);
+   excluded from that row), the sampled binary cross-entropy (``loss.function="bce"``), or the exact softmax over
+   every corpus item (``loss.negatives="full_corpus"``: no sampling, no correction; the corpus embeddings come from
+   ``towers/sampling/corpus_table.py``);
 4. adds the auxiliary objectives it composes (``towers/tasks/auxiliary.py``), each with its weight:
 
     L = L_main + ssl.weight * L_ssl + lambda1 * L_mimic_u + lambda2 * L_mimic_v + lambda3 * L_CA
 
 and returns ``(loss, logs)`` with every term detached for logging. The towers only embed.
+
+Which negatives to use: the exact full-corpus softmax when the item tower can run over the whole corpus at every
+step (up to ~100k items on a GPU, ~10-20k on a CPU; ``loss.corpus_refresh_steps`` > 1 trades exact item gradients for
+speed); otherwise in-batch negatives with the sampling-bias correction plus many uniform negatives
+(``loss.uniform_negatives`` in the thousands), which approach it at a cost that does not grow with the corpus.
+
+Seams: ``candidates`` (the sampled path's candidate set and log q) and ``corpus_embeddings`` (the full-corpus path's
+candidates) are the two places a distributed trainer widens the candidate set with other ranks' items.
 
 Under DistributedDataParallel the task is given a ``BatchGather`` (``towers/tasks/gather.py``; ``use_gather``): the
 in-batch and uniform candidates are every rank's (gathered with gradients, this rank's rows first), the estimator and
@@ -30,9 +41,17 @@ from torch import nn
 from towers.config import TowerConfig
 from towers.errors import TowersConfigError
 from towers.features.schema import ITEM_KEY, WEIGHT
-from towers.losses.softmax import in_batch_softmax_loss, mixed_negative_log_q, sampled_binary_cross_entropy
+from towers.losses.softmax import (
+    full_corpus_softmax_loss,
+    in_batch_softmax_loss,
+    mixed_negative_log_q,
+    sampled_binary_cross_entropy,
+    similarity_logits,
+    weighted_cross_entropy,
+)
 from towers.nn.model import TwoTowerModel
 from towers.sampling.corpus import CorpusSampler
+from towers.sampling.corpus_table import CorpusEmbeddingTable
 from towers.sampling.frequency import StreamingFrequencyEstimator
 from towers.sampling.queue import ItemEmbeddingQueue
 from towers.tasks.auxiliary import AuxiliaryLoss
@@ -61,10 +80,11 @@ class RetrievalTask(nn.Module):
         self.config = config
         self.estimator = StreamingFrequencyEstimator(
             buckets=loss.estimator_buckets, hashes=loss.estimator_hashes, alpha=loss.estimator_alpha,
-            seed=config.training.seed,
+            seed=config.training.seed, update=loss.estimator_update,
         )
         self.corpus: CorpusSampler | None = None
         self.queue = ItemEmbeddingQueue(loss.queue_size, config.towers.output_dim) if loss.queue_size > 0 else None
+        self.corpus_table = CorpusEmbeddingTable(loss.corpus_refresh_steps)
         self.auxiliaries = nn.ModuleList(auxiliaries)
         self.use_gather(LOCAL)
 
@@ -98,9 +118,7 @@ class RetrievalTask(nn.Module):
         embeddings = gather.local_first(gather.rows(items))  # [G, D], this rank's rows first
         candidate_keys, log_q = gather.local_first(global_keys), None  # [G]
         if loss.sampling_bias_correction:
-            if self.training:
-                self.estimator.update(global_keys)  # the same ids on every rank: the same estimator state
-            log_q = self.estimator.log_probability(candidate_keys)  # [G]
+            log_q = self.estimator.log_probability(candidate_keys)  # [G] (updated with the global batch in forward)
         if loss.uniform_negatives > 0:
             corpus = self._corpus("loss.uniform_negatives > 0")
             sampled, sampled_keys = corpus.sample(loss.uniform_negatives)  # {name: [B', ...]}, [B'] (this rank's)
@@ -145,6 +163,32 @@ class RetrievalTask(nn.Module):
             excluded=candidates.excluded,
         )
 
+    def corpus_embeddings(self, keys: torch.Tensor, *, model: TwoTowerModel) -> tuple[torch.Tensor, torch.Tensor]:
+        """The full-corpus candidates: (embeddings [C, D], keys [C]) of every corpus item (the batch's items ``keys``
+        [B] fresh in a cached table)."""
+        corpus = self._corpus("loss.negatives='full_corpus'")
+        embeddings = self.corpus_table.embeddings(model.item_tower, corpus, keys=keys)  # [C, D]
+        return embeddings, corpus.keys
+
+    def full_corpus_loss(
+        self, queries: torch.Tensor, items: torch.Tensor, batch: dict[str, torch.Tensor], *, model: TwoTowerModel
+    ) -> torch.Tensor:
+        """The exact softmax over every corpus item (no sampling, so no correction). The positive is scored with its
+        corpus row, like every negative: a training row's own item features are as of its event, the corpus's as of
+        the cutoff, and mixing the two lets the towers tell positives by their features' date (a time-varying count
+        is lower on the positive). A positive absent from the corpus keeps its in-batch embedding."""
+        keys = batch[ITEM_KEY]  # [B]
+        corpus, corpus_keys = self.corpus_embeddings(keys, model=model)
+        rows = self.corpus_table.rows_of(self._corpus("loss.negatives='full_corpus'"), keys)  # [B], -1: absent
+        if bool((rows >= 0).all()):  # every positive is a corpus row: a plain cross-entropy over the corpus
+            logits = similarity_logits(queries, corpus, temperature=self.config.loss.temperature)  # [B, C]
+            return weighted_cross_entropy(logits, rows, weights=batch.get(WEIGHT))
+        positives = torch.where((rows >= 0).unsqueeze(1), corpus[rows.clamp(min=0)].to(items.dtype), items)  # [B, D]
+        return full_corpus_softmax_loss(
+            queries, positives, corpus, temperature=self.config.loss.temperature, positive_keys=keys,
+            corpus_keys=corpus_keys, weights=batch.get(WEIGHT),
+        )
+
     def bce_loss(
         self, queries: torch.Tensor, items: torch.Tensor, batch: dict[str, torch.Tensor], *, model: TwoTowerModel
     ) -> torch.Tensor:
@@ -160,10 +204,14 @@ class RetrievalTask(nn.Module):
         self, model: TwoTowerModel, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """A batch of tensors -> (scalar loss, logs of detached tensors: main, each auxiliary term, loss)."""
+        if self.training:  # every main loss: the estimator's state is registered with the version
+            self.estimator.update(self.gather.values(batch[ITEM_KEY]))  # the global batch: the same state on every rank
         queries = model.embed_queries(batch)  # [B, D]
         items = model.embed_items(batch)  # [B, D]
         if self.config.loss.function == "bce":
             main = self.bce_loss(queries, items, batch, model=model)
+        elif self.config.loss.negatives == "full_corpus":
+            main = self.full_corpus_loss(queries, items, batch, model=model)
         else:
             main = self.softmax_loss(queries, items, batch, model=model)
         total, logs = main, {"main": main.detach()}

@@ -29,14 +29,24 @@ def require_columns(table: pa.Table, names: list[str], *, what: str) -> None:
 
 
 def with_item_features(train: pa.Table, corpus: pa.Table, *, schema: FeatureSchema, config: TowerConfig) -> pa.Table:
-    """``train`` plus every item-tower input it lacks, looked up in ``corpus`` by item id (vectorised)."""
-    wanted = [s.name for s in input_specs(schema, config)["item"] if s.name not in train.column_names]
+    """``train`` plus every item-tower input it lacks, looked up in ``corpus`` by item id (vectorised). With
+    ``encoders.item_features="corpus"`` the item inputs it has are replaced by the corpus's too (rows whose item is
+    not in the corpus keep their own)."""
+    names = [s.name for s in input_specs(schema, config)["item"] if s.name != schema.item_id]
+    from_corpus = config.encoders.item_features == "corpus"
+    wanted = [n for n in names if n not in train.column_names or (from_corpus and n in corpus.column_names)]
     if not wanted:
         return train
     require_columns(corpus, [schema.item_id, *wanted], what="corpus")
     index = pc.index_in(pc.cast(train.column(schema.item_id), pa.string()), pc.cast(corpus.column(schema.item_id), pa.string()))
     for name in wanted:
-        train = train.append_column(name, corpus.column(name).take(index))
+        values = corpus.column(name).combine_chunks().take(index)
+        if name in train.column_names:
+            own = train.column(name).combine_chunks()
+            values = pc.if_else(pc.is_valid(index), values, own.cast(values.type))
+            train = train.set_column(train.column_names.index(name), name, values)
+        else:
+            train = train.append_column(name, values)
     return train
 
 

@@ -64,3 +64,24 @@ def test_needs_corpus_follows_the_sections() -> None:
     assert TowerConfig().with_overrides({"loss.function": "bce"}).needs_corpus
     assert TowerConfig().with_overrides({"ssl.weight": 1.0}).needs_corpus  # SSL samples the corpus by default
     assert not TowerConfig().with_overrides({"ssl.weight": 1.0, "ssl.sampling": "training"}).needs_corpus
+
+
+def test_item_features_from_the_corpus_replace_the_rows_own() -> None:
+    import pyarrow as pa
+
+    from towers.features.schema import FeatureSchema, FeatureSpec
+    from towers.training import with_item_features
+
+    schema = FeatureSchema(query=(), item=(FeatureSpec("count", "item", "numeric"),
+                                           FeatureSpec("tags", "item", "multi_categorical", max_len=2)))
+    train = pa.table({"user_id": ["u", "u", "v"], "item_id": ["a", "b", "z"], "count": [1.0, 2.0, 3.0],
+                      "tags": [["x"], ["y"], ["w"]]})
+    corpus = pa.table({"item_id": ["b", "a"], "count": [20.0, 10.0], "tags": [["q"], None]})
+    event = with_item_features(train, corpus, schema=schema, config=TowerConfig())
+    assert event.column("count").to_pylist() == [1.0, 2.0, 3.0]  # the rows' own (as of each event)
+    config = TowerConfig().with_overrides({"encoders.item_features": "corpus"})
+    replaced = with_item_features(train, corpus, schema=schema, config=config)
+    assert replaced.column("count").to_pylist() == [10.0, 20.0, 3.0]  # "z" is not in the corpus: kept
+    assert replaced.column("tags").to_pylist() == [None, ["q"], ["w"]]
+    with pytest.raises(TowersConfigError, match="encoders.item_features must be one of"):
+        TowerConfig.from_dict({"encoders": {"item_features": "latest"}})

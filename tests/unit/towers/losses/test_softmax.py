@@ -98,3 +98,31 @@ def test_similarity_logits_shape_and_values() -> None:
     c = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, -1.0]])
     # <q, c_j> / 0.5 = [11, 1, -2] * 2
     assert similarity_logits(q, c, temperature=0.5).tolist() == [[22.0, 2.0, -4.0]]
+
+
+def test_uniform_log_q_is_the_log_of_the_expected_draws_of_an_item_uncapped() -> None:
+    from towers.losses.softmax import uniform_log_q
+
+    # 8 draws from 32 items: each item is expected 8 / 32 = 0.25 times; 64 draws: 2 times (log 2, not log 1)
+    assert torch.allclose(uniform_log_q(8, 32), torch.full((8,), math.log(0.25)))
+    assert torch.allclose(uniform_log_q(64, 32), torch.full((64,), math.log(2.0)))
+
+
+def test_losses_compute_in_float32_under_bf16_autocast() -> None:
+    # under autocast a matmul of float32 inputs runs in bf16 whatever .float() said; the losses must switch it off.
+    # bf16 keeps 8 bits of mantissa: logits of ~20 would be off by ~0.06, far above the 1e-5 allowed here.
+    from towers.losses.softmax import sampled_binary_cross_entropy
+
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.nn.functional.normalize(torch.randn(64, 32, generator=generator), dim=1)
+    items = torch.nn.functional.normalize(torch.randn(64, 32, generator=generator), dim=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = similarity_logits(queries, items, temperature=0.05)
+        loss = in_batch_softmax_loss(queries, items, temperature=0.05)
+        bce = sampled_binary_cross_entropy(queries, items, items[:8], temperature=0.05)
+    assert logits.dtype == torch.float32
+    assert torch.allclose(logits, queries @ items.T / 0.05, atol=1e-5)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(in_batch_softmax_loss(queries, items, temperature=0.05).item(), abs=1e-5)
+    assert bce.item() == pytest.approx(
+        sampled_binary_cross_entropy(queries, items, items[:8], temperature=0.05).item(), abs=1e-5)

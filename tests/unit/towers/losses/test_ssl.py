@@ -89,7 +89,8 @@ def test_views_are_complementary_and_differ(masking: str) -> None:
         assert (first.sum(dim=1) == 2).all()  # floor(5 / 2) per row in view 1
         assert len({tuple(r.tolist()) for r in first}) > 1  # a split of its own per item
     else:
-        masking = _ssl(_model(TINY.with_overrides({"ssl.masking": "correlated"}))[0]).masking
+        with pytest.warns(UserWarning, match="seed field alone"):  # the synthetic items have 3 fields
+            masking = _ssl(_model(TINY.with_overrides({"ssl.masking": "correlated"}))[0]).masking
         assert masking.information.abs().sum() > 0
         first, second = masking.masks(50)
     assert not (first & second).any()  # never the same field masked in both views
@@ -155,3 +156,32 @@ def test_ssl_is_off_by_default() -> None:
     assert config.loss.function == "softmax"
     with pytest.raises(TowersConfigError, match="ssl.masking"):
         TowerConfig.from_dict({"ssl": {"masking": "semantic"}})
+
+
+def test_cfm_with_three_fields_or_fewer_says_it_masks_the_seed_alone() -> None:
+    from towers.losses.masking import FeatureMaskingTask
+
+    # F = 3: floor(3 / 2) = 1 field per view-1 mask, i.e. the seed alone; the information is never used
+    with pytest.warns(UserWarning, match="masks the seed field alone"):
+        FeatureMaskingTask(fields=3, masking="correlated", temperature=0.1, dropout=0.0, multi_valued=[],
+                           information=np.eye(3, dtype=np.float32))
+    with pytest.warns(UserWarning, match="masks the seed field alone"):
+        _model(TINY.with_overrides({"ssl.masking": "correlated"}))  # the synthetic items have 3 fields
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # four fields: no warning
+        FeatureMaskingTask(fields=4, masking="correlated", temperature=0.1, dropout=0.0, multi_valued=[],
+                           information=np.eye(4, dtype=np.float32))
+
+
+def test_cfm_without_information_warns_and_does_not_mask_fixed_fields() -> None:
+    from towers.losses.masking import FeatureMaskingTask
+
+    task = FeatureMaskingTask(fields=6, masking="correlated", temperature=0.1, dropout=0.0, multi_valued=[])
+    with pytest.warns(UserWarning, match="mutual information was never computed"):
+        first, second = task.masks(40)
+    assert not (first & second).any() and (first | second).all()
+    # before the fix every batch masked fields {seed, 0, 1} by the tie order of an all-zero matrix; now the groups
+    # are drawn at random, so over 40 rows more than one group appears
+    assert len({tuple(row.tolist()) for row in first}) > 1

@@ -159,3 +159,25 @@ def test_loading_an_old_missing_or_damaged_file_names_it(tmp_path) -> None:
     rows = training_table(n_users=3, per_user=2)
     assert np.allclose(restored.embed_queries(rows), towers.embed_queries(rows), atol=1e-6)
     assert int(restored.estimator_state()["step"]) == int(towers.estimator_state()["step"]) > 0
+
+
+def test_use_item_id_false_drops_the_item_id_when_the_schema_carries_it() -> None:
+    # the platform's schema lists the item id as an item feature (``item_id`` first, vocab group "item_id"); before
+    # the fix use_item_id=False was ignored there and the id was still embedded
+    from towers.features.schema import FeatureSpec
+
+    base = feature_schema()
+    schema = FeatureSchema(query=base.query, item=(FeatureSpec("item_id", "item", "categorical", vocab_group="item_id"),
+                                                   *base.item), item_category=base.item_category)
+    config = TINY.with_overrides({"use_item_id": False})
+    train = with_item_features(training_table(n_users=20, per_user=5), corpus_table(), schema=schema, config=config)
+    encoders = FeatureEncoders.fit(train, schema=schema, config=config)
+    model = TwoTowerModel(config, encoders)
+    assert "item_id" not in model.item_tower.field_names and "item_id" not in model.item_names
+    assert "item_id" in encoders.vocabularies  # the recent items still use the item-id table
+    with_id = TwoTowerModel(TINY, FeatureEncoders.fit(train, schema=schema, config=TINY))
+    assert with_id.item_tower.field_names[0] == "item_id"
+    # with DAT the id stays an input (its augmented vector) but is not embedded as a field
+    dat = config.with_overrides({"dat.enabled": True})
+    dat_model = TwoTowerModel(dat, FeatureEncoders.fit(train, schema=schema, config=dat))
+    assert "item_id" in dat_model.item_names and "item_id" not in dat_model.item_tower.field_names

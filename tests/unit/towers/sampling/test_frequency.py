@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 import torch
 
 
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
+from towers.errors import TowersConfigError
 from towers.sampling.frequency import StreamingFrequencyEstimator
 
 CLASSES = np.array([0.5, 0.2, 0.1, 0.05])  # per-step occurrence probabilities
@@ -47,14 +51,72 @@ def test_multi_hash_beats_a_single_array_under_collisions() -> None:
     assert error_multi < 0.7 * error_single
 
 
-def test_duplicates_within_a_step_count_once() -> None:
-    a = StreamingFrequencyEstimator(buckets=64, hashes=2)
-    b = StreamingFrequencyEstimator(buckets=64, hashes=2)
+def test_presence_update_counts_duplicates_within_a_step_once() -> None:
+    a = StreamingFrequencyEstimator(buckets=64, hashes=2, update="presence")
+    b = StreamingFrequencyEstimator(buckets=64, hashes=2, update="presence")
     for _ in range(10):
         a.update(torch.tensor([1, 2]))
         b.update(torch.tensor([1, 1, 1, 2]))
     assert torch.equal(a.interval, b.interval)
-    assert a.probability(torch.tensor([1])).item() == 1.0  # seen at every step
+    assert a.probability(torch.tensor([1])).item() == 1.0  # seen at every step: P(appears in a batch) = 1
+
+
+def test_occurrence_update_estimates_expected_copies_per_batch_uncapped() -> None:
+    # item 1 occurs 3 times in every batch, item 2 once in every other batch, item 3 twice in every fourth batch:
+    # expected occurrences per batch 3, 0.5 and 0.5. The old (presence) form says 1, 0.5 and 0.25.
+    estimator = StreamingFrequencyEstimator(buckets=4096, hashes=2, alpha=0.05)
+    for step in range(400):
+        ids = [1, 1, 1] + ([2] if step % 2 == 0 else []) + ([3, 3] if step % 4 == 0 else [])
+        estimator.update(torch.tensor(ids))
+    p = estimator.probability(torch.tensor([1, 2, 3]))
+    assert p[0].item() == pytest.approx(3.0, rel=0.02)  # > 1: not capped
+    assert p[1].item() == pytest.approx(0.5, rel=0.05)
+    assert p[2].item() == pytest.approx(0.5, rel=0.05)
+    assert estimator.log_probability(torch.tensor([1])).item() == pytest.approx(math.log(3.0), abs=0.02)
+
+
+def _sequential_reference(stream: list[list[int]], *, buckets: int, hashes: int, alpha: float, seed: int) -> np.ndarray:
+    """Algorithm 1 of Yi et al. applied per occurrence, one id at a time: the c occurrences of a bucket in step t are
+    taken as c arrivals spread evenly over the step (gaps (t - A) / c), and a bucket's first sighting takes its
+    interval (t - 0) / c directly (no start-up bias)."""
+    probe = StreamingFrequencyEstimator(buckets=buckets, hashes=hashes, alpha=alpha, seed=seed)
+    last = np.zeros((hashes, buckets))
+    interval = np.zeros((hashes, buckets))
+    for t, ids in enumerate(stream, start=1):
+        h = probe.bucket(torch.tensor(ids, dtype=torch.int64)).numpy()  # [m, N]
+        for k in range(hashes):
+            count: dict[int, int] = {}
+            for b in h[k]:
+                count[int(b)] = count.get(int(b), 0) + 1
+            for b, c in count.items():
+                gap = (t - last[k, b]) / c
+                if last[k, b] == 0:
+                    interval[k, b] = gap
+                else:
+                    for _ in range(c):  # one moving-average step per occurrence
+                        interval[k, b] = (1 - alpha) * interval[k, b] + alpha * gap
+                last[k, b] = t
+    return interval
+
+
+def test_occurrence_update_matches_the_per_occurrence_algorithm_run_id_by_id() -> None:
+    rng = np.random.default_rng(7)
+    stream = [list(rng.choice(40, size=int(rng.integers(1, 30)), p=np.r_[[0.3], np.full(39, 0.7 / 39)]))
+              for _ in range(60)]
+    estimator = StreamingFrequencyEstimator(buckets=16, hashes=3, alpha=0.1, seed=3)  # collisions on purpose
+    for ids in stream:
+        estimator.update(torch.tensor(ids, dtype=torch.int64))
+    expected = _sequential_reference(stream, buckets=16, hashes=3, alpha=0.1, seed=3)
+    assert np.allclose(estimator.interval.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_update_mode_travels_with_the_state(tmp_path) -> None:
+    estimator = StreamingFrequencyEstimator(buckets=8, hashes=1, update="presence")
+    estimator.update(torch.tensor([1, 1]))
+    restored = StreamingFrequencyEstimator.from_arrays(dict(np.load(estimator.save_npz(tmp_path / "e.npz"))))
+    assert restored.update_mode == "presence"
+    with pytest.raises(TowersConfigError, match="update must be 'occurrence' or 'presence'"):
+        StreamingFrequencyEstimator(update="unique")
 
 
 def test_state_lives_in_buffers_and_round_trips(tmp_path) -> None:

@@ -51,11 +51,13 @@ def test_queued_copies_of_the_positive_do_not_change_the_loss() -> None:
         in_batch_softmax_loss(queries, items, temperature=0.1, weights=others)
 
 
-def test_queue_sampling_correction() -> None:
+def test_queue_sampling_correction_is_the_log_of_the_expected_copies_uncapped() -> None:
     queue = ItemEmbeddingQueue(512, 2)
-    log_p = torch.log(torch.tensor([0.001, 0.5]))
-    # expected copies in the queue: p * Q / B = 0.001 * 512 / 128 = 0.004, and min(1, 0.5 * 4) = 1
-    assert torch.allclose(queue.log_q(log_p, batch_size=128), torch.tensor([math.log(0.004), 0.0]), atol=1e-6)
+    log_p = torch.log(torch.tensor([0.001, 0.5, 3.0]))  # expected occurrences per batch of each item
+    # expected copies in the queue: p * Q / B with Q / B = 512 / 128 = 4: 0.004, 2 and 12 (a popular item's copies
+    # are each corrected by log 2 and log 12, not by min(1, .) = 0)
+    expected = torch.tensor([math.log(0.004), math.log(2.0), math.log(12.0)])
+    assert torch.allclose(queue.log_q(log_p, batch_size=128), expected, atol=1e-6)
 
 
 def test_model_fills_the_queue_only_while_training() -> None:

@@ -1,0 +1,121 @@
+"""The exact full-corpus softmax: numbers by hand, the positive's corpus copy, exact vs cached item gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from synthetic_interactions import RECENT, trainable_towers
+from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
+
+from towers.config import TowerConfig
+from towers.errors import TowersConfigError
+from towers.features.schema import ITEM_KEY
+from towers.losses import full_corpus_softmax_loss
+
+FULL = TowerConfig().with_overrides({"embedding_dim": 8, "hidden_dims": [16], "output_dim": 8,
+                                     "loss.negatives": "full_corpus", "loss.temperature": 1.0})
+
+
+def test_full_corpus_softmax_by_hand() -> None:
+    # corpus items with keys 10, 11, 12 at e1, e2, -e1; query 0 = e1 with positive key 10, query 1 = e2 with positive
+    # key 12 (whose corpus row is -e1). tau = 1.
+    corpus = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    keys = torch.tensor([10, 11, 12])
+    queries = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    positives = corpus[torch.tensor([0, 2])]
+    loss = full_corpus_softmax_loss(queries, positives, corpus, temperature=1.0, positive_keys=torch.tensor([10, 12]),
+                                    corpus_keys=keys)
+    # row 0: positive logit 1; others: key 11 -> 0, key 12 -> -1 (key 10 is its own copy, left out)
+    row0 = math.log(math.e + 1.0 + math.exp(-1.0)) - 1.0
+    # row 1: positive logit <e2, -e1> = 0; others: key 10 -> 0, key 11 -> 1
+    row1 = math.log(1.0 + 1.0 + math.e) - 0.0
+    assert loss.item() == pytest.approx((row0 + row1) / 2, abs=1e-6)
+
+
+def test_full_corpus_softmax_equals_cross_entropy_over_the_corpus() -> None:
+    generator = torch.Generator().manual_seed(0)
+    corpus = torch.nn.functional.normalize(torch.randn(50, 4, generator=generator), dim=1)
+    keys = torch.arange(50) * 3  # keys need not be row numbers
+    targets = torch.randint(0, 50, (16,), generator=generator)
+    queries = torch.nn.functional.normalize(torch.randn(16, 4, generator=generator), dim=1)
+    loss = full_corpus_softmax_loss(queries, corpus[targets], corpus, temperature=0.1, positive_keys=keys[targets],
+                                    corpus_keys=keys)
+    expected = torch.nn.functional.cross_entropy(queries @ corpus.T / 0.1, targets)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_full_corpus_needs_softmax_and_no_sampled_negatives() -> None:
+    with pytest.raises(TowersConfigError, match="loss.function must be 'softmax' when loss.negatives"):
+        TowerConfig.from_dict({"loss": {"negatives": "full_corpus", "function": "bce"}})
+    with pytest.raises(TowersConfigError, match="uniform_negatives and loss.queue_size must be 0"):
+        TowerConfig.from_dict({"loss": {"negatives": "full_corpus", "uniform_negatives": 8}})
+    assert FULL.needs_corpus
+
+
+def _untouched_item_rows(model, batch) -> torch.Tensor:
+    """Item-id table rows of corpus items neither in the batch nor in its recent-items lists (so no gradient reaches
+    them through the batch itself)."""
+    ids = model.model.item_tower.tables["item_id"].weight.shape[0]
+    used = torch.zeros(ids, dtype=torch.bool)
+    used[batch["item_id"]] = True
+    used[batch[RECENT].flatten()] = True
+    corpus_ids = model.task.corpus.features()["item_id"]
+    rows = torch.zeros(ids, dtype=torch.bool)
+    rows[corpus_ids] = True
+    rows[:2] = False  # missing and out-of-vocabulary ids (corpus items unseen in training share the OOV row)
+    return rows & ~used
+
+
+@pytest.mark.parametrize(("refresh", "exact"), [(1, True), (4, False)])
+def test_exact_mode_gives_every_corpus_item_a_gradient_and_cached_mode_only_the_batch(refresh: int, exact: bool) -> None:
+    model, batch = trainable_towers(FULL.with_overrides({"loss.corpus_refresh_steps": refresh}))
+    batch = {name: tensor[:32] for name, tensor in batch.items()}
+    untouched = _untouched_item_rows(model, batch)
+    assert untouched.sum() > 5
+    loss, logs = model.loss(batch)
+    assert torch.isfinite(loss) and "main" in logs
+    loss.backward()
+    grad = model.model.item_tower.tables["item_id"].weight.grad  # [V, E]
+    moved = grad[untouched].abs().sum(dim=1) > 0
+    if exact:
+        assert moved.all()  # every corpus item is a negative with its own gradient
+    else:
+        assert not moved.any()  # stale rows push only the queries
+        batch_rows = grad[batch["item_id"]].abs().sum(dim=1) > 0
+        assert batch_rows.all()  # the batch's own items are fresh in the table
+
+
+def test_full_corpus_training_lowers_the_loss() -> None:
+    model, batch = trainable_towers(FULL.with_overrides({"loss.temperature": 0.1}))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        loss, _ = model.loss(batch)
+        first = loss.item() if first is None else first
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert model.task.estimator.step.item() == 30  # the estimator is kept for the registry either way
+    assert loss.item() < first - 0.5  # about log(300) = 5.7 at the start
+    assert batch[ITEM_KEY].max() < model.task.corpus.size
+
+
+def test_the_positive_is_scored_with_its_corpus_features_like_every_negative() -> None:
+    # a training row's item features are as of its event, the corpus's as of the cutoff; a positive embedded from
+    # its own (older) features would differ from all negatives in a way the towers learn to spot
+    from synthetic_interactions import ITEM_YEAR
+
+    model, batch = trainable_towers(FULL)
+    model.eval()  # no dropout: the same inputs give the same loss
+    batch = {name: tensor[:40] for name, tensor in batch.items()}
+    with torch.no_grad():
+        loss, _ = model.loss(batch)
+        older = dict(batch, **{ITEM_YEAR: batch[ITEM_YEAR] - 30.0})  # the rows' own features changed
+        assert model.loss(older)[0].item() == pytest.approx(loss.item(), abs=1e-6)
+        corpus = model.model.item_tower(model.task.corpus.features())  # [C, D]
+        queries = model.model.embed_queries(batch)
+        rows = model.task.corpus_table.rows_of(model.task.corpus, batch[ITEM_KEY])
+        expected = torch.nn.functional.cross_entropy(queries @ corpus.T / 1.0, rows)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
