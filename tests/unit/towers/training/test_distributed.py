@@ -31,6 +31,7 @@ from distributed_steps import (
 from synthetic_interactions import trainable_towers
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 from towers.config import TowerConfig
+from towers.features.schema import ITEM_KEY
 from towers.errors import TowersArtifactError
 from towers.tasks.auxiliary import SelfSupervisedLoss
 from towers.training import Trainer
@@ -59,6 +60,7 @@ def test_ssl_is_the_mean_of_the_ranks_own_ssl_terms(ranks: Path) -> None:
     replay_uniform_draws(model, records, steps=1)
     batch = trainer.batch(trainer.batch_index(trainer.permutation(0), 0))
     towers, task = model.model, model.task
+    task.estimator.update(batch[ITEM_KEY])  # as the task's forward does before the main loss: the global batch
     main = task.softmax_loss(towers.embed_queries(batch), towers.embed_items(batch), batch, model=towers)
     ssl = next(a for a in task.auxiliaries if isinstance(a, SelfSupervisedLoss))
     terms = []
