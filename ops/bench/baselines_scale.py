@@ -30,10 +30,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+from peak_memory import PeakMemory  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "ops" / "bench" / "results" / "baselines_scale.txt"
@@ -42,42 +44,6 @@ CATEGORIES = 2_000
 EASE_L2 = 200.0
 TARGET_PEAK_GIB = 4.0
 TOWERCTL = Path(sys.executable).with_name("towerctl")
-
-
-class PeakMemory:
-    """Peak resident memory of a process tree (this process by default) while the block runs, sampled every 20 ms."""
-
-    def __init__(self, pid: int | None = None) -> None:
-        import psutil
-
-        self._process = psutil.Process(pid)
-
-    def rss(self) -> int:
-        import psutil
-
-        total = 0
-        try:
-            for process in (self._process, *self._process.children(recursive=True)):
-                total += process.memory_info().rss
-        except psutil.Error:
-            pass
-        return total
-
-    def __enter__(self) -> PeakMemory:
-        self.baseline = self.peak = self.rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.rss())
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
 
 
 def sizes(share: float) -> dict[str, int]:

@@ -20,38 +20,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+from peak_memory import PeakMemory  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("generate", "ingest", "apply", "materialize", "pit_build")
 USERS, ITEMS, CATEGORIES = 50_000, 100_000, 2_000
 TARGET_PEAK_GIB = 4.0
-
-
-class PeakMemory:
-    """Peak resident memory of this process while the block runs (sampled every 20 ms)."""
-
-    def __enter__(self) -> PeakMemory:
-        import psutil
-
-        self._process = psutil.Process()
-        self.baseline = self.peak = self._process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._process.memory_info().rss)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
 
 
 def run_stage(stage: str, folder: Path, interactions: int) -> dict[str, float]:

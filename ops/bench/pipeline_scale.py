@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # ingest_scale's PeakMemory
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
 sys.path.insert(0, str(REPO / "tests"))  # the retail generator
-from ingest_scale import PeakMemory  # noqa: E402
+from peak_memory import PeakMemory  # noqa: E402
 
 STAGES = ("generate", "ingest", "features", "training_set", "train", "export", "index", "recommend")
 JUDGED = STAGES[1:]  # generate writes the synthetic files: not the platform's cost

@@ -17,7 +17,6 @@ import argparse
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -34,28 +32,10 @@ from tower_platform.datasets import ingest, load_dataset_config
 from tower_platform.features.store import ROW_ID, FeastFeatureStore
 from tower_platform.paths import bundled_config, packaged_feature_repo
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+from peak_memory import PeakMemory  # noqa: E402
+
 SERVICES = ((layout.QUERY_SERVICE, layout.USER_KEY, layout.QUERY_VIEWS), (layout.ITEM_SERVICE, layout.ITEM_KEY, layout.ITEM_VIEWS))
-
-
-class PeakMemory:
-    """Peak resident memory of this process while the block runs (sampled every 20 ms)."""
-
-    def __enter__(self) -> PeakMemory:
-        self._process = psutil.Process()
-        self.peak = self._process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._process.memory_info().rss)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
 
 
 def entity_rows(interactions: pa.Table, *, rows: int, seed: int) -> pa.Table:

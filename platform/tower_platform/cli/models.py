@@ -10,21 +10,25 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
 from tower_platform.cli import serving_check
 from tower_platform.cli.arguments import MODEL_ARGUMENT, checked_model_name, model_option
 from tower_platform.cli.context import current_actor, open_registry, open_vectors
-from tower_platform.cli.output import err_console, out_console, print_json, print_mapping, print_table
+from tower_platform.cli.models_output import (
+    LISTED_COLUMNS,
+    VERSION_COLUMNS,
+    event_row,
+    listed_row,
+    print_promotion,
+    print_reconcile,
+    version_payload,
+    version_row,
+)
+from tower_platform.cli.output import err_console, print_json, print_mapping, print_table
 from tower_platform.settings import get_settings
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tower_platform.registry.entities import AuditEvent, ModelVersion
-    from tower_platform.registry.promotion import PromotionResult
-    from tower_platform.registry.reconcile import ReconcileResult
-    from tower_platform.registry.serving_state import ServingState
 
 models_app = typer.Typer(
     no_args_is_help=True, help="Model versions: register, promote, roll back, reconcile, history, gc."
@@ -35,80 +39,6 @@ _ACTOR = typer.Option(None, "--actor", help="Who does this, for the audit log (d
 _REASON = typer.Option(None, "--reason", help="Why, for the audit log.")
 _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 _DRY_RUN = typer.Option(False, "--dry-run", help="Check and show what would happen; change nothing.")
-
-
-_VERSION_COLUMNS = ["version", "status", "collection", "points", "verified", "created (UTC)"]
-
-
-def _version_row(v: ModelVersion) -> list[Any]:
-    collection = v.collection
-    return [
-        v.version,
-        v.status,
-        collection.name if collection else None,
-        collection.point_count if collection else None,
-        "yes" if collection and collection.verified else "no",
-        v.created_at.strftime("%Y-%m-%d %H:%M"),
-    ]
-
-
-_LISTED_COLUMNS = ["version", "status", "collection", "points", "verified", "alias", "created (UTC)", "problems"]
-
-
-def _listed_row(v: ModelVersion, state: ServingState | None) -> list[Any]:
-    """A row of ``models list MODEL``: ``verified`` says ``missing`` when the vector store lacks the collection."""
-    name = v.collection.name if v.collection else None
-    verified, alias = serving_check.collection_cells(state, name, verified=bool(v.collection and v.collection.verified))
-    problems = serving_check.short(state.problems_of(v.version)) if state is not None else ""
-    return [v.version, v.status, name, v.collection.point_count if v.collection else None, verified, alias,
-            v.created_at.strftime("%Y-%m-%d %H:%M"), problems]
-
-
-def _version_payload(v: ModelVersion) -> dict[str, Any]:
-    payload = asdict(v)
-    payload["artifacts"] = {a["name"]: {"path": a["path"], "sha256": a["sha256"]} for a in payload["artifacts"]}
-    return payload
-
-
-def _event_row(e: AuditEvent) -> list[Any]:
-    statuses = f"{e.from_status or '-'} -> {e.to_status}" if e.to_status else None
-    versions = f"{e.from_version or '-'} -> {e.to_version}" if e.to_version else None
-    return [e.id, e.created_at, e.action, e.version, statuses, versions, e.actor, e.reason]
-
-
-def _print_promotion(result: PromotionResult, *, verb: str, as_json: bool) -> None:
-    if as_json:
-        print_json(result)
-        return
-    if result.dry_run:
-        title = f"dry run: {verb} would point '{result.alias}' at {result.collection}"
-    elif not result.changed:
-        title = f"{result.model} v{result.version} is already production; nothing changed"
-    else:
-        title = f"{verb}: '{result.alias}' now points at {result.collection}"
-    print_mapping(
-        title,
-        {
-            "model": result.model,
-            "production version": result.version,
-            "previous version": result.previous_version,
-            "collection": result.collection,
-            "alias": result.alias,
-            "audit event": result.event.id if result.event else None,
-            "gates": _gate_summary(result),
-        },
-    )
-
-
-def _gate_summary(result: PromotionResult) -> str | None:
-    verdict = result.verdict
-    if verdict is None:
-        return None
-    if not (verdict.details or {}).get("measured", True):
-        return f"{verdict.gate}: not measured ({(verdict.details or {}).get('note')})"
-    if verdict.passed:
-        return f"{verdict.gate}: passed"
-    return f"{verdict.gate}: {len(verdict.breaches)} breach(es), forced" if result.forced else None
 
 
 @models_app.command("list")
@@ -137,14 +67,14 @@ def list_command(
         versions = registry.list_versions(model)
         state = serving_check.check_models(registry, settings, [model])[model]
     if as_json:
-        print_json([{**_version_payload(v), **serving_check.version_json(
+        print_json([{**version_payload(v), **serving_check.version_json(
             state, v.version, v.collection.name if v.collection else None)} for v in versions])
         return
     flagged = state is not None and not state.ok
     print_table(
         f"{model}: versions" + (f" ({serving_check.summary(state)})" if flagged else ""),
-        _LISTED_COLUMNS,
-        [_listed_row(v, state) for v in versions],
+        LISTED_COLUMNS,
+        [listed_row(v, state) for v in versions],
         highlight_rows={i for i, v in enumerate(versions) if state is not None and state.problems_of(v.version)},
     )
 
@@ -173,7 +103,7 @@ def show_command(
             chosen = registry.get_version(model, version)
         state = serving_check.check_models(registry, settings, [model])[model]
     if as_json:
-        print_json({**_version_payload(chosen), "serving": serving_check.as_json(state)})
+        print_json({**version_payload(chosen), "serving": serving_check.as_json(state)})
         return
     print_version(chosen, state)
 
@@ -202,12 +132,12 @@ def register_command(
         created = register_export(registry, exported.folder, model=exported.model, actor=actor or current_actor(),
                                   reason=reason)
     if as_json:
-        print_json(_version_payload(created))
+        print_json(version_payload(created))
     else:
         print_table(
             f"registered {created.model} v{created.version}",
-            _VERSION_COLUMNS,
-            [_version_row(created)],
+            VERSION_COLUMNS,
+            [version_row(created)],
         )
         err_console.print(
             f"next: towerctl embeddings write {created.model} --version {created.version}", markup=False, highlight=False
@@ -227,11 +157,11 @@ def _register_dry_run(exported: Any, *, actor: str, reason: str | None, as_json:
             planned = plan_export_registration(registry, exported.folder, model=exported.model, actor=actor,
                                                reason=reason)
     if as_json:
-        print_json({**_version_payload(planned), "dry_run": True, "creates_schema": creates_schema})
+        print_json({**version_payload(planned), "dry_run": True, "creates_schema": creates_schema})
         return
     print_table(f"dry run: would register {exported.folder} as {planned.model} v{planned.version}"
                 + (" (creating the registry schema first)" if creates_schema else ""),
-                _VERSION_COLUMNS, [_version_row(planned)])
+                VERSION_COLUMNS, [version_row(planned)])
 
 
 def _default_registry_is_empty(settings: Any) -> bool:
@@ -269,7 +199,7 @@ def promote_command(
                               record=not dry_run)
         result = promote(registry, vectors, model, version, actor=who, reason=reason, dry_run=dry_run, gate=gate,
                          force=force)
-    _print_promotion(result, verb="promoted", as_json=as_json)
+    print_promotion(result, verb="promoted", as_json=as_json)
 
 
 @models_app.command("rollback")
@@ -286,7 +216,7 @@ def rollback_command(
     settings = get_settings()
     with open_registry(settings=settings) as registry, open_vectors(settings) as vectors:
         result = rollback(registry, vectors, model, actor=actor or current_actor(), reason=reason, dry_run=dry_run)
-    _print_promotion(result, verb="rolled back", as_json=as_json)
+    print_promotion(result, verb="rolled back", as_json=as_json)
 
 
 @models_app.command("reconcile")
@@ -307,33 +237,12 @@ def reconcile_command(
     settings = get_settings()
     with open_registry(settings=settings) as registry, open_vectors(settings) as vectors:
         result = reconcile(registry, vectors, model, actor=actor or current_actor(), reason=reason, dry_run=dry_run)
-    _print_reconcile(result, as_json=as_json)
+    print_reconcile(result, as_json=as_json)
     if result.remaining:
         raise ConflictError(
             f"Model '{model}' still disagrees with the vector store after reconcile "
             f"({'; '.join(p.fact for p in result.remaining)}); {repair_of(result.remaining)}."
         )
-
-
-def _print_reconcile(result: ReconcileResult, *, as_json: bool) -> None:
-    if as_json:
-        print_json({
-            "model": result.model, "dry_run": result.dry_run, "changed": result.changed,
-            "before": result.before.to_dict(),
-            "steps": [
-                {"action": s.action, "description": s.description, "audit_event": s.event.id if s.event else None}
-                for s in result.steps
-            ],
-            "remaining": [p.to_dict() for p in result.remaining],
-        })
-        return
-    if not result.steps:
-        verdict = "registry and vector store agree" if result.before.ok else "nothing reconcile itself can repair"
-        out_console.print(f"{result.model}: nothing to reconcile ({verdict})", markup=False, highlight=False)
-        return
-    title = f"{result.model}: {'dry run: reconcile would' if result.dry_run else 'reconciled'}"
-    print_table(title, ["step", "what", "audit event"],
-                [(s.action, s.description, s.event.id if s.event else None) for s in result.steps])
 
 
 @models_app.command("history")
@@ -351,7 +260,7 @@ def history_command(
         print_table(
             f"{model}: history",
             ["id", "at", "action", "version", "status", "production", "actor", "reason"],
-            [_event_row(e) for e in events],
+            [event_row(e) for e in events],
         )
 
 

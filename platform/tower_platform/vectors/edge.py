@@ -41,6 +41,7 @@ from tower_platform.vectors.points import (
     aligned_batch,
     page_of,
 )
+from tower_platform.vectors.qdrant_records import stored_point
 from tower_platform.vectors.shard import (
     SHARD_CONFIG_FILE,
     DELETING_PREFIX,
@@ -228,7 +229,7 @@ class EdgeVectorStore:
         with self._edge("retrieve points", self._folder(name)):
             records = shard.retrieve([fast_point_id(i) for i in ids], with_payload=True, with_vector=with_vectors)
         by_item = {str((r.payload or {}).get(ITEM_ID_FIELD)): r for r in records}
-        return [_stored_point(by_item[str(i)], with_vectors=with_vectors) for i in ids if str(i) in by_item]
+        return [stored_point(by_item[str(i)], with_vectors=with_vectors) for i in ids if str(i) in by_item]
 
     def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
         """Which of these item ids already have a point in the collection."""
@@ -246,7 +247,7 @@ class EdgeVectorStore:
                     ScrollRequest(offset=offset, limit=batch_size, with_payload=True, with_vector=with_vectors)
                 )
             if records:
-                yield [_stored_point(r, with_vectors=with_vectors) for r in records]
+                yield [stored_point(r, with_vectors=with_vectors) for r in records]
             if offset is None:
                 return
 
@@ -389,11 +390,3 @@ def _raw_vector(raw: Any) -> Any:
 def _hit(point: Any) -> SearchHit:
     payload = dict(point.payload or {})
     return SearchHit(item_id=str(payload.get(ITEM_ID_FIELD)), score=float(point.score), payload=payload)
-
-
-def _stored_point(record: Any, *, with_vectors: bool) -> StoredPoint:
-    vector = None
-    if with_vectors and record.vector is not None:
-        vector = np.asarray(_raw_vector(record.vector), dtype=np.float32)  # [D]
-    payload = dict(record.payload or {})
-    return StoredPoint(item_id=str(payload.get(ITEM_ID_FIELD)), vector=vector, payload=payload)

@@ -37,6 +37,7 @@ from tower_platform.vectors.points import (
     page_of,
     point_id,
 )
+from tower_platform.vectors.qdrant_records import from_qdrant_distance, is_client_error, stored_point, to_qdrant_distance
 from tower_platform.vectors.server_collection import ServerCollectionConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,14 +50,6 @@ __all__ = [  # the shared names, importable from here as before
 
 _DEFERRED_INDEXING_THRESHOLD = 0  # no HNSW build while bulk loading
 _DEFAULT_INDEXING_THRESHOLD = 10_000  # Qdrant's default (KB of vectors), restored after the bulk load
-
-
-def _is_client_error(exc: BaseException) -> bool:
-    """Exceptions of qdrant_client, httpx and grpc (translated into ours), without importing grpc eagerly."""
-    module = type(exc).__module__ or ""
-    return module.startswith(("qdrant_client", "httpx", "grpc", "httpcore")) or isinstance(
-        exc, (ConnectionError, TimeoutError, OSError)
-    )
 
 
 class QdrantVectorStore:
@@ -132,7 +125,7 @@ class QdrantVectorStore:
                 ) from exc
             raise UnavailableError(f"Qdrant at {self.where} refused to {action}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001
-            if not _is_client_error(exc):
+            if not is_client_error(exc):
                 raise
             status = getattr(exc, "status_code", None)
             if status == 404 and name is not None:
@@ -159,7 +152,7 @@ class QdrantVectorStore:
             else None
         )
         vectors = models.VectorParams(
-            size=int(dimension), distance=_to_qdrant_distance(distance), on_disk=True if self.collection.on_disk else None
+            size=int(dimension), distance=to_qdrant_distance(distance), on_disk=True if self.collection.on_disk else None
         )
         with self._translated("create a collection", name):
             self._client.create_collection(
@@ -198,7 +191,7 @@ class QdrantVectorStore:
         params = info.config.params.vectors
         if isinstance(params, Mapping):  # named vectors: this platform writes one unnamed vector
             params = next(iter(params.values()))
-        return CollectionInfo(point_count=int(count), dimension=int(params.size), distance=_from_qdrant_distance(params.distance))
+        return CollectionInfo(point_count=int(count), dimension=int(params.size), distance=from_qdrant_distance(params.distance))
 
     def delete_collection(self, name: str) -> None:
         with self._translated("delete a collection", name):
@@ -238,7 +231,7 @@ class QdrantVectorStore:
             )
         by_item = {str(r.payload.get(ITEM_ID_FIELD)): r for r in records}
         found = [by_item[str(i)] for i in ids if str(i) in by_item]
-        return [_stored_point(r, with_vectors=with_vectors) for r in found]
+        return [stored_point(r, with_vectors=with_vectors) for r in found]
 
     def existing_ids(self, name: str, ids: Sequence[str]) -> set[str]:
         """Which of these item ids already have a point in the collection."""
@@ -257,7 +250,7 @@ class QdrantVectorStore:
                     with_vectors=with_vectors,
                 )
             if records:
-                yield [_stored_point(r, with_vectors=with_vectors) for r in records]
+                yield [stored_point(r, with_vectors=with_vectors) for r in records]
             if offset is None:
                 return
 
@@ -379,25 +372,3 @@ def open_vector_store(settings: Settings) -> VectorStore:
     except ConflictError as exc:
         raise ConfigError(f"the {env_name('edge')}__* settings are out of range: {exc.message}") from None
     return EdgeVectorStore(settings.edge_path, index=index, lock_timeout_s=settings.edge.lock_timeout_s)
-
-
-def _stored_point(record: Any, *, with_vectors: bool) -> StoredPoint:
-    vector = None
-    if with_vectors and record.vector is not None:
-        raw = record.vector
-        if isinstance(raw, Mapping):
-            raw = next(iter(raw.values()))
-        vector = np.asarray(raw, dtype=np.float32)  # [D]
-    payload = dict(record.payload or {})
-    return StoredPoint(item_id=str(payload.get(ITEM_ID_FIELD)), vector=vector, payload=payload)
-
-
-def _to_qdrant_distance(distance: str) -> Any:
-    from qdrant_client import models
-
-    return {"cosine": models.Distance.COSINE, "dot": models.Distance.DOT, "euclid": models.Distance.EUCLID}[distance]
-
-
-def _from_qdrant_distance(distance: Any) -> str:
-    value = str(getattr(distance, "value", distance)).lower()
-    return {"cosine": "cosine", "dot": "dot", "euclid": "euclid"}.get(value, value)
