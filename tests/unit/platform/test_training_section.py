@@ -14,11 +14,15 @@ from tower_platform.paths import bundled_config
 
 def test_bundled_training_sections_parse_into_tower_config():
     small = tower_config_from(load_dataset_config(bundled_config()))
-    assert (small.training.epochs, small.training.patience) == (4, 1)
+    assert (small.training.epochs, small.training.patience) == (10, 2)
     assert small.dat.enabled and small.dat.category_weight == 100.0 and small.ssl.weight == 1.0
     assert small.towers.senet and small.loss.uniform_negatives == 256
     ml100k = tower_config_from(load_dataset_config(bundled_config("movielens-100k")))
     assert ml100k.dat.enabled and not ml100k.towers.senet and ml100k.loss.uniform_negatives == 0
+    for config in (small, ml100k):  # a transformer over the history, item features from the corpus
+        assert config.encoders.item_features == "corpus"
+        (name, sequence), = config.encoders.sequences
+        assert (name, sequence.pooling, sequence.layers, sequence.width) == ("recent_items", "last", 1, 32)
 
 
 def test_overrides_take_dotted_keys_and_unambiguous_names():
