@@ -101,7 +101,7 @@ def markdown(summary: dict[str, Any], *, budget: dict[str, Any], reference: str)
             lines += [f"{section['stale_runs']} runs of an earlier training set are left out.", ""]
         commons = {json.dumps(r["common"], sort_keys=True) for r in rows.values() if r["kind"] != "baseline"}
         if commons - {"{}"}:
-            lines += [f"Settings of the run on every row: {', '.join(sorted(commons))} (not the full budget).", ""]
+            lines += [f"Settings of the run on every row, replacing the budget's: {', '.join(sorted(commons))}.", ""]
         lines += [header, rule]
         for name, row in rows.items():
             cells = [f"{row[key]['mean']:.4f} +- {row[key]['std']:.4f}" if row["kind"] != "baseline"
@@ -113,8 +113,10 @@ def markdown(summary: dict[str, Any], *, budget: dict[str, Any], reference: str)
             lines += ["", f"Best mean validation Recall@100: {best}, TowerConfig overrides "
                           f"`{json.dumps(rows[best]['overrides'], sort_keys=True)}`"
                           + (f", features dropped `{rows[best]['drop_features']}`" if rows[best]["drop_features"] else "")
-                          + f". Combinations: the best 2, the best 3 and all components that beat `{reference}` on "
-                          "validation with seed 0 (one SSL masking and one DAT variant each)."]
+                          + "."
+                          + (f" Combinations: the best 2, the best 3 and all components that beat `{reference}` on "
+                             "validation with seed 0 (one SSL masking and one DAT variant each)."
+                             if any(name.startswith("combination") for name in rows) else "")]
         lines.append("")
     return "\n".join(lines)
 
