@@ -235,6 +235,8 @@ class TrainerConfig:
     log_every: int = 10  # steps between progress-bar refreshes (each refresh syncs the device)
     sparse_embeddings: bool = False  # row-sparse gradients for the embedding tables, updated lazily
     #                                  (towers/training/sparse.py): per-step cost independent of the vocabularies
+    retain_freed_memory: bool = True  # on the CPU, keep freed memory for the next step instead of page-faulting
+    #                                  fresh pages every step (glibc; towers/training/allocator.py)
 
     def __post_init__(self) -> None:
         _require(self.optimizer in ("adamw", "adagrad"), "training.optimizer", "'adamw' or 'adagrad'", self.optimizer)

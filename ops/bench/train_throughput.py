@@ -49,6 +49,7 @@ from towers.training import (
     resolve_device,
     with_item_features,
 )
+from towers.training.allocator import retain_freed_memory
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "platform/tower_platform/bundled/movielens-latest-small"
@@ -141,6 +142,8 @@ def _sync(device: torch.device) -> None:
 def reference_loop(model: TrainableTowers, tensors: dict[str, torch.Tensor], config: TrainerConfig, *, steps: int) -> float:
     """The minimal loop: shuffled index slices, forward, backward, clip, step. Returns examples/s."""
     device = resolve_device(config.device)
+    if device.type == "cpu" and config.retain_freed_memory:
+        retain_freed_memory()  # as the Trainer does (towers/training/allocator.py)
     model.to(device).train()
     tensors = {n: t.to(device) for n, t in tensors.items()}
     optimizer = build_optimizer(model, config)

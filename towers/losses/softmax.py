@@ -10,8 +10,9 @@ The positive of query i is candidate i. With mixed negatives the candidates' log
 
 and the corrected logit is s^c(x_i, y_j) = <q_i, v_j> / tau - log q_j (Yi et al., RecSys 2019; the positive is
 corrected too). Accidental hits (candidate j != i carrying the same item as the positive of i) get logit -inf.
-The loss is L = -(1/B) * sum_i r_i * log softmax_j(s^c(x_i, .))_i with reward weights r_i. Queued item embeddings
-(``towers/sampling/queue.py``) are further candidates after the uniform ones, with log q_j = log(p_j * Q / B); a
+The loss is L = -(1/B) * sum_i r_i * log softmax_j(s^c(x_i, .))_i with reward weights r_i, computed by
+``in_batch_softmax_loss`` in one fused node (``towers/losses/fused.py``; the pieces below are its reference).
+Queued item embeddings (``towers/sampling/queue.py``) are further candidates after the uniform ones, with log q_j = log(p_j * Q / B); a
 candidate ``excluded`` for row i (a queued copy of its positive) gets logit -inf there too. ``sampled_binary_cross_
 entropy`` is the alternative main loss: a logistic loss on the positive and on S random negatives.
 
@@ -30,6 +31,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from towers.losses.fused import scored_cross_entropy
 
 
 def full_precision(tensor: torch.Tensor) -> torch.autocast:
@@ -119,15 +122,19 @@ def in_batch_softmax_loss(
     """The composed loss: queries [B, D], candidates [N, D] (first B are the positives), log_q [N] or None for the
     plain softmax, positive_ids [B] and candidate_ids [N] to remove accidental hits (both or neither), weights [B],
     excluded bool [B, N]: candidates that are never negatives of row i (e.g. queued copies of its positive)."""
-    if log_q is not None:
-        logits = corrected_logits(queries, candidates, log_q, temperature=temperature)  # [B, N] float32
-    else:
-        logits = similarity_logits(queries, candidates, temperature=temperature)  # [B, N] float32
+    rows = queries.shape[0]
+    labels = torch.arange(rows, device=queries.device)  # [B] the positive of row i is candidate i
+    mask = None
     if positive_ids is not None and candidate_ids is not None:
-        logits = remove_accidental_hits(logits, positive_ids, candidate_ids)
+        mask = positive_ids.unsqueeze(1) == candidate_ids.unsqueeze(0)  # [B, N] accidental hits ...
+        mask[labels, labels] = False  # ... but not the positive itself
     if excluded is not None:
-        logits = logits.masked_fill(excluded, float("-inf"))  # [B, N]
-    return weighted_softmax_cross_entropy(logits, weights=weights)
+        mask = excluded if mask is None else mask.logical_or_(excluded)  # [B, N]
+    with full_precision(queries):
+        return scored_cross_entropy(  # corrected_logits + remove_accidental_hits + weighted_softmax_cross_entropy
+            queries.float() / temperature, candidates, labels, bias=None if log_q is None else -log_q.float(),
+            weights=weights, mask=mask,
+        )
 
 
 def sampled_binary_cross_entropy(

@@ -9,7 +9,10 @@ the first L' <= L slots and ``width`` W projects the vectors to the layers' widt
     x = layer_n(... layer_1(x))                        pre-norm layers: x + MHA(LN(x)), x + FFN(LN(x)) (ReLU); padded keys
                                                        get -inf attention scores
     x = LN(x)
-    out = x[:, 0]                                      pooling "last": the most recent position ([B, W])
+    out = x[:, 0]                                      pooling "last": the most recent position ([B, W]); the last
+                                                       layer then computes only that position's query, attention
+                                                       and feed-forward (every position still gives keys and values):
+                                                       the same output at ~1/L of that layer's per-position cost
         | sum_l softmax_l(<w, x_l> / sqrt(E)) x_l      pooling "attention": a learned query w over the valid positions
         | masked mean of x                             pooling "mean"
 
@@ -44,18 +47,21 @@ class SelfAttentionLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.attention_dropout = dropout
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """x [B, L, E], bias [B, 1, 1, L] (0 for a valid key, -inf for padding) -> [B, L, E]."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, *, first_only: bool = False) -> torch.Tensor:
+        """x [B, L, E], bias [B, 1, 1, L] (0 for a valid key, -inf for padding) -> [B, L, E], or [B, 1, E] with
+        ``first_only``: the output at position 0 alone (its query attends over every position's keys and values)."""
         length, dim = x.shape[1], x.shape[2]
         qkv = self.qkv(self.attention_norm(x)).reshape(-1, length, 3, self.heads, self.head_dim)  # [B, L, 3, H, d]
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, L, d]
+        if first_only:
+            q, x = q[:, :, :1], x[:, :1]  # [B, H, 1, d], [B, 1, E]
         # softmax(q k^T / sqrt(d) + bias) v, fused (dropout on the weights while training)
         context = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=self.attention_dropout if self.training else 0.0
-        )  # [B, H, L, d]
-        context = context.transpose(1, 2).reshape(-1, length, dim)  # [B, L, E]
+        )  # [B, H, L or 1, d]
+        context = context.transpose(1, 2).reshape(-1, q.shape[2], dim)  # [B, L or 1, E]
         x = x + self.dropout(self.projection(context))
-        return x + self.dropout(self.feedforward(self.feedforward_norm(x)))  # [B, L, E]
+        return x + self.dropout(self.feedforward(self.feedforward_norm(x)))  # [B, L or 1, E]
 
 
 class SequenceEncoder(nn.Module):
@@ -100,8 +106,9 @@ class SequenceEncoder(nn.Module):
         x = self.input_dropout(x)
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
         bias = torch.where(attend, zero, torch.full_like(zero, float("-inf")))[:, None, None, :]  # [B, 1, 1, L]
-        for layer in self.layers:
-            x = layer(x, bias)
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):  # "last" pooling reads position 0 only: so does the last layer
+            x = layer(x, bias, first_only=self.pooling == "last" and index == last)
         x = self.norm(x)  # [B, L, E]
         if self.pooling == "last":
             pooled = x[:, 0]  # [B, E] the most recent position

@@ -41,13 +41,12 @@ from torch import nn
 from towers.config import TowerConfig
 from towers.errors import TowersConfigError
 from towers.features.schema import ITEM_KEY, WEIGHT
+from towers.losses.fused import scored_cross_entropy
 from towers.losses.softmax import (
     full_corpus_softmax_loss,
     in_batch_softmax_loss,
     mixed_negative_log_q,
     sampled_binary_cross_entropy,
-    similarity_logits,
-    weighted_cross_entropy,
 )
 from towers.nn.model import TwoTowerModel
 from towers.sampling.corpus import CorpusSampler
@@ -181,8 +180,8 @@ class RetrievalTask(nn.Module):
         corpus, corpus_keys = self.corpus_embeddings(keys, model=model)
         rows = self.corpus_table.rows_of(self._corpus("loss.negatives='full_corpus'"), keys)  # [B], -1: absent
         if bool((rows >= 0).all()):  # every positive is a corpus row: a plain cross-entropy over the corpus
-            logits = similarity_logits(queries, corpus, temperature=self.config.loss.temperature)  # [B, C]
-            return weighted_cross_entropy(logits, rows, weights=batch.get(WEIGHT))
+            scaled = queries.float() / self.config.loss.temperature  # [B, D]
+            return scored_cross_entropy(scaled, corpus, rows, weights=batch.get(WEIGHT))  # softmax over [B, C]
         positives = torch.where((rows >= 0).unsqueeze(1), corpus[rows.clamp(min=0)].to(items.dtype), items)  # [B, D]
         return full_corpus_softmax_loss(
             queries, positives, corpus, temperature=self.config.loss.temperature, positive_keys=keys,

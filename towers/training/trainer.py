@@ -31,6 +31,7 @@ from torch import nn
 from towers.config import TrainerConfig
 from towers.errors import TowersArtifactError, TowersConfigError, TowersInputError
 from towers.progress import ProgressReporter
+from towers.training.allocator import retain_freed_memory
 
 if TYPE_CHECKING:  # pragma: no cover
     from towers.training.distributed import DataParallel
@@ -113,6 +114,8 @@ class Trainer:
         self.world_size, self.rank = (distributed.world_size, distributed.rank) if distributed else (1, 0)
         self.is_main = self.rank == 0
         self.device = distributed.device(config.device) if distributed else resolve_device(config.device)
+        if self.device.type == "cpu" and config.retain_freed_memory:
+            retain_freed_memory()  # the step's large tensors are reused, not page-faulted afresh each step
         self.model = model.to(self.device)
         # the forward pass of a step: DistributedDataParallel around model.loss under DDP
         self.forward = distributed.wrap(self.model) if distributed else self.loss_fn

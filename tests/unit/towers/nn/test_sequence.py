@@ -125,3 +125,28 @@ def test_width_and_length_shrink_the_encoder_and_still_export_with_parity(tmp_pa
     result = towers.export(tmp_path, model_name="m", model_version=1, feature_service="fs", sample=sample,
                            item_sample=corpus.slice(0, 20))
     assert result.max_abs_diff <= 1e-5
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_last_pooling_computes_only_position_zero_in_the_last_layer_with_the_same_output(layers: int) -> None:
+    encoder = _encoder(pooling="last", layers=layers).double()  # float64: the two orders of sums agree to ~1e-16
+    ids = torch.tensor([[5, 6, 7, 0, 0], [7, 0, 0, 0, 0], [1, 2, 3, 4, 5], [0, 0, 0, 0, 0]])
+    vectors = torch.randn(4, 5, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64, requires_grad=True)
+
+    def every_position(v: torch.Tensor) -> torch.Tensor:  # the layers over every position, position 0 read at the end
+        attend = (ids != 0) | ((ids == 0).all(dim=1, keepdim=True) & (torch.arange(5) == 0))
+        bias = torch.where(attend, 0.0, float("-inf")).double()[:, None, None, :]
+        x = v + encoder.positions.unsqueeze(0)
+        for layer in encoder.layers:
+            x = layer(x, bias)
+        out = encoder.norm(x)[:, 0]
+        return torch.where((ids == 0).all(dim=1, keepdim=True), encoder.empty.unsqueeze(0), out)
+
+    fast, full = encoder(ids, vectors), every_position(vectors)
+    assert torch.allclose(fast, full, atol=1e-12)
+    (fast_grad,) = torch.autograd.grad(fast.square().sum(), vectors)
+    (full_grad,) = torch.autograd.grad(full.square().sum(), vectors)
+    assert torch.allclose(fast_grad, full_grad, rtol=1e-9, atol=1e-15) and fast_grad.abs().max() > 0
+    x = torch.randn(4, 5, 8, dtype=torch.float64)
+    bias = torch.zeros(4, 1, 1, 5, dtype=torch.float64)
+    assert encoder.layers[-1](x, bias, first_only=True).shape == (4, 1, 8)  # the last layer's output is position 0 alone

@@ -1,0 +1,95 @@
+"""The fused softmax cross-entropy gives the composed loss's value and gradients (bias, masks, weights, hits)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from towers.losses import fused as fused_module
+from towers.losses.fused import scored_cross_entropy
+from towers.losses.softmax import in_batch_softmax_loss, remove_accidental_hits
+
+
+def _reference(queries, candidates, labels, *, bias=None, weights=None, mask=None):
+    logits = queries @ candidates.T + (0.0 if bias is None else bias)
+    if mask is not None:
+        logits = logits.masked_fill(mask, float("-inf"))
+    per_example = F.cross_entropy(logits, labels, reduction="none")
+    return (per_example if weights is None else per_example * weights).mean()
+
+
+def _inputs(seed: int, rows: int, columns: int, dim: int = 6):
+    generator = torch.Generator().manual_seed(seed)
+    queries = torch.randn(rows, dim, generator=generator, dtype=torch.float64, requires_grad=True)
+    candidates = torch.randn(columns, dim, generator=generator, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(columns, generator=generator, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(rows, generator=generator, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, columns, (rows,), generator=generator)
+    mask = torch.rand(rows, columns, generator=generator) < 0.3
+    mask[torch.arange(rows), labels] = False  # never the positive
+    return queries, candidates, bias, weights, labels, mask
+
+
+def _fused64(queries, candidates, labels, *, bias=None, weights=None, mask=None):
+    """The fused node in float64 (``scored_cross_entropy`` casts to float32), for tight comparisons."""
+    return fused_module._ScoredCrossEntropy.apply(queries, candidates, bias, labels, weights, mask)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), rows=st.integers(1, 7), extra=st.integers(0, 9),
+       use_bias=st.booleans(), use_weights=st.booleans(), use_mask=st.booleans())
+def test_value_and_every_gradient_match_the_composed_loss(seed, rows, extra, use_bias, use_weights, use_mask) -> None:
+    queries, candidates, bias, weights, labels, mask = _inputs(seed, rows, rows + extra)
+    options = {"bias": bias if use_bias else None, "weights": weights if use_weights else None,
+               "mask": mask if use_mask else None}
+    fused = _fused64(queries, candidates, labels, **options)
+    reference = _reference(queries, candidates, labels, **options)
+    assert torch.allclose(fused, reference, rtol=1e-12, atol=1e-12)
+    wrt = [queries, candidates] + [t for t in (options["bias"], options["weights"]) if t is not None]
+    for got, expected in zip(torch.autograd.grad(fused, wrt), torch.autograd.grad(reference, wrt), strict=True):
+        assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_entry_matches_the_composed_in_batch_loss_with_hits_and_exclusions() -> None:
+    torch.manual_seed(0)
+    queries, items = torch.randn(8, 4, requires_grad=True), torch.randn(20, 4, requires_grad=True)
+    log_q = torch.randn(20)
+    positive_ids = torch.tensor([1, 2, 3, 1, 5, 6, 7, 8])
+    candidate_ids = torch.cat([positive_ids, torch.tensor([1, 2, 9, 9, 3, 4, 5, 6, 7, 0, 0, 1])])
+    excluded = torch.zeros(8, 20, dtype=torch.bool)
+    excluded[2, 15] = excluded[5, 9] = True
+    fused = in_batch_softmax_loss(queries, items, temperature=0.1, log_q=log_q, positive_ids=positive_ids,
+                                  candidate_ids=candidate_ids, weights=torch.linspace(0.5, 2.0, 8), excluded=excluded)
+    logits = remove_accidental_hits(queries @ items.T / 0.1 - log_q, positive_ids, candidate_ids)
+    logits = logits.masked_fill(excluded, float("-inf"))
+    reference = (F.cross_entropy(logits, torch.arange(8), reduction="none") * torch.linspace(0.5, 2.0, 8)).mean()
+    assert torch.allclose(fused, reference, atol=1e-5)
+    got, expected = torch.autograd.grad(fused, [queries, items]), torch.autograd.grad(reference, [queries, items])
+    assert all(torch.allclose(g, e, atol=1e-5) for g, e in zip(got, expected, strict=True))
+
+
+def test_a_masked_positive_gives_an_infinite_loss_and_a_second_backward_is_refused() -> None:
+    queries, candidates = torch.randn(2, 3), torch.randn(4, 3, requires_grad=True)
+    mask = torch.zeros(2, 4, dtype=torch.bool)
+    mask[0, 1] = True
+    assert torch.isinf(scored_cross_entropy(queries, candidates, torch.tensor([1, 2]), mask=mask))
+    loss = scored_cross_entropy(queries, candidates, torch.tensor([0, 2]), mask=mask)
+    loss.backward(retain_graph=True)
+    assert candidates.grad is not None and torch.isfinite(candidates.grad).all()
+    with pytest.raises(RuntimeError, match="retain_graph is not supported"):
+        loss.backward()
+
+
+def test_scores_far_below_the_row_maximum_are_floored_without_changing_the_loss_or_gradients() -> None:
+    queries, candidates, bias, weights, labels, mask = _inputs(3, 6, 40)
+    spread = bias.detach() * 60.0  # scores from about -200 to +200: many exp(S - m) would be subnormal
+    fused = _fused64(queries, candidates, labels, bias=spread, mask=mask)
+    reference = _reference(queries, candidates, labels, bias=spread, mask=mask)
+    assert torch.isfinite(fused) and torch.allclose(fused, reference, rtol=1e-9)
+    got, expected = torch.autograd.grad(fused, [queries]), torch.autograd.grad(reference, [queries])
+    assert torch.allclose(got[0], expected[0], rtol=1e-9, atol=1e-30)
+    probabilities = torch.softmax((queries @ candidates.T + spread).masked_fill(mask, float("-inf")), dim=1)
+    assert ((probabilities > 0) & (probabilities < 1e-35)).any()  # the case the floor is for does occur here
