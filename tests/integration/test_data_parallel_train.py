@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 TINY = ["--set", "epochs=1", "--set", "max_steps=6", "--set", "embedding_dim=8", "--set", "output_dim=8",
-        "--set", "hidden_dims=[16]", "--set", "batch_size=256", "--set", "uniform_negatives=64"]
+        "--set", "hidden_dims=[16]", "--set", "batch_size=256", "--set", "loss.negatives=sampled",
+        "--set", "uniform_negatives=64"]  # sampled negatives: their gather across ranks is what this run checks
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -10,8 +10,8 @@ A space maps training-setting keys (dotted, ``training.learning_rate``, or an un
 ``--space FILE`` gives a YAML file holding such a mapping (optionally under a top-level ``space:`` key); it replaces
 the default space. Every key is checked against TowerConfig, and every bound or choice must itself be a valid value
 of that key on the base config, before any trial starts. The default (``default_space``): learning rate,
-temperature, embedding and output dimensions, weight decay, the epochs budget and the number of uniform negatives,
-plus the SSL weight when the config switches SSL on and the DAT weights when it switches DAT on.
+temperature, embedding and output dimensions, weight decay, the epochs budget and the number of uniform negatives
+(only with sampled negatives: the full-corpus softmax takes none), plus the SSL weight when the config switches SSL on and the DAT weights when it switches DAT on.
 """
 
 from __future__ import annotations
@@ -181,8 +181,9 @@ def default_space(base: TowerConfig) -> SearchSpace:
         "towers.output_dim": CategoricalParameter(type="categorical", choices=[32, 64, 128]),
         "training.weight_decay": FloatParameter(type="float", low=1e-7, high=1e-3, log=True),
         "training.epochs": IntParameter(type="int", low=2, high=8),
-        "loss.uniform_negatives": CategoricalParameter(type="categorical", choices=[0, 128, 256, 512]),
     }
+    if base.loss.negatives == "sampled":  # the full-corpus softmax already scores every item: no uniform draws
+        parameters["loss.uniform_negatives"] = CategoricalParameter(type="categorical", choices=[0, 128, 256, 512])
     if base.ssl.enabled:
         parameters["ssl.weight"] = FloatParameter(type="float", low=0.1, high=3.0, log=True)
     if base.dat.enabled:

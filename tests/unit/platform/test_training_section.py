@@ -16,9 +16,9 @@ def test_bundled_training_sections_parse_into_tower_config():
     small = tower_config_from(load_dataset_config(bundled_config()))
     assert (small.training.epochs, small.training.patience) == (10, 2)
     assert small.dat.enabled and small.dat.category_weight == 100.0 and small.ssl.weight == 1.0
-    assert small.towers.senet and small.loss.uniform_negatives == 4096
+    assert small.towers.senet and small.loss.negatives == "full_corpus" and small.loss.uniform_negatives == 0
     ml100k = tower_config_from(load_dataset_config(bundled_config("movielens-100k")))
-    assert ml100k.dat.enabled and not ml100k.towers.senet and ml100k.loss.uniform_negatives == 4096
+    assert ml100k.dat.enabled and not ml100k.towers.senet and ml100k.loss.negatives == "full_corpus"
     for config in (small, ml100k):  # a transformer over the history, item features from the corpus
         assert config.encoders.item_features == "corpus"
         (name, sequence), = config.encoders.sequences

@@ -65,6 +65,10 @@ def test_the_default_space_searches_the_components_the_config_switches_on():
                                                           "dat.category_weight": 100.0}))
     assert {"ssl.weight", "dat.query_mimic_weight", "dat.item_mimic_weight", "dat.category_weight"} <= set(shipped.parameters)
     shipped.check_against(TowerConfig(), where="default")  # every bound is a valid value
+    full = TowerConfig().with_overrides({"loss.negatives": "full_corpus"})
+    full_space = default_space(full)
+    assert "loss.uniform_negatives" not in full_space.parameters  # every item is already a candidate
+    full_space.check_against(full, where="default")
 
 
 def test_a_study_resumes_only_with_the_same_config_and_space(tmp_path):
