@@ -161,7 +161,8 @@ class LossConfig:
                  "'softmax' when loss.negatives is 'full_corpus'", self.function)
         _require(not full or (self.uniform_negatives == 0 and self.queue_size == 0),
                  "loss.uniform_negatives and loss.queue_size", "0 when loss.negatives is 'full_corpus' (every item is "
-                 "already a candidate; set loss.negatives to 'sampled', before them, to draw negatives)", (self.uniform_negatives, self.queue_size))
+                 "already a candidate; set loss.negatives to 'sampled', before them, to draw negatives)",
+                 (self.uniform_negatives, self.queue_size))
         _require(self.queue_size == 0 or self.function == "softmax", "loss.queue_size",
                  "0 unless loss.function is 'softmax' (queued items are its negatives)", self.queue_size)
         _require(self.estimator_buckets >= 1 and self.estimator_hashes >= 1, "loss.estimator_buckets and hashes",

@@ -12,8 +12,8 @@ and the corrected logit is s^c(x_i, y_j) = <q_i, v_j> / tau - log q_j (Yi et al.
 corrected too). Accidental hits (candidate j != i carrying the same item as the positive of i) get logit -inf.
 The loss is L = -(1/B) * sum_i r_i * log softmax_j(s^c(x_i, .))_i with reward weights r_i, computed by
 ``in_batch_softmax_loss`` in one fused node (``towers/losses/fused.py``; the pieces below are its reference).
-Queued item embeddings (``towers/sampling/queue.py``) are further candidates after the uniform ones, with log q_j = log(p_j * Q / B); a
-candidate ``excluded`` for row i (a queued copy of its positive) gets logit -inf there too. ``sampled_binary_cross_
+Queued item embeddings (``towers/sampling/queue.py``) are further candidates after the uniform ones, with
+log q_j = log(p_j * Q / B); a candidate ``excluded`` for row i (a queued copy of its positive) gets logit -inf there too. ``sampled_binary_cross_
 entropy`` is the alternative main loss: a logistic loss on the positive and on S random negatives.
 
 The exact full-corpus softmax (``full_corpus_softmax_loss``) scores every corpus item for every query and needs no
@@ -130,11 +130,10 @@ def in_batch_softmax_loss(
         mask[labels, labels] = False  # ... but not the positive itself
     if excluded is not None:
         mask = excluded if mask is None else mask.logical_or_(excluded)  # [B, N]
-    with full_precision(queries):
-        return scored_cross_entropy(  # corrected_logits + remove_accidental_hits + weighted_softmax_cross_entropy
-            queries.float() / temperature, candidates, labels, bias=None if log_q is None else -log_q.float(),
-            weights=weights, mask=mask,
-        )
+    return scored_cross_entropy(  # corrected_logits + remove_accidental_hits + weighted_softmax_cross_entropy
+        queries.float() / temperature, candidates, labels, bias=None if log_q is None else -log_q.float(),
+        weights=weights, mask=mask,
+    )
 
 
 def sampled_binary_cross_entropy(

@@ -33,10 +33,10 @@ def retain_freed_memory(limit: int = 1 << 30) -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
-        version = libc.gnu_get_libc_version  # glibc only (musl has mallopt but ignores these parameters)
     except (OSError, AttributeError):
         return False
-    del version
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc only (musl has mallopt but ignores these parameters)
+        return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     for threshold in (min(int(limit), 2**31 - 1), 32 << 20):  # a glibc may refuse an mmap threshold above 32 MiB
         if mallopt(_M_MMAP_THRESHOLD, threshold) == 1 and mallopt(_M_TRIM_THRESHOLD, min(int(limit), 2**31 - 1)) == 1:
