@@ -103,6 +103,11 @@ def test_a_tiny_tune_writes_a_config_that_train_accepts(tiny_home, tmp_path):
     payload = json.loads(result.stdout)
     assert [t["state"] for t in payload["trials"]] == ["COMPLETE", "COMPLETE"]  # no pruning before 3 complete trials
     assert all(0.0 < t["value"] <= 1.0 and t["epochs"] == 2 for t in payload["trials"])
+    # a new study measures the base config first: trial 0 holds its learning rate and temperature
+    base = _base(dataset)
+    assert payload["trials"][0]["origin"] == "base config" and payload["trials"][1]["origin"] == "sampler"
+    assert payload["trials"][0]["params"] == {"training.learning_rate": pytest.approx(base.training.learning_rate),
+                                              "loss.temperature": base.loss.temperature}
     best = max(payload["trials"], key=lambda t: t["value"])
     assert payload["best"]["number"] == best["number"] and payload["out"] == str(out)
 
@@ -118,6 +123,7 @@ def test_a_tiny_tune_writes_a_config_that_train_accepts(tiny_home, tmp_path):
                     "--out", str(out), *sets)
     assert table.exit_code == 0, table.stderr  # the study resumes: a third trial, all three in the table
     assert "study tiny" in table.stdout and "val R@100" in table.stdout and table.stdout.count("complete") >= 2
+    assert "(base)" in table.stdout
     import optuna
 
     from tower_platform.settings import get_settings

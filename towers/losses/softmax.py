@@ -46,14 +46,6 @@ def similarity_logits(queries: torch.Tensor, candidates: torch.Tensor, *, temper
         return (queries.float() / temperature) @ candidates.float().transpose(0, 1)  # [B, N] (1/tau on [B, D])
 
 
-def corrected_logits(
-    queries: torch.Tensor, candidates: torch.Tensor, log_q: torch.Tensor, *, temperature: float
-) -> torch.Tensor:
-    """<q_i, v_j> / tau - log q_j [B, N] in one fused matmul-plus-bias (float32 under autocast too)."""
-    with full_precision(queries):
-        return torch.addmm(-log_q.float(), queries.float() / temperature, candidates.float().transpose(0, 1))
-
-
 def correct_sampling_bias(logits: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """logits [B, N], log_q [N] (log sampling probability of each candidate) -> logits - log_q [B, N]."""
     return logits - log_q.unsqueeze(0)  # [B, N]
@@ -130,7 +122,7 @@ def in_batch_softmax_loss(
         mask[labels, labels] = False  # ... but not the positive itself
     if excluded is not None:
         mask = excluded if mask is None else mask.logical_or_(excluded)  # [B, N]
-    return scored_cross_entropy(  # corrected_logits + remove_accidental_hits + weighted_softmax_cross_entropy
+    return scored_cross_entropy(  # similarity_logits - log_q, remove_accidental_hits, weighted_softmax_cross_entropy
         queries.float() / temperature, candidates, labels, bias=None if log_q is None else -log_q.float(),
         weights=weights, mask=mask,
     )

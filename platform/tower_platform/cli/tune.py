@@ -22,13 +22,15 @@ def _cell(value: Any) -> str:
 
 
 def print_trials(result: dict[str, Any]) -> None:
-    """One row per trial: state, validation Recall@100, epochs, seconds, then the value of each searched key."""
+    """One row per trial (the base config's own settings marked): state, validation Recall@100, epochs, seconds, then
+    the value of each searched key."""
     keys = list(result["space"])
     headers = ["trial", "state", "val R@100", "epochs", "best epoch", "seconds", *(k.split(".", 1)[1] for k in keys)]
     rows = []
     for trial in result["trials"]:
         best = result["best"] is not None and trial["number"] == result["best"]["number"]
-        rows.append([f"{trial['number']}{' *' if best else ''}", trial["state"].lower(),
+        mark = (" *" if best else "") + (" (base)" if trial.get("origin") == "base config" else "")
+        rows.append([f"{trial['number']}{mark}", trial["state"].lower(),
                      "-" if trial["value"] is None else f"{trial['value']:.4f}", _cell(trial["epochs"]),
                      _cell(trial["best_epoch"]), "-" if trial["seconds"] is None else f"{trial['seconds']:.0f}",
                      *(_cell(trial["params"].get(k)) for k in keys)])

@@ -159,6 +159,28 @@ class SearchSpace:
                 except TowersConfigError as exc:
                     raise ConfigError(f"{where}: key {key!r} value {value!r} is not valid on this config: {exc}") from None
 
+    def base_point(self, base: TowerConfig) -> dict[str, Any]:
+        """The base config's own value of each key the space can propose (keys whose value lies outside are left
+        out, and the sampler draws them): the first trial of a new study, so tuning never reports a best worse than
+        the config it started from."""
+        from towers.config import resolve_key
+
+        values = base.to_dict()
+        point: dict[str, Any] = {}
+        for key, parameter in self.parameters.items():
+            section, name = resolve_key(key)
+            value = values[section][name]
+            if isinstance(parameter, CategoricalParameter):
+                inside = value in parameter.choices
+            elif isinstance(parameter, IntParameter):
+                inside = (isinstance(value, int) and not isinstance(value, bool)
+                          and parameter.low <= value <= parameter.high and (value - parameter.low) % parameter.step == 0)
+            else:
+                inside = isinstance(value, int | float) and not isinstance(value, bool) and parameter.low <= value <= parameter.high
+            if inside:
+                point[key] = value
+        return point
+
     def suggest(self, trial: Any) -> dict[str, Any]:
         """One value per key from an Optuna trial (parameter names are the dotted keys)."""
         return {key: parameter.suggest(trial, key) for key, parameter in self.parameters.items()}

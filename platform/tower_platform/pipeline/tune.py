@@ -10,7 +10,8 @@ Test data is never looked at: :class:`ValidationStage` keeps only the train and 
 (and refuses a table that still holds test rows), the items come as of the validation cutoff, and nothing here reads
 the test period. The study lives in an Optuna storage (SQLite under ``$TOWER_HOME`` by default) under its name, so
 a stopped study resumes; it records the fingerprint of its base config and space and refuses to resume with others.
-The best settings are written into a copy of the dataset config (its other sections kept) by a temp file and rename.
+A new study's first trial is the base config's own values of the searched keys (``SearchSpace.base_point``), so
+the best is never worse than the base. The best settings are written into a copy of the dataset config (its other sections kept) by a temp file and rename.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ PRUNER_STARTUP_TRIALS = 3  # completed trials before pruning starts
 PRUNER_WARMUP_EPOCHS = 1  # never prune on the first epoch's figure
 HEARTBEAT_S = 30  # a trial whose process died is marked failed after missing heartbeats
 FINGERPRINT_ATTR = "tower_fingerprint"
+ORIGIN_ATTR = "origin"  # "base config" on the trial that measured the base config's own settings
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,6 +170,10 @@ def run_study(
 
     space.check_against(base, where="The search space")
     study = open_study(study_name, storage=storage, fingerprint=space.fingerprint(base), seed=base.training.seed)
+    if not study.trials:  # a new study measures the base config first (its values of the searched keys)
+        point = space.base_point(base)
+        if point:
+            study.enqueue_trial(point, user_attrs={ORIGIN_ATTR: "base config"})
 
     def objective(trial: optuna.Trial) -> float:
         settings = space.suggest(trial)
@@ -210,6 +216,7 @@ def summarise(study: Any, *, storage: str, space: SearchSpace) -> StudyResult:
             "best_epoch": trial.user_attrs.get("best_epoch"),
             "seconds": trial.user_attrs.get("seconds"),
             "params": dict(trial.params),
+            "origin": trial.user_attrs.get(ORIGIN_ATTR, "sampler"),
         })
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
     best = None

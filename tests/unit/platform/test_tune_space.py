@@ -71,6 +71,21 @@ def test_the_default_space_searches_the_components_the_config_switches_on():
     full_space.check_against(full, where="default")
 
 
+def test_the_base_point_holds_the_base_values_that_lie_inside_the_space():
+    base = TowerConfig().with_overrides({"training.learning_rate": 0.003, "training.epochs": 10,
+                                         "towers.output_dim": 64, "loss.temperature": 0.05})
+    space = SearchSpace.from_mapping({
+        "training.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+        "training.epochs": {"type": "int", "low": 2, "high": 8},  # 10 lies outside: the sampler draws it
+        "towers.output_dim": {"type": "categorical", "choices": [32, 64]},
+        "loss.temperature": {"type": "categorical", "choices": [0.1, 0.2]},  # 0.05 is no choice: drawn
+        "towers.embedding_dim": {"type": "int", "low": 16, "high": 128, "step": 32},  # 16, 48, 80, 112: 32 is off-step
+    }, where="test")
+    assert space.base_point(base.with_overrides({"towers.embedding_dim": 32})) == {
+        "training.learning_rate": 0.003, "towers.output_dim": 64}
+    assert space.base_point(base.with_overrides({"towers.embedding_dim": 48}))["towers.embedding_dim"] == 48
+
+
 def test_a_study_resumes_only_with_the_same_config_and_space(tmp_path):
     storage = f"sqlite:///{tmp_path / 'tuning.db'}"
     base = TowerConfig()
