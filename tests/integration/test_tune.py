@@ -93,8 +93,11 @@ def _base(dataset) -> TowerConfig:
 
 def test_a_tiny_tune_writes_a_config_that_train_accepts(tiny_home, tmp_path):
     config_path, dataset, _, _ = tiny_home
+    base = _base(dataset)
+    # the base config's temperature is one of the choices, so that trial 0 measures it (whatever the shipped value)
+    temperatures = sorted({base.loss.temperature, 0.1})
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
+    space.write_text(yaml.safe_dump({**SPACE, "loss.temperature": {"type": "categorical", "choices": temperatures}}))
     out = tmp_path / "tuned" / "movies-tuned.yaml"
     sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
     result = _invoke("tune", "--config", str(config_path), "--trials", "2", "--space", str(space), "--study", "tiny",
@@ -104,7 +107,6 @@ def test_a_tiny_tune_writes_a_config_that_train_accepts(tiny_home, tmp_path):
     assert [t["state"] for t in payload["trials"]] == ["COMPLETE", "COMPLETE"]  # no pruning before 3 complete trials
     assert all(0.0 < t["value"] <= 1.0 and t["epochs"] == 2 for t in payload["trials"])
     # a new study measures the base config first: trial 0 holds its learning rate and temperature
-    base = _base(dataset)
     assert payload["trials"][0]["origin"] == "base config" and payload["trials"][1]["origin"] == "sampler"
     assert payload["trials"][0]["params"] == {"training.learning_rate": pytest.approx(base.training.learning_rate),
                                               "loss.temperature": base.loss.temperature}

@@ -15,10 +15,12 @@ from tower_platform.paths import bundled_config
 def test_bundled_training_sections_parse_into_tower_config():
     small = tower_config_from(load_dataset_config(bundled_config()))
     assert (small.training.epochs, small.training.patience) == (10, 2)
-    assert small.dat.enabled and small.dat.category_weight == 100.0 and small.ssl.weight == 1.0
+    assert small.dat.enabled and small.dat.category_weight == 25.5 and small.ssl.weight == 2.25  # tune's result
+    assert (small.training.learning_rate, small.training.weight_decay, small.loss.temperature) == (0.0045, 6.37e-7, 0.0374)
     assert small.towers.senet and small.loss.negatives == "full_corpus" and small.loss.uniform_negatives == 0
     ml100k = tower_config_from(load_dataset_config(bundled_config("movielens-100k")))
     assert ml100k.dat.enabled and not ml100k.towers.senet and ml100k.loss.negatives == "full_corpus"
+    assert (ml100k.training.batch_size, ml100k.encoders.min_count, ml100k.dat.item_mimic_weight) == (512, 4, 1.98)
     for config in (small, ml100k):  # a transformer over the history, item features from the corpus
         assert config.encoders.item_features == "corpus"
         (name, sequence), = config.encoders.sequences
