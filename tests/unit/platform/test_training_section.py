@@ -16,7 +16,8 @@ def test_bundled_training_sections_parse_into_tower_config():
     small = tower_config_from(load_dataset_config(bundled_config()))
     assert (small.training.epochs, small.training.patience) == (10, 2)
     assert small.dat.enabled and small.dat.category_weight == 25.5 and small.ssl.weight == 2.25  # tune's result
-    assert (small.training.learning_rate, small.training.weight_decay, small.loss.temperature) == (0.0045, 6.37e-7, 0.0374)
+    tuned = (small.training.learning_rate, small.training.weight_decay, small.loss.temperature)
+    assert tuned == (0.0045, 6.37e-7, 0.0374)
     assert small.towers.senet and small.loss.negatives == "full_corpus" and small.loss.uniform_negatives == 0
     ml100k = tower_config_from(load_dataset_config(bundled_config("movielens-100k")))
     assert ml100k.dat.enabled and not ml100k.towers.senet and ml100k.loss.negatives == "full_corpus"
