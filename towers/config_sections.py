@@ -136,6 +136,12 @@ class LossConfig:
     corpus_refresh_steps: int = 1  # full_corpus: 1 = the item tower runs over the whole corpus every step (exact
     # gradients); N > 1 = a corpus embedding table recomputed every N steps, the batch's own items fresh in it
     # (measured on the bundled data: N = 8 fell to validation R@100 .17 from .33 exact; check on validation first)
+    corpus_gradient_negatives: int = 0  # full_corpus: 0 = every corpus item sends item-tower gradients; K > 0 =
+    # exact values (a forward over the corpus without a graph), item gradients through the batch's items and the K
+    # corpus items with the most softmax mass over the batch only (towers/sampling/corpus_table.py)
+    popularity_discount: float = 0.0  # full_corpus: beta >= 0 adds beta * log p_j (the streaming frequency
+    # estimate) to the training logits, so the served score discounts popularity by beta (0: the exact softmax;
+    # 1: the pointwise mutual information, as the uncorrected in-batch softmax; RetrievalTask.popularity_bias)
     sampling_bias_correction: bool = True  # s^c = s - log q_j; False: the plain in-batch softmax
     remove_accidental_hits: bool = True
     uniform_negatives: int = 0  # B': items sampled uniformly from the corpus per batch (mixed negatives)
@@ -156,7 +162,17 @@ class LossConfig:
         _require(self.negatives in ("sampled", "full_corpus"), "loss.negatives", "'sampled' or 'full_corpus'",
                  self.negatives)
         _require(self.corpus_refresh_steps >= 1, "loss.corpus_refresh_steps", ">= 1", self.corpus_refresh_steps)
+        _require(self.corpus_gradient_negatives >= 0, "loss.corpus_gradient_negatives", ">= 0",
+                 self.corpus_gradient_negatives)
         full = self.negatives == "full_corpus"
+        _require(self.popularity_discount >= 0.0, "loss.popularity_discount", ">= 0", self.popularity_discount)
+        _require(self.popularity_discount == 0.0 or full, "loss.popularity_discount",
+                 "0 unless loss.negatives is 'full_corpus' (sampled negatives discount popularity through "
+                 "loss.sampling_bias_correction)", self.popularity_discount)
+        _require(self.corpus_gradient_negatives == 0 or (full and self.corpus_refresh_steps == 1),
+                 "loss.corpus_gradient_negatives", "0 unless loss.negatives is 'full_corpus' with "
+                 "loss.corpus_refresh_steps 1 (a truncated backward needs a fresh corpus pass at every step)",
+                 self.corpus_gradient_negatives)
         _require(not full or self.function == "softmax", "loss.function",
                  "'softmax' when loss.negatives is 'full_corpus'", self.function)
         _require(not full or (self.uniform_negatives == 0 and self.queue_size == 0),

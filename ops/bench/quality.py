@@ -15,7 +15,7 @@ at least 5x and worst-category R@100 at least 2x the best classical model's.
     python ops/bench/quality.py --rows "two-tower, shipped config"          # only some two-tower rows
     python ops/bench/quality.py --extra-row 'name={"loss.temperature": 0.1}'  # a row on the shipped config
 
-Writes ops/bench/results/quality_<dataset>.md and .json.
+Writes ops/bench/results/quality_<dataset>.md and .json (``--out NAME``: quality_NAME.md and .json).
 """
 
 from __future__ import annotations
@@ -189,6 +189,9 @@ def main() -> None:
     parser.add_argument("--rows", action="append", default=None, help="only these two-tower rows (repeatable)")
     parser.add_argument("--extra-row", action="append", default=[],
                         help='NAME={"dotted.key": value, ...}: a further row on the shipped config')
+    parser.add_argument("--out", default=None,
+                        help="write quality_<OUT>.md and .json (default: the dataset's name; a partial run of some "
+                             "rows should name its own files rather than replace the full table)")
     args = parser.parse_args()
     import yaml
 
@@ -209,8 +212,9 @@ def main() -> None:
     text = markdown(dataset.name, table, rows, n_queries=int(headline["n_queries"]), n_users=int(headline["n_users"]))
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"quality_{dataset.name}.md").write_text(text)
-    (RESULTS / f"quality_{dataset.name}.json").write_text(json.dumps(rows, indent=2, default=float))
+    out = args.out or dataset.name
+    (RESULTS / f"quality_{out}.md").write_text(text)
+    (RESULTS / f"quality_{out}.json").write_text(json.dumps(rows, indent=2, default=float))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "mixed negatives": ("loss.uniform_negatives",),
     "SSL": ("ssl.",),
     "sequence encoder": ("encoders.sequences",),
-    "full-corpus softmax": ("loss.negatives", "loss.corpus_refresh_steps"),
+    "full-corpus softmax": ("loss.negatives", "loss.corpus_refresh_steps", "loss.corpus_gradient_negatives"),
     "queue": ("loss.queue_size",),
 }
 

@@ -1,21 +1,25 @@
-"""The softmax cross-entropy over a matrix of scores in one autograd node: few passes over the [B, N] matrix.
+"""The softmax cross-entropy over a matrix of scores in one autograd node, its gradients computed in the forward.
 
 With thousands of candidates per step (mixed negatives, the full corpus) the [B, N] logit matrix is the largest
 tensor of a training step, and on a CPU its passes through memory cost more than the matmul that makes it: composed
 from stock ops (matmul, accidental-hit mask, excluded mask, log_softmax, nll, then their backwards) a step allocated
 six [B, N] tensors and made a dozen passes over them; at B = 1024, N = 5120 that was three quarters of the step
-(``ops/bench/train_profile.py``). ``scored_cross_entropy`` computes the same loss and gradients with one [B, N]
-tensor and about nine passes:
+(``ops/bench/train_profile.py``). ``scored_cross_entropy`` computes the same loss and gradients a block of R rows at
+a time, so that the [R, N] block stays in the CPU's cache and no [B, N] tensor outlives its block:
 
-    forward   S = Q C^T + b (one addmm), S[mask] = -inf (in place), m_i = max_j S_ij, P = exp(max(S - m, -80)) / Z
-              (in place: S becomes the softmax P, masked entries exactly 0, kept for the backward),
-              L = (1/B) sum_i r_i (m_i + log Z_i - S_i,y_i)
-    backward  dS = (r_i g / B) (P - onehot(y)) (in place in P), dQ = dS C, dC = dS^T Q, db = sum_i dS_i
+    per block  S = Q_r C^T + b (one addmm), S[mask] = -inf (in place), m_i = max_j S_ij, P = exp(max(S - m, -80)) / Z
+               (in place), L_i = m_i + log Z_i - S_i,y_i, then the gradients of L = (1/B) sum_i r_i L_i:
+               dS = (r_i / B) (P - onehot(y)) (in place in P), dQ_r = dS C, dC += dS^T Q_r, db += sum_i dS_i
+    backward   the saved dQ, dC, db (and dr_i = L_i / B) times the incoming gradient
 
-Masked scores are exactly -inf, so their softmax is exactly 0 and they get no gradient, as with ``masked_fill``. A
-row whose positive is masked has an infinite loss, as ``F.cross_entropy`` would give it. Everything runs in float32
-with autocast off (``full_precision``), so the loss is the one ``weighted_cross_entropy`` gives within float rounding.
-The saved P is reused only once: a second backward through the same graph (``retain_graph``) is refused.
+so the backward is three scalings; the gradients of an input that needs none are not computed. Masked scores are
+exactly -inf, so their softmax is exactly 0 and they get no gradient, as with ``masked_fill``. A row whose positive is
+masked has an infinite loss, as ``F.cross_entropy`` would give it. Everything runs in float32 with autocast off, so
+the loss is the one ``weighted_cross_entropy`` gives within float rounding.
+
+``scored_cross_entropy_and_candidate_gradient`` also returns dL/dC [N, D] (not differentiable): the exact
+full-corpus softmax with a truncated backward (``loss.corpus_gradient_negatives``) scores a corpus table embedded
+without a graph, then picks the rows whose gradient is largest and sends it into the item tower with ``inject``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,66 @@ from typing import Any
 
 import torch
 
-_FLOOR = -80.0  # the lowest S - m kept (see forward)
+_FLOOR = -80.0  # the lowest S - m kept (see _forward_and_gradients)
+_BLOCK_ELEMENTS = {"cpu": 1 << 18, "default": 1 << 26}  # R * N per block: ~1 MiB of float32 in a CPU's cache
+
+
+def _block_rows(rows: int, columns: int, device: torch.device) -> int:
+    elements = _BLOCK_ELEMENTS["cpu" if device.type == "cpu" else "default"]
+    return max(16, min(rows, elements // max(columns, 1)))
+
+
+def _forward_and_gradients(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    weights: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    *,
+    need: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(loss, per-example losses [B], dL/dQ [B, D], dL/dC [N, D], dL/db [N]), the gradients where ``need``
+    (queries, candidates, bias) asks for them, else None."""
+    rows, columns = queries.shape[0], candidates.shape[0]
+    need_q, need_c, need_b = need
+    any_gradient = need_q or need_c or need_b
+    per_example = torch.empty(rows, dtype=queries.dtype, device=queries.device)  # [B]
+    d_queries = torch.empty_like(queries) if need_q else None  # [B, D]
+    d_candidates = torch.zeros_like(candidates) if need_c else None  # [N, D]
+    d_bias = torch.zeros(columns, dtype=queries.dtype, device=queries.device) if need_b else None  # [N]
+    scale = torch.full((rows,), 1.0 / rows, dtype=queries.dtype, device=queries.device) if weights is None \
+        else weights / rows  # [B] r_i / B
+    transposed = candidates.transpose(0, 1)  # [D, N]
+    step = _block_rows(rows, columns, queries.device)
+    for start in range(0, rows, step):
+        end = min(start + step, rows)
+        block_queries, block_labels = queries[start:end], labels[start:end]  # [R, D], [R]
+        scores = block_queries @ transposed if bias is None else torch.addmm(bias, block_queries, transposed)  # [R, N]
+        if mask is not None:
+            scores.masked_fill_(mask[start:end], float("-inf"))
+        positive = scores.gather(1, block_labels.unsqueeze(1)).squeeze(1)  # [R]
+        top = scores.amax(dim=1, keepdim=True)  # [R, 1]
+        # exp of S - m below -80 would be a subnormal float, which the CPU multiplies ~20x slower: floor it at
+        # exp(-80) ~ 1.8e-35 (a change below float32's resolution of the row sum), then put the masked zeros back
+        probabilities = scores.sub_(top).clamp_(min=_FLOOR).exp_()  # [R, N] unnormalised, in place
+        if mask is not None:
+            probabilities.masked_fill_(mask[start:end], 0.0)
+        total = probabilities.sum(dim=1, keepdim=True)  # [R, 1]
+        per_example[start:end] = (top + total.log()).squeeze(1) - positive  # logsumexp - positive score
+        if not any_gradient:
+            continue
+        block_scale = scale[start:end]  # [R]
+        d_scores = probabilities.mul_((block_scale.unsqueeze(1) / total))  # [R, N] (r_i / B) softmax, in place
+        d_scores[torch.arange(end - start, device=labels.device), block_labels] -= block_scale
+        if d_queries is not None:
+            torch.mm(d_scores, candidates, out=d_queries[start:end])  # [R, D]
+        if d_candidates is not None:
+            d_candidates.addmm_(d_scores.transpose(0, 1), block_queries)  # [N, D]
+        if d_bias is not None:
+            d_bias.add_(d_scores.sum(dim=0))  # [N]
+    loss = (per_example if weights is None else per_example * weights).sum() / rows
+    return loss, per_example, d_queries, d_candidates, d_bias
 
 
 class _ScoredCrossEntropy(torch.autograd.Function):
@@ -38,44 +101,73 @@ class _ScoredCrossEntropy(torch.autograd.Function):
         weights: torch.Tensor | None,
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        scores = queries @ candidates.transpose(0, 1) if bias is None else torch.addmm(
-            bias, queries, candidates.transpose(0, 1))  # [B, N]
-        if mask is not None:
-            scores.masked_fill_(mask, float("-inf"))
-        positive = scores.gather(1, labels.unsqueeze(1)).squeeze(1)  # [B]
-        top = scores.amax(dim=1, keepdim=True)  # [B, 1]
-        # exp of S - m below -80 would be a subnormal float, which the CPU multiplies ~20x slower: floor it at
-        # exp(-80) ~ 1.8e-35 (a change below float32's resolution of the row sum), then put the masked zeros back
-        probabilities = scores.sub_(top).clamp_(min=_FLOOR).exp_()  # [B, N] unnormalised, in place
-        if mask is not None:
-            probabilities.masked_fill_(mask, 0.0)
-        total = probabilities.sum(dim=1, keepdim=True)  # [B, 1]
-        probabilities.div_(total)  # the softmax
-        per_example = (top + total.log()).squeeze(1) - positive  # [B] logsumexp - positive score
-        rows = per_example.shape[0]
-        loss = (per_example if weights is None else per_example * weights).sum() / rows
-        ctx.save_for_backward(queries, candidates, probabilities, labels, weights, per_example)
-        ctx.has_bias = bias is not None
-        ctx.used = False
+        loss, per_example, d_queries, d_candidates, d_bias = _forward_and_gradients(
+            queries, candidates, bias, labels, weights, mask, need=tuple(ctx.needs_input_grad[:3]))
+        ctx.save_for_backward(d_queries, d_candidates, d_bias, per_example)
         return loss
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        if ctx.used:
-            raise RuntimeError("scored_cross_entropy: the saved softmax was used by an earlier backward (retain_graph "
-                               "is not supported); recompute the loss for a second backward.")
-        ctx.used = True
-        queries, candidates, probabilities, labels, weights, per_example = ctx.saved_tensors
-        rows = probabilities.shape[0]
-        scale = (grad / rows).expand(rows) if weights is None else (grad / rows) * weights  # [B]
-        d_scores = probabilities.mul_(scale.unsqueeze(1))  # [B, N], in place: the softmax is used once
-        index = torch.arange(rows, device=labels.device)
-        d_scores[index, labels] -= scale
-        d_queries = d_scores @ candidates if ctx.needs_input_grad[0] else None  # [B, D]
-        d_candidates = d_scores.transpose(0, 1) @ queries if ctx.needs_input_grad[1] else None  # [N, D]
-        d_bias = d_scores.sum(dim=0) if ctx.has_bias and ctx.needs_input_grad[2] else None  # [N]
-        d_weights = per_example * (grad / rows) if weights is not None and ctx.needs_input_grad[4] else None
-        return d_queries, d_candidates, d_bias, None, d_weights, None
+        d_queries, d_candidates, d_bias, per_example = ctx.saved_tensors
+        rows = per_example.shape[0]
+        return (
+            None if d_queries is None else d_queries * grad,
+            None if d_candidates is None else d_candidates * grad,
+            None if d_bias is None else d_bias * grad,
+            None,
+            per_example * (grad / rows) if ctx.needs_input_grad[4] else None,
+            None,
+        )
+
+
+class _ScoredCrossEntropyAndCandidateGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        queries: torch.Tensor,
+        candidates: torch.Tensor,
+        bias: torch.Tensor | None,
+        labels: torch.Tensor,
+        weights: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, per_example, d_queries, d_candidates, d_bias = _forward_and_gradients(
+            queries, candidates, bias, labels, weights, None, need=(ctx.needs_input_grad[0], True,
+                                                                   ctx.needs_input_grad[2]))
+        ctx.save_for_backward(d_queries, d_candidates, d_bias, per_example)
+        ctx.mark_non_differentiable(d_candidates)
+        return loss, d_candidates
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: torch.Tensor, _: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, ...]:
+        d_queries, d_candidates, d_bias, per_example = ctx.saved_tensors
+        rows = per_example.shape[0]
+        return (
+            None if d_queries is None else d_queries * grad,
+            d_candidates * grad if ctx.needs_input_grad[1] else None,
+            None if d_bias is None else d_bias * grad,
+            None,
+            per_example * (grad / rows) if ctx.needs_input_grad[4] else None,
+        )
+
+
+class _Inject(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, loss: torch.Tensor, values: torch.Tensor, gradient: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(gradient)
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (gradient,) = ctx.saved_tensors
+        return grad, gradient * grad, None
+
+
+def _float32(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.float()
 
 
 def scored_cross_entropy(
@@ -91,9 +183,33 @@ def scored_cross_entropy(
     labels [B] (each row's positive column), bias [N], weights [B] (r_i), mask bool [B, N] -> scalar, float32."""
     with torch.autocast(device_type=queries.device.type, enabled=False):
         return _ScoredCrossEntropy.apply(
-            queries.float(), candidates.float(), None if bias is None else bias.float(), labels,
-            None if weights is None else weights.float(), mask,
+            queries.float(), candidates.float(), _float32(bias), labels, _float32(weights), mask,
         )
 
 
-__all__ = ["scored_cross_entropy"]
+def scored_cross_entropy_and_candidate_gradient(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scored_cross_entropy`` (no mask) and dL/dC [N, D] (float32, not differentiable; the loss's gradient with
+    respect to the candidates, whether or not ``candidates`` requires grad)."""
+    with torch.autocast(device_type=queries.device.type, enabled=False):
+        return _ScoredCrossEntropyAndCandidateGradient.apply(
+            queries.float(), candidates.float(), _float32(bias), labels, _float32(weights),
+        )
+
+
+def inject(loss: torch.Tensor, values: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """``loss`` unchanged, whose backward also sends ``gradient`` (times the incoming gradient) into ``values`` (same
+    shape): the rows of the truncated full-corpus backward, re-embedded with a graph, get the gradient the loss
+    computed for their values in a table without one."""
+    if values.shape != gradient.shape:
+        raise ValueError(f"inject: values {tuple(values.shape)} and gradient {tuple(gradient.shape)} differ in shape")
+    return _Inject.apply(loss, values, gradient.detach().to(values.dtype))
+
+
+__all__ = ["inject", "scored_cross_entropy", "scored_cross_entropy_and_candidate_gradient"]

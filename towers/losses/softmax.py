@@ -165,9 +165,12 @@ def full_corpus_softmax_loss(
     positive_keys: torch.Tensor,
     corpus_keys: torch.Tensor,
     weights: torch.Tensor | None = None,
+    positive_bias: torch.Tensor | None = None,
+    corpus_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The exact softmax over the whole corpus: queries [B, D], positives [B, D] (row i's item), corpus [C, D] with
-    keys corpus_keys [C], positive_keys [B] -> scalar.
+    keys corpus_keys [C], positive_keys [B] -> scalar; positive_bias [B] and corpus_bias [C] are added to the logits
+    (the popularity discount, ``loss.popularity_discount``).
 
     Candidates of row i: its positive (column 0), then every corpus item except those with row i's key (the corpus
     copy of the positive, replaced by column 0). A positive absent from the corpus is still column 0.
@@ -175,6 +178,9 @@ def full_corpus_softmax_loss(
     with full_precision(queries):
         positive = (queries.float() * positives.float()).sum(dim=1, keepdim=True) / temperature  # [B, 1]
         others = similarity_logits(queries, corpus, temperature=temperature)  # [B, C]
+        if positive_bias is not None and corpus_bias is not None:
+            positive = positive + positive_bias.float().unsqueeze(1)  # [B, 1]
+            others = others + corpus_bias.float().unsqueeze(0)  # [B, C]
         others = others.masked_fill(positive_keys.unsqueeze(1) == corpus_keys.unsqueeze(0), float("-inf"))  # [B, C]
         logits = torch.cat([positive, others], dim=1)  # [B, 1 + C]
         labels = torch.zeros(logits.shape[0], dtype=torch.int64, device=logits.device)  # [B]

@@ -11,6 +11,15 @@ Two ways to get them, chosen by ``loss.corpus_refresh_steps``:
   items only (positives and in-batch negatives); the other C - B negatives are up to N - 1 steps stale and push the
   queries only. Cheaper by about a factor N in item-tower work, at the price of biased item gradients.
 
+- ``loss.corpus_gradient_negatives`` K > 0 (truncated backward; ``RetrievalTask.truncated_corpus_loss``): the item
+  tower runs over every corpus item at every step without a graph (current weights, so the loss and the query
+  tower's gradients are exact), the softmax gives the loss's gradient with respect to every row of that table, and
+  only the batch's positives and the K rows with the largest gradient (``hardest_rows``) are embedded once more with
+  a graph to send theirs into the item tower. The other rows' item gradients are dropped; with a sharp softmax
+  (small tau) a few hundred rows carry most of the gradient (``covered`` records the share of its norm kept at
+  the last step). Unlike the cached table nothing is stale, so the towers cannot tell fresh rows from old ones.
+  Cost per step: one forward over C items without a graph plus a forward and backward over B + K items.
+
 Every row comes from the corpus features (as of the fit data's cutoff), the positives' rows included, so positives
 and negatives are embedded from features of the same date.
 
@@ -27,8 +36,10 @@ from towers.sampling.corpus import CorpusSampler
 class CorpusEmbeddingTable:
     """Corpus embeddings [C, D] for a step: recomputed every ``refresh_steps`` calls (1: every call, with gradients)."""
 
-    def __init__(self, refresh_steps: int = 1) -> None:
+    def __init__(self, refresh_steps: int = 1, gradient_negatives: int = 0) -> None:
         self.refresh_steps = int(refresh_steps)
+        self.gradient_negatives = int(gradient_negatives)
+        self.covered = float("nan")  # truncated backward: share of the gradient's norm kept at the last step
         self._cached: torch.Tensor | None = None
         self._calls = 0
         self._row_of_key: torch.Tensor | None = None
@@ -60,6 +71,20 @@ class CorpusEmbeddingTable:
         table = self._cached.to(fresh.dtype).clone()  # [C, D]
         table[rows] = fresh  # the batch's items fresh, with gradients
         return table
+
+    def hardest_rows(self, gradient: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+        """The rows [P + K] of the truncated backward: the batch's positive rows ``positives`` [B] (each once) and the
+        ``gradient_negatives`` K other rows whose gradient [C, D] has the largest norm."""
+        with torch.no_grad():
+            norms = gradient.norm(dim=1)  # [C]
+            unique = torch.unique(positives[positives >= 0])  # [P]
+            total = float(norms.sum())
+            ranked = norms.clone()
+            ranked[unique] = float("inf")  # always kept: a positive's gradient is its pull towards the query
+            count = min(int(ranked.shape[0]), int(unique.shape[0]) + self.gradient_negatives)
+            rows = torch.topk(ranked, count, sorted=False).indices  # [P + K]
+            self.covered = float(norms[rows].sum()) / total if total > 0 else 1.0
+        return rows
 
     def reset(self) -> None:
         """Forget the cached table (after loading other weights)."""

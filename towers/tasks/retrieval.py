@@ -18,9 +18,10 @@ Given the query embeddings [B, D] and the positive items' embeddings [B, D] of a
 and returns ``(loss, logs)`` with every term detached for logging. The towers only embed.
 
 Which negatives to use: the exact full-corpus softmax when the item tower can run over the whole corpus at every
-step (up to ~100k items on a GPU, ~10-20k on a CPU; ``loss.corpus_refresh_steps`` > 1 trades exact item gradients for
-speed); otherwise in-batch negatives with the sampling-bias correction plus many uniform negatives
-(``loss.uniform_negatives`` in the thousands), which approach it at a cost that does not grow with the corpus.
+step (up to ~100k items on a GPU, ~10-20k on a CPU; ``loss.corpus_gradient_negatives`` keeps exact values but
+sends item gradients through the batch's items and the K corpus items of largest gradient only,
+``loss.corpus_refresh_steps`` > 1 trades exact values for speed); otherwise in-batch negatives with the
+sampling-bias correction plus many uniform negatives (``loss.uniform_negatives`` in the thousands), which approach it at a cost that does not grow with the corpus.
 
 Seams: ``candidates`` (the sampled path's candidate set and log q) and ``corpus_embeddings`` (the full-corpus path's
 candidates) are the two places a distributed trainer widens the candidate set with other ranks' items.
@@ -41,7 +42,7 @@ from torch import nn
 from towers.config import TowerConfig
 from towers.errors import TowersConfigError
 from towers.features.schema import ITEM_KEY, WEIGHT
-from towers.losses.fused import scored_cross_entropy
+from towers.losses.fused import inject, scored_cross_entropy, scored_cross_entropy_and_candidate_gradient
 from towers.losses.softmax import (
     full_corpus_softmax_loss,
     in_batch_softmax_loss,
@@ -83,7 +84,7 @@ class RetrievalTask(nn.Module):
         )
         self.corpus: CorpusSampler | None = None
         self.queue = ItemEmbeddingQueue(loss.queue_size, config.towers.output_dim) if loss.queue_size > 0 else None
-        self.corpus_table = CorpusEmbeddingTable(loss.corpus_refresh_steps)
+        self.corpus_table = CorpusEmbeddingTable(loss.corpus_refresh_steps, loss.corpus_gradient_negatives)
         self.auxiliaries = nn.ModuleList(auxiliaries)
         self.use_gather(LOCAL)
 
@@ -177,16 +178,57 @@ class RetrievalTask(nn.Module):
         the cutoff, and mixing the two lets the towers tell positives by their features' date (a time-varying count
         is lower on the positive). A positive absent from the corpus keeps its in-batch embedding."""
         keys = batch[ITEM_KEY]  # [B]
+        corpus_sampler = self._corpus("loss.negatives='full_corpus'")
+        rows = self.corpus_table.rows_of(corpus_sampler, keys)  # [B], -1: absent
+        bias = self.popularity_bias(corpus_sampler.keys)  # [C] or None
+        every_positive_in_corpus = bool((rows >= 0).all())
+        scaled = queries.float() / self.config.loss.temperature  # [B, D]
+        if every_positive_in_corpus and self.corpus_table.gradient_negatives > 0 and torch.is_grad_enabled():
+            return self.truncated_corpus_loss(scaled, rows, bias=bias, weights=batch.get(WEIGHT), model=model)
         corpus, corpus_keys = self.corpus_embeddings(keys, model=model)
-        rows = self.corpus_table.rows_of(self._corpus("loss.negatives='full_corpus'"), keys)  # [B], -1: absent
-        if bool((rows >= 0).all()):  # every positive is a corpus row: a plain cross-entropy over the corpus
-            scaled = queries.float() / self.config.loss.temperature  # [B, D]
-            return scored_cross_entropy(scaled, corpus, rows, weights=batch.get(WEIGHT))  # softmax over [B, C]
+        if every_positive_in_corpus:  # a plain cross-entropy over the corpus
+            return scored_cross_entropy(scaled, corpus, rows, bias=bias, weights=batch.get(WEIGHT))  # over [B, C]
         positives = torch.where((rows >= 0).unsqueeze(1), corpus[rows.clamp(min=0)].to(items.dtype), items)  # [B, D]
         return full_corpus_softmax_loss(
             queries, positives, corpus, temperature=self.config.loss.temperature, positive_keys=keys,
             corpus_keys=corpus_keys, weights=batch.get(WEIGHT),
+            positive_bias=self.popularity_bias(keys), corpus_bias=bias,
         )
+
+    def truncated_corpus_loss(
+        self,
+        scaled: torch.Tensor,
+        rows: torch.Tensor,
+        *,
+        bias: torch.Tensor | None,
+        weights: torch.Tensor | None,
+        model: TwoTowerModel,
+    ) -> torch.Tensor:
+        """The full-corpus softmax with a truncated item backward (``loss.corpus_gradient_negatives``; see
+        ``towers/sampling/corpus_table.py``): scaled queries [B, D] (q / tau), each row's positive corpus row [B].
+        The loss and the query gradients are exact; item-tower gradients flow through the positives and the rows
+        with the largest gradient only."""
+        features = self._corpus("loss.negatives='full_corpus'").features()
+        with torch.no_grad():
+            table = model.item_tower(features)  # [C, D], current weights, no graph
+        loss, gradient = scored_cross_entropy_and_candidate_gradient(scaled, table, rows, bias=bias, weights=weights)
+        chosen = self.corpus_table.hardest_rows(gradient, rows)  # [P + K]
+        fresh = model.item_tower({name: value[chosen] for name, value in features.items()})  # [P + K, D], a graph
+        return inject(loss, fresh, gradient[chosen])
+
+    def popularity_bias(self, keys: torch.Tensor) -> torch.Tensor | None:
+        """beta * log p [N] of ``keys`` [N] (``loss.popularity_discount`` beta; p the streaming estimate of the
+        expected copies per batch, 1 for an item never seen), added to the training logits of the full-corpus
+        softmax; None when beta is 0.
+
+        The softmax fits p(j | i) with the biased logits, so the towers' own score learns
+        log p(j | i) - beta * log p_j + const: serving (which adds nothing) discounts popularity by beta. beta = 0 is
+        the exact softmax; beta = 1 is what the uncorrected in-batch softmax learns (the pointwise mutual
+        information), which ranks rare items high and loses overall recall."""
+        beta = self.config.loss.popularity_discount
+        if beta == 0.0:
+            return None
+        return beta * self.estimator.log_probability(keys.clamp(min=0))  # [N]
 
     def bce_loss(
         self, queries: torch.Tensor, items: torch.Tensor, batch: dict[str, torch.Tensor], *, model: TwoTowerModel

@@ -71,16 +71,55 @@ def test_float32_entry_matches_the_composed_in_batch_loss_with_hits_and_exclusio
     assert all(torch.allclose(g, e, atol=1e-5) for g, e in zip(got, expected, strict=True))
 
 
-def test_a_masked_positive_gives_an_infinite_loss_and_a_second_backward_is_refused() -> None:
+def test_a_masked_positive_gives_an_infinite_loss_and_a_second_backward_the_same_gradients() -> None:
     queries, candidates = torch.randn(2, 3), torch.randn(4, 3, requires_grad=True)
     mask = torch.zeros(2, 4, dtype=torch.bool)
     mask[0, 1] = True
     assert torch.isinf(scored_cross_entropy(queries, candidates, torch.tensor([1, 2]), mask=mask))
     loss = scored_cross_entropy(queries, candidates, torch.tensor([0, 2]), mask=mask)
     loss.backward(retain_graph=True)
-    assert candidates.grad is not None and torch.isfinite(candidates.grad).all()
-    with pytest.raises(RuntimeError, match="retain_graph is not supported"):
-        loss.backward()
+    first = candidates.grad.clone()
+    assert torch.isfinite(first).all()
+    loss.backward()  # the gradients were computed in the forward: a second backward adds them again
+    assert torch.allclose(candidates.grad, 2 * first)
+
+
+@pytest.mark.parametrize("rows", [1, 17, 40, 100])
+def test_blocks_of_rows_give_the_one_block_result(rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    queries, candidates, bias, weights, labels, mask = _inputs(7, 100, 30)
+    options = {"bias": bias, "weights": weights, "mask": mask}
+    whole = _fused64(queries, candidates, labels, **options)
+    wrt = [queries, candidates, bias, weights]
+    expected = torch.autograd.grad(whole, wrt)
+    monkeypatch.setattr(fused_module, "_block_rows", lambda *_: rows)
+    blocked = _fused64(queries, candidates, labels, **options)
+    assert torch.allclose(blocked, whole, rtol=1e-12)
+    for got, want in zip(torch.autograd.grad(blocked, wrt), expected, strict=True):
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_the_candidate_gradient_is_returned_and_inject_sends_it_into_re_embedded_rows() -> None:
+    queries, candidates, bias, weights, labels, _ = _inputs(11, 9, 25)
+    reference = _reference(queries.float(), candidates.float(), labels, bias=bias.float(), weights=weights.float())
+    expected = torch.autograd.grad(reference, [queries, candidates])
+    table = candidates.detach().float()  # a table without a graph
+    loss, gradient = fused_module.scored_cross_entropy_and_candidate_gradient(
+        queries, table, labels, bias=bias.detach(), weights=weights.detach())
+    assert torch.allclose(loss, reference.float(), atol=1e-5)
+    assert not gradient.requires_grad and torch.allclose(gradient.double(), expected[1], atol=1e-5)
+    rows = torch.tensor([0, 3, 7])
+    leaf = candidates.detach().float().requires_grad_()
+    fresh = leaf[rows] * 1.0  # the rows re-embedded with a graph
+    total = fused_module.inject(loss, fresh, gradient[rows])
+    assert total.item() == pytest.approx(loss.item())
+    (2.0 * total).backward()
+    assert torch.allclose(queries.grad, 2.0 * expected[0], atol=1e-5)  # the loss's own gradient, untouched
+    assert torch.allclose(leaf.grad[rows].double(), 2.0 * expected[1][rows], atol=1e-5)
+    others = torch.ones(25, dtype=torch.bool)
+    others[rows] = False
+    assert (leaf.grad[others] == 0).all()  # rows not re-embedded get nothing
+    with pytest.raises(ValueError, match="differ in shape"):
+        fused_module.inject(loss, fresh, gradient[:2])
 
 
 def test_scores_far_below_the_row_maximum_are_floored_without_changing_the_loss_or_gradients() -> None:

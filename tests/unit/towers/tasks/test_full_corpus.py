@@ -119,3 +119,112 @@ def test_the_positive_is_scored_with_its_corpus_features_like_every_negative() -
         rows = model.task.corpus_table.rows_of(model.task.corpus, batch[ITEM_KEY])
         expected = torch.nn.functional.cross_entropy(queries @ corpus.T / 1.0, rows)
     assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def _loss_and_gradients(config: TowerConfig) -> tuple[float, dict[str, torch.Tensor], object]:
+    model, batch = trainable_towers(config)
+    model.eval()  # no dropout: both passes over the corpus see the same inputs
+    batch = {name: tensor[:32] for name, tensor in batch.items()}
+    loss, _ = model.loss(batch)
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return loss.item(), grads, model
+
+
+def test_truncated_backward_keeps_the_loss_and_the_query_gradients_exact() -> None:
+    config = FULL.with_overrides({"loss.temperature": 0.2})
+    exact_loss, exact, _ = _loss_and_gradients(config)
+    loss, grads, model = _loss_and_gradients(config.with_overrides({"loss.corpus_gradient_negatives": 10}))
+    assert loss == pytest.approx(exact_loss, abs=1e-6)  # every row's value is the current item tower's
+    # the query tower's own layers (the embedding tables are shared with the item tower)
+    query_only = [n for n in exact if n.startswith("model.query_tower") and ".tables." not in n]
+    assert query_only
+    for name in query_only:
+        torch.testing.assert_close(grads[name], exact[name], atol=1e-6, rtol=1e-5)
+    item_mlp = [n for n in exact if n.startswith("model.item_tower.mlp")]
+    assert any((grads[n] - exact[n]).abs().max() > 1e-4 for n in item_mlp)  # 10 of 300 negatives: truncated
+    assert 0.0 < model.task.corpus_table.covered < 1.0
+
+
+def test_truncated_backward_over_the_whole_corpus_is_the_exact_gradient() -> None:
+    config = FULL.with_overrides({"loss.temperature": 0.2})
+    exact_loss, exact, _ = _loss_and_gradients(config)
+    loss, grads, model = _loss_and_gradients(config.with_overrides({"loss.corpus_gradient_negatives": 100_000}))
+    assert model.task.corpus_table.covered == pytest.approx(1.0, abs=1e-6)
+    assert loss == pytest.approx(exact_loss, abs=1e-6)
+    assert set(grads) == set(exact)
+    for name in exact:
+        torch.testing.assert_close(grads[name], exact[name], atol=1e-5, rtol=1e-4)
+
+
+def test_truncated_backward_sends_item_gradients_through_the_hardest_items_only() -> None:
+    model, batch = trainable_towers(FULL.with_overrides({"loss.corpus_gradient_negatives": 5}))
+    batch = {name: tensor[:32] for name, tensor in batch.items()}
+    untouched = _untouched_item_rows(model, batch)
+    loss, _ = model.loss(batch)
+    loss.backward()
+    moved = model.model.item_tower.tables["item_id"].weight.grad[untouched].abs().sum(dim=1) > 0
+    assert 0 < int(moved.sum()) <= 5  # at most the K hardest, and some of them lie outside the batch
+
+
+def test_truncated_backward_needs_the_exact_full_corpus() -> None:
+    with pytest.raises(TowersConfigError, match="loss.corpus_gradient_negatives must be 0 unless"):
+        TowerConfig.from_dict({"loss": {"corpus_gradient_negatives": 64}})
+    with pytest.raises(TowersConfigError, match="loss.corpus_gradient_negatives must be 0 unless"):
+        TowerConfig.from_dict({"loss": {"negatives": "full_corpus", "corpus_refresh_steps": 4,
+                                        "corpus_gradient_negatives": 64}})
+    with pytest.raises(TowersConfigError, match="loss.corpus_gradient_negatives must be >= 0"):
+        TowerConfig.from_dict({"loss": {"negatives": "full_corpus", "corpus_gradient_negatives": -1}})
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_popularity_discount_adds_beta_log_p_to_the_training_logits(beta: float) -> None:
+    model, batch = trainable_towers(FULL.with_overrides({"loss.popularity_discount": beta, "loss.temperature": 0.5}))
+    model.eval()
+    batch = {name: tensor[:40] for name, tensor in batch.items()}
+    for step in range(3):  # a few updates of the estimator, so that log p differs between items
+        model.task.estimator.update(batch[ITEM_KEY][step * 10 : (step + 1) * 10].repeat(step + 1))
+    with torch.no_grad():
+        loss, _ = model.loss(batch)  # the forward updates the estimator once more (training mode only)
+        corpus = model.model.item_tower(model.task.corpus.features())  # [C, D]
+        queries = model.model.embed_queries(batch)
+        rows = model.task.corpus_table.rows_of(model.task.corpus, batch[ITEM_KEY])
+        log_p = model.task.estimator.log_probability(model.task.corpus.keys)  # [C]
+        expected = torch.nn.functional.cross_entropy(queries @ corpus.T / 0.5 + beta * log_p, rows)
+    assert log_p.std() > 0.1
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_popularity_discount_lowers_the_popular_items_scores_after_training() -> None:
+    # one item is the positive of half the rows: with beta = 1 its learned score must fall below the exact softmax's
+    def trained(beta: float) -> float:
+        torch.manual_seed(0)
+        model, batch = trainable_towers(FULL.with_overrides({"loss.popularity_discount": beta,
+                                                             "loss.temperature": 0.2}))
+        keys = batch[ITEM_KEY].clone()
+        keys[::2] = keys[0]
+        batch = dict(batch, **{ITEM_KEY: keys, "item_id": torch.where(
+            torch.arange(keys.shape[0]) % 2 == 0, batch["item_id"][0], batch["item_id"])})
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(40):
+            loss, _ = model.loss(batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            corpus = model.model.item_tower(model.task.corpus.features())
+            scores = model.model.embed_queries(batch) @ corpus.T  # [B, C]
+            row = model.task.corpus_table.rows_of(model.task.corpus, keys[:1])
+            rank = (scores > scores[:, row]).sum(dim=1).float()  # [B] items ranked above the popular one
+        return float(rank.mean())
+
+    exact, discounted = trained(0.0), trained(1.0)  # measured: 0.1 and 8.7 of 300 items above it
+    assert discounted > exact + 1.0
+
+
+def test_popularity_discount_needs_the_full_corpus() -> None:
+    with pytest.raises(TowersConfigError, match="loss.popularity_discount must be 0 unless"):
+        TowerConfig.from_dict({"loss": {"popularity_discount": 0.5}})
+    with pytest.raises(TowersConfigError, match="loss.popularity_discount must be >= 0"):
+        TowerConfig.from_dict({"loss": {"negatives": "full_corpus", "popularity_discount": -0.1}})
