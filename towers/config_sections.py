@@ -137,8 +137,8 @@ class LossConfig:
     # gradients); N > 1 = a corpus embedding table recomputed every N steps, the batch's own items fresh in it
     # (measured on the bundled data: N = 8 fell to validation R@100 .17 from .33 exact; check on validation first)
     corpus_gradient_negatives: int = 0  # full_corpus: 0 = every corpus item sends item-tower gradients; K > 0 =
-    # exact values (a forward over the corpus without a graph), item gradients through the batch's items and the K
-    # corpus items with the most softmax mass over the batch only (towers/sampling/corpus_table.py)
+    # exact values (a forward over the corpus without a graph), item gradients through the batch's items, the K/2
+    # corpus items of largest gradient and K/2 drawn by gradient norm, importance-weighted (corpus_table.py)
     popularity_discount: float = 0.0  # full_corpus: beta >= 0 adds beta * log p_j (the streaming frequency
     # estimate) to the training logits, so the served score discounts popularity by beta (0: the exact softmax;
     # 1: the pointwise mutual information, as the uncorrected in-batch softmax; RetrievalTask.popularity_bias)

@@ -14,6 +14,8 @@ at least 5x and worst-category R@100 at least 2x the best classical model's.
 
     python ops/bench/quality.py --rows "two-tower, shipped config"          # only some two-tower rows
     python ops/bench/quality.py --extra-row 'name={"loss.temperature": 0.1}'  # a row on the shipped config
+    python ops/bench/quality.py --no-run --merge ops/bench/results/quality_movielens-latest-small.json \
+        --merge ops/bench/results/quality_other.json --rename "two-tower, a=two-tower, b"  # compose earlier runs
 
 Writes ops/bench/results/quality_<dataset>.md and .json (``--out NAME``: quality_NAME.md and .json).
 """
@@ -114,6 +116,18 @@ def two_tower_rows(dataset, training_set, store, *, seeds: int, rows_wanted: dic
     return rows
 
 
+def merged_rows(rows: dict[str, dict], merged: dict[str, dict], *, renames: dict[str, str]) -> dict[str, dict]:
+    """The classical rows first, then the two-tower rows; a row of this run replaces a merged one of the same name;
+    ``renames`` {old: new} renames rows (a merged row that no longer is what its name says)."""
+    combined = {**merged, **rows}
+    missing = sorted(set(renames) - set(combined))
+    if missing:
+        raise SystemExit(f"--rename: no row named {', '.join(map(repr, missing))}; rows: {', '.join(combined)}")
+    combined = {renames.get(name, name): row for name, row in combined.items()}
+    classical = {n: r for n, r in combined.items() if not n.startswith("two-tower")}
+    return {**classical, **{n: r for n, r in combined.items() if n.startswith("two-tower")}}
+
+
 def bar_lines(table: dict[str, dict[str, tuple[float, float]]]) -> list[str]:
     """The shipped row against the classical rows (issue 11's bar)."""
     classical = {n: f for n, f in table.items() if not n.startswith("two-tower")}
@@ -192,6 +206,12 @@ def main() -> None:
     parser.add_argument("--out", default=None,
                         help="write quality_<OUT>.md and .json (default: the dataset's name; a partial run of some "
                              "rows should name its own files rather than replace the full table)")
+    parser.add_argument("--merge", action="append", default=[], type=Path,
+                        help="a quality_*.json written earlier: its rows join the table (a row of this run with the "
+                             "same name wins; with --rows '' and no --extra-row only the baselines run)")
+    parser.add_argument("--no-run", action="store_true",
+                        help="run nothing: the table of the --merge files only (for composing earlier runs)")
+    parser.add_argument("--rename", action="append", default=[], help="OLD=NEW: a row's name in the table")
     args = parser.parse_args()
     import yaml
 
@@ -200,12 +220,25 @@ def main() -> None:
     for extra in args.extra_row:
         name, _, settings = extra.partition("=")
         wanted[f"two-tower, {name}"] = ("shipped", json.loads(settings))
-    with tempfile.TemporaryDirectory(prefix="tower-quality-") as tmp:
-        dataset, store, training_set = prepare(args.config, args.source, Path(tmp))
-        print(f"{dataset.name}: {training_set.table.num_rows:,} interactions", file=sys.stderr)
-        rows = baseline_rows(training_set, store)
-        rows.update(two_tower_rows(dataset, training_set, store, seeds=args.seeds, rows_wanted=wanted,
-                                   overrides=overrides))
+    if args.out is not None and (not args.out or "/" in args.out or args.out.startswith(".")):
+        parser.error(f"--out {args.out!r}: a name for ops/bench/results/quality_<OUT>.md, not a path")
+    merged: dict[str, dict] = {}
+    for path in args.merge:
+        merged.update(json.loads(path.read_text()))
+    if args.no_run:
+        if not merged:
+            parser.error("--no-run needs at least one --merge file")
+        from tower_platform.datasets import load_dataset_config
+
+        dataset, rows = load_dataset_config(args.config), {}
+    else:
+        with tempfile.TemporaryDirectory(prefix="tower-quality-") as tmp:
+            dataset, store, training_set = prepare(args.config, args.source, Path(tmp))
+            print(f"{dataset.name}: {training_set.table.num_rows:,} interactions", file=sys.stderr)
+            rows = baseline_rows(training_set, store)
+            rows.update(two_tower_rows(dataset, training_set, store, seeds=args.seeds, rows_wanted=wanted,
+                                       overrides=overrides))
+    rows = merged_rows(rows, merged, renames=dict(r.split("=", 1) for r in args.rename))
     table = summarise(rows)
     first = next(iter(rows.values()))
     headline = first["test"] if "test" in first else first["runs"][0]["test"]

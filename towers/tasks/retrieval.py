@@ -19,7 +19,7 @@ and returns ``(loss, logs)`` with every term detached for logging. The towers on
 
 Which negatives to use: the exact full-corpus softmax when the item tower can run over the whole corpus at every
 step (up to ~100k items on a GPU, ~10-20k on a CPU; ``loss.corpus_gradient_negatives`` keeps exact values but
-sends item gradients through the batch's items and the K corpus items of largest gradient only,
+sends item gradients through the batch's items and K corpus items (the largest gradients and an unbiased draw),
 ``loss.corpus_refresh_steps`` > 1 trades exact values for speed); otherwise in-batch negatives with the
 sampling-bias correction plus many uniform negatives (``loss.uniform_negatives`` in the thousands), which approach it at a cost that does not grow with the corpus.
 
@@ -206,15 +206,15 @@ class RetrievalTask(nn.Module):
     ) -> torch.Tensor:
         """The full-corpus softmax with a truncated item backward (``loss.corpus_gradient_negatives``; see
         ``towers/sampling/corpus_table.py``): scaled queries [B, D] (q / tau), each row's positive corpus row [B].
-        The loss and the query gradients are exact; item-tower gradients flow through the positives and the rows
-        with the largest gradient only."""
+        The loss and the query gradients are exact; item-tower gradients flow through the positives, the rows with
+        the largest gradient and an importance-weighted draw of the others (unbiased)."""
         features = self._corpus("loss.negatives='full_corpus'").features()
         with torch.no_grad():
             table = model.item_tower(features)  # [C, D], current weights, no graph
         loss, gradient = scored_cross_entropy_and_candidate_gradient(scaled, table, rows, bias=bias, weights=weights)
-        chosen = self.corpus_table.hardest_rows(gradient, rows)  # [P + K]
-        fresh = model.item_tower({name: value[chosen] for name, value in features.items()})  # [P + K, D], a graph
-        return inject(loss, fresh, gradient[chosen])
+        chosen, weights = self.corpus_table.gradient_rows(gradient, rows)  # [R], [R]
+        fresh = model.item_tower({name: value[chosen] for name, value in features.items()})  # [R, D], a graph
+        return inject(loss, fresh, gradient[chosen] * weights.unsqueeze(1))
 
     def popularity_bias(self, keys: torch.Tensor) -> torch.Tensor | None:
         """beta * log p [N] of ``keys`` [N] (``loss.popularity_discount`` beta; p the streaming estimate of the
