@@ -5,7 +5,8 @@ tensor of a training step, and on a CPU its passes through memory cost more than
 from stock ops (matmul, accidental-hit mask, excluded mask, log_softmax, nll, then their backwards) a step allocated
 six [B, N] tensors and made a dozen passes over them; at B = 1024, N = 5120 that was three quarters of the step
 (``ops/bench/train_profile.py``). ``scored_cross_entropy`` computes the same loss and gradients a block of R rows at
-a time, so that the [R, N] block stays in the CPU's cache and no [B, N] tensor outlives its block:
+a time (R * N bounded, see ``_BLOCK_ELEMENTS``), so that no [B, N] tensor outlives its block and the passes after
+the matmul are done in place:
 
     per block  S = Q_r C^T + b (one addmm), S[mask] = -inf (in place), m_i = max_j S_ij, P = exp(max(S - m, -80)) / Z
                (in place), L_i = m_i + log Z_i - S_i,y_i, then the gradients of L = (1/B) sum_i r_i L_i:
@@ -29,7 +30,10 @@ from typing import Any
 import torch
 
 _FLOOR = -80.0  # the lowest S - m kept (see _forward_and_gradients)
-_BLOCK_ELEMENTS = {"cpu": 1 << 18, "default": 1 << 26}  # R * N per block: ~1 MiB of float32 in a CPU's cache
+# R * N per block. On CPU 2^24 (64 MiB of float32): ops/bench/fused_softmax.py --sweep measured 2^18 (1 MiB, a
+# cache-sized block) at 0.5-0.85x of one block at N 5k-30k; from 2^22 on, blocks run level with one block within the
+# run-to-run noise (about +-10% on 2 cores), and still bound the transient memory of a large corpus.
+_BLOCK_ELEMENTS = {"cpu": 1 << 24, "default": 1 << 26}
 
 
 def _block_rows(rows: int, columns: int, device: torch.device) -> int:
