@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
+from unittest.mock import patch
 
 import torch
 
@@ -35,18 +37,9 @@ def timed(queries: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor,
     return (time.perf_counter() - started) / steps * 1000.0
 
 
-def with_block_elements(elements: int | None):
+def with_block_elements(elements: int | None) -> Any:
     """A context that sets the CPU block size (elements per block; None: the default)."""
-    class _Block:
-        def __enter__(self) -> None:
-            self.saved = fused._BLOCK_ELEMENTS["cpu"]
-            if elements is not None:
-                fused._BLOCK_ELEMENTS["cpu"] = elements
-
-        def __exit__(self, *_: object) -> None:
-            fused._BLOCK_ELEMENTS["cpu"] = self.saved
-
-    return _Block()
+    return patch.dict(fused._BLOCK_ELEMENTS, {} if elements is None else {"cpu": elements})
 
 
 def main() -> None:
@@ -84,7 +77,8 @@ def main() -> None:
         ratio = best["one block"] / best["default"]
         ratios.append(ratio)
         sweep = "   " + ", ".join(f"{n} {t:.1f}" for n, t in best.items() if n.startswith("2^")) if args.sweep else ""
-        print(f"N {columns:>6,}: default ({rows} rows) {best['default']:6.1f} ms, one block {best['one block']:6.1f} ms,"
+        print(f"N {columns:>6,}: default ({rows} rows) {best['default']:6.1f} ms, "
+              f"one block {best['one block']:6.1f} ms,"
               f" speed-up {ratio:.2f}x{sweep}")
     print(f"smallest speed-up one block / default = {min(ratios):.2f}   (target >= 1.0)")
 

@@ -31,7 +31,7 @@ import torch
 
 _FLOOR = -80.0  # the lowest S - m kept (see _forward_and_gradients)
 # R * N per block. On CPU 2^24 (64 MiB of float32): ops/bench/fused_softmax.py --sweep measured 2^18 (1 MiB, a
-# cache-sized block) at 0.5-0.85x of one block at N 5k-30k; from 2^22 on, blocks run level with one block within the
+# cache-sized block) at 0.58-0.85x of one block at N 5k-30k; from 2^22 on, blocks run level with one block within the
 # run-to-run noise (about +-10% on 2 cores), and still bound the transient memory of a large corpus.
 _BLOCK_ELEMENTS = {"cpu": 1 << 24, "default": 1 << 26}
 
