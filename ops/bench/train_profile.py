@@ -9,13 +9,15 @@ config). Rows, each measured with the same minimal loop (``train_throughput.refe
     + <part>       plain plus one part of the shipped configuration (DAT + CAL, SENet, mixed negatives, SSL, ...)
     shipped        the dataset config's ``training:`` section as shipped
 
-and the ratio shipped / plain (target >= 0.6). ``--profile`` adds a torch.profiler table of the shipped step.
+and the ratio shipped / plain (target >= 0.6). ``--variant 'NAME={"key": value}'`` adds a row of the shipped config
+with those settings (an A/B in the same process). ``--profile`` adds a torch.profiler table of the shipped step.
 ``--clock cpu`` divides by the process's CPU time instead of wall time: on a shared, loaded machine (with
 ``--threads 1``) it shows what the rates would be with the core to itself, much less distorted by the load.
 
     .venv/bin/python ops/bench/train_profile.py                                  # bundled MovieLens latest-small
     .venv/bin/python ops/bench/train_profile.py --config platform/tower_platform/bundled/configs/movielens-100k.yaml \
         --source ../shared/datasets/movielens-100k --profile
+    .venv/bin/python ops/bench/train_profile.py --variant 'bf16={"loss.softmax_matmul": "bfloat16"}'
 """
 
 from __future__ import annotations
@@ -161,6 +163,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--profile", action="store_true", help="a torch.profiler table of the shipped configuration")
     parser.add_argument("--set", action="append", default=[], help="override KEY=VALUE of the shipped config")
+    parser.add_argument("--variant", action="append", default=[],
+                        help='NAME={"dotted.key": value, ...}: a further row, the shipped config with these settings')
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="examples per second of wall time, or of this process's CPU time")
     parser.add_argument("--cache", type=Path, default=None,
@@ -178,6 +182,12 @@ def main() -> None:
     overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
     shipped = tower_config_from(dataset, overrides={**overrides, "training.device": "cpu"})
     rows = configurations(shipped)
+    for variant in args.variant:
+        name, _, settings = variant.partition("=")
+        try:
+            rows[f"shipped, {name}"] = shipped.with_overrides(json.loads(settings))
+        except json.JSONDecodeError as error:
+            parser.error(f"--variant {variant!r}: the settings after '=' must be a JSON object ({error})")
     print(f"{dataset.name}: {train.num_rows:,} training rows, {corpus.num_rows:,} corpus items, "
           f"{len(schema.query)} query and {len(schema.item)} item features; threads {torch.get_num_threads()}, "
           f"batch {shipped.training.batch_size}, steps {args.steps}, best of {args.repeats}, {args.clock} clock")
@@ -196,6 +206,9 @@ def main() -> None:
         print(f"{name:28s} {best:10,.0f} examples/s   {best / plain:6.3f} of plain   "
               f"(rounds: {', '.join(f'{v:,.0f}' for v in values)})")
     print(f"ratio shipped / plain = {max(rates['shipped']) / plain:.3f}   (target >= 0.6)")
+    for name in rows:
+        if name.startswith("shipped, "):
+            print(f"ratio {name} / shipped = {max(rates[name]) / max(rates['shipped']):.3f}")
     if args.profile:
         model, tensors = prepared_rows["shipped"]
         print(profile_table(model, tensors, trainer, steps=args.steps))

@@ -50,9 +50,11 @@ def _forward_and_gradients(
     mask: torch.Tensor | None,
     *,
     need: tuple[bool, bool, bool],
+    matmul: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """(loss, per-example losses [B], dL/dQ [B, D], dL/dC [N, D], dL/db [N]), the gradients where ``need``
-    (queries, candidates, bias) asks for them, else None."""
+    (queries, candidates, bias) asks for them, else None. ``matmul`` bfloat16: the three matmuls take bfloat16
+    inputs (float32 accumulation, bfloat16 results, everything else float32)."""
     rows, columns = queries.shape[0], candidates.shape[0]
     need_q, need_c, need_b = need
     any_gradient = need_q or need_c or need_b
@@ -62,12 +64,21 @@ def _forward_and_gradients(
     d_bias = torch.zeros(columns, dtype=queries.dtype, device=queries.device) if need_b else None  # [N]
     scale = torch.full((rows,), 1.0 / rows, dtype=queries.dtype, device=queries.device) if weights is None \
         else weights / rows  # [B] r_i / B
-    transposed = candidates.transpose(0, 1)  # [D, N]
+    low = matmul != torch.float32
+    factors = candidates.to(matmul) if low else candidates  # [N, D]
+    transposed = factors.transpose(0, 1)  # [D, N]
     step = _block_rows(rows, columns, queries.device)
     for start in range(0, rows, step):
         end = min(start + step, rows)
         block_queries, block_labels = queries[start:end], labels[start:end]  # [R, D], [R]
-        scores = block_queries @ transposed if bias is None else torch.addmm(bias, block_queries, transposed)  # [R, N]
+        if low:
+            block_factors = block_queries.to(matmul)  # [R, D]
+            scores = (block_factors @ transposed).float()  # [R, N]
+            if bias is not None:
+                scores.add_(bias)
+        else:
+            block_factors = block_queries
+            scores = block_queries @ transposed if bias is None else torch.addmm(bias, block_queries, transposed)
         if mask is not None:
             scores.masked_fill_(mask[start:end], float("-inf"))
         positive = scores.gather(1, block_labels.unsqueeze(1)).squeeze(1)  # [R]
@@ -84,10 +95,17 @@ def _forward_and_gradients(
         block_scale = scale[start:end]  # [R]
         d_scores = probabilities.mul_((block_scale.unsqueeze(1) / total))  # [R, N] (r_i / B) softmax, in place
         d_scores[torch.arange(end - start, device=labels.device), block_labels] -= block_scale
+        factor_scores = d_scores.to(matmul) if low else d_scores  # [R, N]
         if d_queries is not None:
-            torch.mm(d_scores, candidates, out=d_queries[start:end])  # [R, D]
+            if low:
+                d_queries[start:end] = factor_scores @ factors  # [R, D]
+            else:
+                torch.mm(d_scores, candidates, out=d_queries[start:end])  # [R, D]
         if d_candidates is not None:
-            d_candidates.addmm_(d_scores.transpose(0, 1), block_queries)  # [N, D]
+            if low:
+                d_candidates.add_(factor_scores.transpose(0, 1) @ block_factors)  # [N, D]
+            else:
+                d_candidates.addmm_(d_scores.transpose(0, 1), block_queries)  # [N, D]
         if d_bias is not None:
             d_bias.add_(d_scores.sum(dim=0))  # [N]
     loss = (per_example if weights is None else per_example * weights).sum() / rows
@@ -104,9 +122,10 @@ class _ScoredCrossEntropy(torch.autograd.Function):
         labels: torch.Tensor,
         weights: torch.Tensor | None,
         mask: torch.Tensor | None,
+        matmul: torch.dtype,
     ) -> torch.Tensor:
         loss, per_example, d_queries, d_candidates, d_bias = _forward_and_gradients(
-            queries, candidates, bias, labels, weights, mask, need=tuple(ctx.needs_input_grad[:3]))
+            queries, candidates, bias, labels, weights, mask, need=tuple(ctx.needs_input_grad[:3]), matmul=matmul)
         ctx.save_for_backward(d_queries, d_candidates, d_bias, per_example)
         return loss
 
@@ -121,6 +140,7 @@ class _ScoredCrossEntropy(torch.autograd.Function):
             None,
             per_example * (grad / rows) if ctx.needs_input_grad[4] else None,
             None,
+            None,
         )
 
 
@@ -133,10 +153,11 @@ class _ScoredCrossEntropyAndCandidateGradient(torch.autograd.Function):
         bias: torch.Tensor | None,
         labels: torch.Tensor,
         weights: torch.Tensor | None,
+        matmul: torch.dtype,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         loss, per_example, d_queries, d_candidates, d_bias = _forward_and_gradients(
             queries, candidates, bias, labels, weights, None, need=(ctx.needs_input_grad[0], True,
-                                                                   ctx.needs_input_grad[2]))
+                                                                   ctx.needs_input_grad[2]), matmul=matmul)
         ctx.save_for_backward(d_queries, d_candidates, d_bias, per_example)
         ctx.mark_non_differentiable(d_candidates)
         return loss, d_candidates
@@ -153,6 +174,7 @@ class _ScoredCrossEntropyAndCandidateGradient(torch.autograd.Function):
             None if d_bias is None else d_bias * grad,
             None,
             per_example * (grad / rows) if ctx.needs_input_grad[4] else None,
+            None,
         )
 
 
@@ -174,6 +196,15 @@ def _float32(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else tensor.float()
 
 
+MATMUL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _matmul_dtype(matmul: str) -> torch.dtype:
+    if matmul not in MATMUL_DTYPES:
+        raise ValueError(f"matmul {matmul!r}: expected one of {', '.join(map(repr, MATMUL_DTYPES))}")
+    return MATMUL_DTYPES[matmul]
+
+
 def scored_cross_entropy(
     queries: torch.Tensor,
     candidates: torch.Tensor,
@@ -182,12 +213,16 @@ def scored_cross_entropy(
     bias: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    matmul: str = "float32",
 ) -> torch.Tensor:
     """(1/B) sum_i r_i CE(softmax_j(<q_i, c_j> + b_j, -inf where mask), y_i): queries [B, D], candidates [N, D],
-    labels [B] (each row's positive column), bias [N], weights [B] (r_i), mask bool [B, N] -> scalar, float32."""
+    labels [B] (each row's positive column), bias [N], weights [B] (r_i), mask bool [B, N] -> scalar, float32.
+    ``matmul`` "bfloat16": the score and gradient matmuls round their inputs and results to bfloat16 (about 0.3%
+    relative error in the gradients; the softmax itself stays float32)."""
+    dtype = _matmul_dtype(matmul)
     with torch.autocast(device_type=queries.device.type, enabled=False):
         return _ScoredCrossEntropy.apply(
-            queries.float(), candidates.float(), _float32(bias), labels, _float32(weights), mask,
+            queries.float(), candidates.float(), _float32(bias), labels, _float32(weights), mask, dtype,
         )
 
 
@@ -198,12 +233,14 @@ def scored_cross_entropy_and_candidate_gradient(
     *,
     bias: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
+    matmul: str = "float32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``scored_cross_entropy`` (no mask) and dL/dC [N, D] (float32, not differentiable; the loss's gradient with
     respect to the candidates, whether or not ``candidates`` requires grad)."""
+    dtype = _matmul_dtype(matmul)
     with torch.autocast(device_type=queries.device.type, enabled=False):
         return _ScoredCrossEntropyAndCandidateGradient.apply(
-            queries.float(), candidates.float(), _float32(bias), labels, _float32(weights),
+            queries.float(), candidates.float(), _float32(bias), labels, _float32(weights), dtype,
         )
 
 

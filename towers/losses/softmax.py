@@ -110,10 +110,12 @@ def in_batch_softmax_loss(
     candidate_ids: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
     excluded: torch.Tensor | None = None,
+    matmul: str = "float32",
 ) -> torch.Tensor:
     """The composed loss: queries [B, D], candidates [N, D] (first B are the positives), log_q [N] or None for the
     plain softmax, positive_ids [B] and candidate_ids [N] to remove accidental hits (both or neither), weights [B],
-    excluded bool [B, N]: candidates that are never negatives of row i (e.g. queued copies of its positive)."""
+    excluded bool [B, N]: candidates that are never negatives of row i (e.g. queued copies of its positive);
+    matmul "bfloat16" rounds the matmuls' inputs and results (``scored_cross_entropy``)."""
     rows = queries.shape[0]
     labels = torch.arange(rows, device=queries.device)  # [B] the positive of row i is candidate i
     mask = None
@@ -124,7 +126,7 @@ def in_batch_softmax_loss(
         mask = excluded if mask is None else mask.logical_or_(excluded)  # [B, N]
     return scored_cross_entropy(  # similarity_logits - log_q, remove_accidental_hits, weighted_softmax_cross_entropy
         queries.float() / temperature, candidates, labels, bias=None if log_q is None else -log_q.float(),
-        weights=weights, mask=mask,
+        weights=weights, mask=mask, matmul=matmul,
     )
 
 

@@ -21,6 +21,13 @@ Two ways to get them, chosen by ``loss.corpus_refresh_steps``:
   the bundled data's validation R@100 fell to .09 (the many small pushes away from the queries are what keeps the
   items apart). ``covered`` records the share of the gradient's norm in the deterministic rows at the last step.
   Cost per step: one forward over C items without a graph plus a forward and backward over B + K items.
+- Both (``corpus_refresh_steps`` N > 1 with ``corpus_gradient_negatives`` K > 0; ``values``): the table without a
+  graph is recomputed every N steps; in between, the rows of the batch's positives are re-embedded (without a graph)
+  before the loss, and the rows the truncated backward re-embeds with a graph are written back after it
+  (``remember``), so the positives and the hardest negatives are current and only the others are up to N - 1 steps
+  old. The loss and the query gradients are then exact up to that staleness, and the item gradient stays the
+  unbiased draw of the truncated backward (unlike the cached mode above, whose item tower sees the batch only).
+  Cost per step: a forward over C / N items (amortised) plus a forward over B and a forward and backward over B + K.
 
 Every row comes from the corpus features (as of the fit data's cutoff), the positives' rows included, so positives
 and negatives are embedded from features of the same date.
@@ -73,6 +80,29 @@ class CorpusEmbeddingTable:
         table = self._cached.to(fresh.dtype).clone()  # [C, D]
         table[rows] = fresh  # the batch's items fresh, with gradients
         return table
+
+    def values(self, tower: torch.nn.Module, corpus: CorpusSampler, rows: torch.Tensor) -> torch.Tensor:
+        """The table [C, D] of the truncated backward, without a graph: the item tower over every corpus item at the
+        first call and every ``refresh_steps`` calls after it (every call when 1); in between the cached table with
+        the positives' rows ``rows`` [B] (-1: absent) re-embedded with the current weights."""
+        features = corpus.features()
+        with torch.no_grad():
+            if self.refresh_steps == 1 or self._cached is None or self._calls % self.refresh_steps == 0:
+                self._cached = tower(features).detach()  # [C, D]
+            else:
+                unique = torch.unique(rows[rows >= 0])  # [P]
+                fresh = tower({name: value[unique] for name, value in features.items()})  # [P, D]
+                self._cached[unique] = fresh.to(self._cached.dtype)
+        self._calls += 1
+        return self._cached
+
+    def remember(self, rows: torch.Tensor, fresh: torch.Tensor) -> None:
+        """Write the re-embedded rows ``rows`` [R] (their values ``fresh`` [R, D]) into a cached table, so that the
+        next steps score the hardest negatives with their current embeddings (nothing to do when the table is
+        recomputed at every step)."""
+        if self.refresh_steps > 1 and self._cached is not None:
+            with torch.no_grad():
+                self._cached[rows] = fresh.detach().to(self._cached.dtype)
 
     def gradient_rows(self, gradient: torch.Tensor, positives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows [R] of the truncated backward and the weight [R] of each row's gradient: the batch's positive rows

@@ -161,6 +161,7 @@ class RetrievalTask(nn.Module):
             candidate_ids=candidates.keys if hits else None,
             weights=batch.get(WEIGHT),
             excluded=candidates.excluded,
+            matmul=self.config.loss.softmax_matmul,
         )
 
     def corpus_embeddings(self, keys: torch.Tensor, *, model: TwoTowerModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,7 +188,8 @@ class RetrievalTask(nn.Module):
             return self.truncated_corpus_loss(scaled, rows, bias=bias, weights=batch.get(WEIGHT), model=model)
         corpus, corpus_keys = self.corpus_embeddings(keys, model=model)
         if every_positive_in_corpus:  # a plain cross-entropy over the corpus
-            return scored_cross_entropy(scaled, corpus, rows, bias=bias, weights=batch.get(WEIGHT))  # over [B, C]
+            return scored_cross_entropy(scaled, corpus, rows, bias=bias, weights=batch.get(WEIGHT),
+                                        matmul=self.config.loss.softmax_matmul)  # over [B, C]
         positives = torch.where((rows >= 0).unsqueeze(1), corpus[rows.clamp(min=0)].to(items.dtype), items)  # [B, D]
         return full_corpus_softmax_loss(
             queries, positives, corpus, temperature=self.config.loss.temperature, positive_keys=keys,
@@ -208,12 +210,14 @@ class RetrievalTask(nn.Module):
         ``towers/sampling/corpus_table.py``): scaled queries [B, D] (q / tau), each row's positive corpus row [B].
         The loss and the query gradients are exact; item-tower gradients flow through the positives, the rows with
         the largest gradient and an importance-weighted draw of the others (unbiased)."""
-        features = self._corpus("loss.negatives='full_corpus'").features()
-        with torch.no_grad():
-            table = model.item_tower(features)  # [C, D], current weights, no graph
-        loss, gradient = scored_cross_entropy_and_candidate_gradient(scaled, table, rows, bias=bias, weights=weights)
+        corpus = self._corpus("loss.negatives='full_corpus'")
+        features = corpus.features()
+        table = self.corpus_table.values(model.item_tower, corpus, rows)  # [C, D], no graph (cached: N steps old)
+        loss, gradient = scored_cross_entropy_and_candidate_gradient(scaled, table, rows, bias=bias, weights=weights,
+                                                                     matmul=self.config.loss.softmax_matmul)
         chosen, weights = self.corpus_table.gradient_rows(gradient, rows)  # [R], [R]
         fresh = model.item_tower({name: value[chosen] for name, value in features.items()})  # [R, D], a graph
+        self.corpus_table.remember(chosen, fresh)
         return inject(loss, fresh, gradient[chosen] * weights.unsqueeze(1))
 
     def popularity_bias(self, keys: torch.Tensor) -> torch.Tensor | None:

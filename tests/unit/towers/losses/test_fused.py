@@ -35,7 +35,7 @@ def _inputs(seed: int, rows: int, columns: int, dim: int = 6):
 
 def _fused64(queries, candidates, labels, *, bias=None, weights=None, mask=None):
     """The fused node in float64 (``scored_cross_entropy`` casts to float32), for tight comparisons."""
-    return fused_module._ScoredCrossEntropy.apply(queries, candidates, bias, labels, weights, mask)
+    return fused_module._ScoredCrossEntropy.apply(queries, candidates, bias, labels, weights, mask, torch.float32)
 
 
 @settings(max_examples=25, deadline=None)
@@ -132,3 +132,32 @@ def test_scores_far_below_the_row_maximum_are_floored_without_changing_the_loss_
     assert torch.allclose(got[0], expected[0], rtol=1e-9, atol=1e-30)
     probabilities = torch.softmax((queries @ candidates.T + spread).masked_fill(mask, float("-inf")), dim=1)
     assert ((probabilities > 0) & (probabilities < 1e-35)).any()  # the case the floor is for does occur here
+
+
+@pytest.mark.parametrize("block_elements", [None, 64])
+def test_bfloat16_matmuls_stay_within_a_percent_of_float32(block_elements, monkeypatch: pytest.MonkeyPatch) -> None:
+    if block_elements is not None:
+        monkeypatch.setitem(fused_module._BLOCK_ELEMENTS, "cpu", block_elements)  # 16-row blocks
+    generator = torch.Generator().manual_seed(3)
+    queries = (F.normalize(torch.randn(48, 16, generator=generator), dim=1) / 0.05).requires_grad_()
+    candidates = F.normalize(torch.randn(300, 16, generator=generator), dim=1).requires_grad_()
+    bias = torch.randn(300, generator=generator).requires_grad_()
+    weights = torch.rand(48, generator=generator)
+    labels = torch.randint(0, 300, (48,), generator=generator)
+    mask = torch.rand(48, 300, generator=generator) < 0.2
+    mask[torch.arange(48), labels] = False
+    results = {}
+    for matmul in ("float32", "bfloat16"):
+        loss = scored_cross_entropy(queries, candidates, labels, bias=bias, weights=weights, mask=mask, matmul=matmul)
+        results[matmul] = (loss.detach(), *torch.autograd.grad(loss, [queries, candidates, bias]))
+    for exact, low in zip(results["float32"], results["bfloat16"], strict=True):
+        error = float((low - exact).norm() / exact.norm())
+        assert error < 0.01, error  # measured 1e-4 (loss) to 3e-3 (gradients)
+    assert not torch.equal(results["float32"][1], results["bfloat16"][1])  # the rounding did happen
+    loss, candidate_gradient = fused_module.scored_cross_entropy_and_candidate_gradient(
+        queries.detach(), candidates.detach(), labels, matmul="bfloat16")
+    table = candidates.detach().requires_grad_()
+    (expected,) = torch.autograd.grad(scored_cross_entropy(queries.detach(), table, labels), [table])
+    assert float((candidate_gradient - expected.detach()).norm() / expected.norm()) < 0.01
+    with pytest.raises(ValueError, match="matmul 'float16': expected one of 'float32', 'bfloat16'"):
+        scored_cross_entropy(queries, candidates, labels, matmul="float16")
