@@ -20,7 +20,7 @@ OptimizerName = Literal["adamw", "adagrad"]
 LossFunction = Literal["softmax", "bce"]
 EstimatorUpdate = Literal["occurrence", "presence"]
 Negatives = Literal["sampled", "full_corpus"]
-SoftmaxMatmul = Literal["float32", "bfloat16"]
+SoftmaxMatmul = Literal["auto", "float32", "bfloat16"]
 Masking = Literal["random", "correlated"]
 SslSampling = Literal["corpus", "training"]
 UnseenId = Literal["zero", "learned"]
@@ -147,7 +147,8 @@ class LossConfig:
     # 1: the pointwise mutual information, as the uncorrected in-batch softmax; RetrievalTask.popularity_bias)
     softmax_matmul: SoftmaxMatmul = "float32"  # "bfloat16": the softmax's score and gradient matmuls (the largest
     # of a full-corpus step) take bfloat16 inputs; the softmax stays float32 (about 0.3% relative gradient error;
-    # 1.4-1.5x faster on a CPU with bfloat16 instructions, ops/bench/fused_softmax.py --matmul)
+    # 1.4-1.5x faster on a CPU with bfloat16 instructions, ops/bench/fused_softmax.py --matmul); "auto": bfloat16
+    # where the device multiplies it in hardware (AVX512-BF16 or AMX CPUs, CUDA devices that support it), else float32
     sampling_bias_correction: bool = True  # s^c = s - log q_j; False: the plain in-batch softmax
     remove_accidental_hits: bool = True
     uniform_negatives: int = 0  # B': items sampled uniformly from the corpus per batch (mixed negatives)
@@ -167,8 +168,8 @@ class LossConfig:
         _require(self.queue_size >= 0, "loss.queue_size", ">= 0", self.queue_size)
         _require(self.negatives in ("sampled", "full_corpus"), "loss.negatives", "'sampled' or 'full_corpus'",
                  self.negatives)
-        _require(self.softmax_matmul in ("float32", "bfloat16"), "loss.softmax_matmul", "'float32' or 'bfloat16'",
-                 self.softmax_matmul)
+        _require(self.softmax_matmul in ("auto", "float32", "bfloat16"), "loss.softmax_matmul",
+                 "'auto', 'float32' or 'bfloat16'", self.softmax_matmul)
         _require(self.corpus_refresh_steps >= 1, "loss.corpus_refresh_steps", ">= 1", self.corpus_refresh_steps)
         _require(self.corpus_gradient_negatives >= 0, "loss.corpus_gradient_negatives", ">= 0",
                  self.corpus_gradient_negatives)
@@ -256,6 +257,9 @@ class TrainerConfig:
     max_steps: int | None = None
     progress: bool = True  # a progress bar on stderr
     autocast_bf16: bool = True  # bf16 autocast when training on CUDA
+    cpu_autocast_bf16: bool = False  # bf16 autocast when training on a CPU that multiplies bf16 in hardware
+    #                                  (AVX512-BF16 or AMX; towers.losses.fused.fast_bfloat16); on other CPUs a warning
+    #                                  and float32. The losses and the DAT covariances stay float32 either way
     log_every: int = 10  # steps between progress-bar refreshes (each refresh syncs the device)
     sparse_embeddings: bool = False  # row-sparse gradients for the embedding tables, updated lazily
     #                                  (towers/training/sparse.py): per-step cost independent of the vocabularies

@@ -23,6 +23,7 @@ with those settings (an A/B in the same process). ``--profile`` adds a torch.pro
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -194,12 +195,14 @@ def main() -> None:
     prepared_rows = {name: prepared(config, train, corpus, schema) for name, config in rows.items()}
     trainer = TrainerConfig(batch_size=shipped.training.batch_size, device="cpu", progress=False,
                             learning_rate=shipped.training.learning_rate)
+    trainers = {name: dataclasses.replace(trainer, cpu_autocast_bf16=config.training.cpu_autocast_bf16)
+                for name, config in rows.items()}  # each row's own precision
     rates: dict[str, list[float]] = {name: [] for name in rows}
     for name, (model, tensors) in prepared_rows.items():
-        reference_loop(model, tensors, trainer, steps=2)  # warm-up
+        reference_loop(model, tensors, trainers[name], steps=2)  # warm-up
     for _ in range(args.repeats):
         for name, (model, tensors) in prepared_rows.items():
-            rates[name].append(timed_loop(model, tensors, trainer, steps=args.steps, clock=args.clock))
+            rates[name].append(timed_loop(model, tensors, trainers[name], steps=args.steps, clock=args.clock))
     plain = max(rates["plain"])
     for name, values in rates.items():
         best = max(values)
@@ -211,7 +214,7 @@ def main() -> None:
             print(f"ratio {name} / shipped = {max(rates[name]) / max(rates['shipped']):.3f}")
     if args.profile:
         model, tensors = prepared_rows["shipped"]
-        print(profile_table(model, tensors, trainer, steps=args.steps))
+        print(profile_table(model, tensors, trainers["shipped"], steps=args.steps))
 
 
 if __name__ == "__main__":

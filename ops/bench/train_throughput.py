@@ -50,6 +50,7 @@ from towers.training import (
     with_item_features,
 )
 from towers.training.allocator import retain_freed_memory
+from towers.training.precision import autocast_device_type, autocast_enabled
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "platform/tower_platform/bundled/movielens-latest-small"
@@ -150,14 +151,14 @@ def reference_loop(model: TrainableTowers, tensors: dict[str, torch.Tensor], con
     n = next(iter(tensors.values())).shape[0]
     permutation = torch.randperm(n).to(device)
     per_epoch = n // config.batch_size
-    use_autocast = device.type == "cuda" and config.autocast_bf16
+    use_autocast = autocast_enabled(device, config)
     _sync(device)
     started = time.perf_counter()
     for step in range(steps):
         b = step % per_epoch
         index = permutation[b * config.batch_size : (b + 1) * config.batch_size]
         batch = {name: t.index_select(0, index) for name, t in tensors.items()}
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_autocast):
+        with torch.autocast(device_type=autocast_device_type(device), dtype=torch.bfloat16, enabled=use_autocast):
             loss, _ = model.loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

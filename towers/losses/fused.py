@@ -197,11 +197,26 @@ def _float32(tensor: torch.Tensor | None) -> torch.Tensor | None:
 
 
 MATMUL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+MATMUL_CHOICES = ("auto", *MATMUL_DTYPES)
 
 
-def _matmul_dtype(matmul: str) -> torch.dtype:
-    if matmul not in MATMUL_DTYPES:
-        raise ValueError(f"matmul {matmul!r}: expected one of {', '.join(map(repr, MATMUL_DTYPES))}")
+def fast_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware (a CUDA device that supports it; a CPU with
+    AVX512-BF16 or AMX). Elsewhere bfloat16 matmuls are emulated and slower than float32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(bool(check()) for check in checks if check is not None)
+    return False
+
+
+def _matmul_dtype(matmul: str, device: torch.device) -> torch.dtype:
+    """The dtype of ``matmul`` ("auto": bfloat16 where ``fast_bfloat16``, else float32)."""
+    if matmul not in MATMUL_CHOICES:
+        raise ValueError(f"matmul {matmul!r}: expected one of {', '.join(map(repr, MATMUL_CHOICES))}")
+    if matmul == "auto":
+        return torch.bfloat16 if fast_bfloat16(device) else torch.float32
     return MATMUL_DTYPES[matmul]
 
 
@@ -218,8 +233,9 @@ def scored_cross_entropy(
     """(1/B) sum_i r_i CE(softmax_j(<q_i, c_j> + b_j, -inf where mask), y_i): queries [B, D], candidates [N, D],
     labels [B] (each row's positive column), bias [N], weights [B] (r_i), mask bool [B, N] -> scalar, float32.
     ``matmul`` "bfloat16": the score and gradient matmuls round their inputs and results to bfloat16 (about 0.3%
-    relative error in the gradients; the softmax itself stays float32)."""
-    dtype = _matmul_dtype(matmul)
+    relative error in the gradients; the softmax itself stays float32); "auto": bfloat16 where the device multiplies
+    it in hardware (``fast_bfloat16``), else float32."""
+    dtype = _matmul_dtype(matmul, queries.device)
     with torch.autocast(device_type=queries.device.type, enabled=False):
         return _ScoredCrossEntropy.apply(
             queries.float(), candidates.float(), _float32(bias), labels, _float32(weights), mask, dtype,
@@ -237,7 +253,7 @@ def scored_cross_entropy_and_candidate_gradient(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``scored_cross_entropy`` (no mask) and dL/dC [N, D] (float32, not differentiable; the loss's gradient with
     respect to the candidates, whether or not ``candidates`` requires grad)."""
-    dtype = _matmul_dtype(matmul)
+    dtype = _matmul_dtype(matmul, queries.device)
     with torch.autocast(device_type=queries.device.type, enabled=False):
         return _ScoredCrossEntropyAndCandidateGradient.apply(
             queries.float(), candidates.float(), _float32(bias), labels, _float32(weights), dtype,
@@ -253,4 +269,4 @@ def inject(loss: torch.Tensor, values: torch.Tensor, gradient: torch.Tensor) -> 
     return _Inject.apply(loss, values, gradient.detach().to(values.dtype))
 
 
-__all__ = ["inject", "scored_cross_entropy", "scored_cross_entropy_and_candidate_gradient"]
+__all__ = ["fast_bfloat16", "inject", "scored_cross_entropy", "scored_cross_entropy_and_candidate_gradient"]

@@ -2,8 +2,8 @@
 
 Contract: ``model.loss(batch) -> (loss, logs)`` where ``batch`` is a dict of tensors sliced from the preloaded
 ``tensors`` (every tensor has the examples on its first axis). Batches are index slices of a shuffled permutation,
-not a per-row Dataset. The trainer seeds, picks the device (bf16 autocast on CUDA), clips gradients, shows progress
-with loss and examples/s on stderr (towers.progress: a bar on a terminal, periodic lines in a log), stops early on a validation callback (higher is better) and restores the best
+not a per-row Dataset. The trainer seeds, picks the device (bf16 autocast on CUDA, and on a CPU with bf16 hardware
+when asked: towers/training/precision.py), clips gradients, shows progress with loss and examples/s on stderr (towers.progress: a bar on a terminal, periodic lines in a log), stops early on a validation callback (higher is better) and restores the best
 weights, and writes/resumes checkpoints (weights, optimizer, step, epoch, plus whatever the caller adds: config,
 encoders).
 
@@ -32,6 +32,7 @@ from towers.config import TrainerConfig
 from towers.errors import TowersArtifactError, TowersConfigError, TowersInputError
 from towers.progress import ProgressReporter
 from towers.training.allocator import retain_freed_memory
+from towers.training.precision import autocast_device_type, autocast_enabled
 
 if TYPE_CHECKING:  # pragma: no cover
     from towers.training.distributed import DataParallel
@@ -168,7 +169,7 @@ class Trainer:
         total = config.epochs * per_epoch
         if config.max_steps is not None:
             total = min(total, config.max_steps)
-        use_autocast = self.device.type == "cuda" and config.autocast_bf16
+        use_autocast = autocast_enabled(self.device, config)
         progress = ProgressReporter("training", total=total, unit="steps", enabled=config.progress and self.is_main)
         try:
             while self.epoch < config.epochs and not self._step_limit_reached() and not self.history.stopped_early:
@@ -185,7 +186,7 @@ class Trainer:
     def train_step(self, batch: dict[str, torch.Tensor], *, use_autocast: bool = False) -> torch.Tensor:
         """One optimisation step on this rank's ``batch``: forward, backward (gradients averaged over the ranks under
         DDP), clip, step. Returns the detached loss of this rank's rows; no host synchronisation."""
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_autocast):
+        with torch.autocast(device_type=autocast_device_type(self.device), dtype=torch.bfloat16, enabled=use_autocast):
             loss, _ = self.forward(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

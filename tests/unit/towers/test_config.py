@@ -41,7 +41,7 @@ def test_overrides_take_dotted_keys_and_unambiguous_leaf_names() -> None:
         ({"towers": {"hidden_dims": 256}}, "towers.hidden_dims must be a list"),
         ({"loss": {"function": "hinge"}}, "loss.function must be one of \\['softmax', 'bce'\\]"),
         ({"loss": {"temperature": -1}}, "loss.temperature must be > 0, got -1.0"),
-        ({"loss": {"softmax_matmul": "float16"}}, "loss.softmax_matmul must be one of \\['float32', 'bfloat16'\\]"),
+        ({"loss": {"softmax_matmul": "float16"}}, "loss.softmax_matmul must be one of \\['auto', 'float32', 'bfloat16'\\]"),
         ({"loss": {"function": "bce", "queue_size": 8}}, "loss.queue_size must be 0 unless"),
         ({"ssl": {"value_dropout": 1.5}}, "ssl.value_dropout must be in \\[0, 1\\)"),
         ({"training": {"optimizer": "sgd"}}, "training.optimizer must be one of"),

@@ -159,5 +159,20 @@ def test_bfloat16_matmuls_stay_within_a_percent_of_float32(block_elements, monke
     table = candidates.detach().requires_grad_()
     (expected,) = torch.autograd.grad(scored_cross_entropy(queries.detach(), table, labels), [table])
     assert float((candidate_gradient - expected.detach()).norm() / expected.norm()) < 0.01
-    with pytest.raises(ValueError, match="matmul 'float16': expected one of 'float32', 'bfloat16'"):
+    with pytest.raises(ValueError, match="matmul 'float16': expected one of 'auto', 'float32', 'bfloat16'"):
         scored_cross_entropy(queries, candidates, labels, matmul="float16")
+
+
+def test_auto_matmul_is_bfloat16_exactly_where_the_hardware_multiplies_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    generator = torch.Generator().manual_seed(4)
+    queries, candidates = torch.randn(8, 4, generator=generator), torch.randn(30, 4, generator=generator)
+    labels = torch.randint(0, 30, (8,), generator=generator)
+    values = {m: scored_cross_entropy(queries, candidates, labels, matmul=m) for m in ("float32", "bfloat16", "auto")}
+    expected = "bfloat16" if fused_module.fast_bfloat16(torch.device("cpu")) else "float32"
+    assert torch.equal(values["auto"], values[expected])
+    for supported in (True, False):  # either answer of the hardware check picks its dtype
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda s=supported: s, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+        assert fused_module.fast_bfloat16(torch.device("cpu")) is supported
+        auto = scored_cross_entropy(queries, candidates, labels, matmul="auto")
+        assert torch.equal(auto, values["bfloat16" if supported else "float32"])
