@@ -17,6 +17,7 @@ from typing import Any, Literal
 from towers.errors import TowersConfigError
 
 OptimizerName = Literal["adamw", "adagrad"]
+CpuAutocast = Literal["off", "auto", "bf16"]
 LossFunction = Literal["softmax", "bce"]
 EstimatorUpdate = Literal["occurrence", "presence"]
 Negatives = Literal["sampled", "full_corpus"]
@@ -257,9 +258,10 @@ class TrainerConfig:
     max_steps: int | None = None
     progress: bool = True  # a progress bar on stderr
     autocast_bf16: bool = True  # bf16 autocast when training on CUDA
-    cpu_autocast_bf16: bool = False  # bf16 autocast when training on a CPU that multiplies bf16 in hardware
-    #                                  (AVX512-BF16 or AMX; towers.losses.fused.fast_bfloat16); on other CPUs a warning
-    #                                  and float32. The losses and the DAT covariances stay float32 either way
+    cpu_autocast: CpuAutocast = "off"  # bf16 autocast when training on a CPU: "auto" where the CPU multiplies bf16
+    #                                  in hardware (AVX512-BF16 or AMX; towers.losses.fused.fast_bfloat16), float32 on
+    #                                  others; "bf16" on any CPU (emulated, slower, where it has no such hardware).
+    #                                  The losses and the DAT covariances stay float32 either way
     log_every: int = 10  # steps between progress-bar refreshes (each refresh syncs the device)
     sparse_embeddings: bool = False  # row-sparse gradients for the embedding tables, updated lazily
     #                                  (towers/training/sparse.py): per-step cost independent of the vocabularies
@@ -268,6 +270,8 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _require(self.optimizer in ("adamw", "adagrad"), "training.optimizer", "'adamw' or 'adagrad'", self.optimizer)
+        _require(self.cpu_autocast in ("off", "auto", "bf16"), "training.cpu_autocast", "'off', 'auto' or 'bf16'",
+                 self.cpu_autocast)
         _require(self.epochs >= 1, "training.epochs", ">= 1", self.epochs)
         _require(self.batch_size >= 2, "training.batch_size", ">= 2", self.batch_size)
         _require(self.learning_rate > 0, "training.learning_rate", "> 0", self.learning_rate)

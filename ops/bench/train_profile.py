@@ -195,7 +195,7 @@ def main() -> None:
     prepared_rows = {name: prepared(config, train, corpus, schema) for name, config in rows.items()}
     trainer = TrainerConfig(batch_size=shipped.training.batch_size, device="cpu", progress=False,
                             learning_rate=shipped.training.learning_rate)
-    trainers = {name: dataclasses.replace(trainer, cpu_autocast_bf16=config.training.cpu_autocast_bf16)
+    trainers = {name: dataclasses.replace(trainer, cpu_autocast=config.training.cpu_autocast)
                 for name, config in rows.items()}  # each row's own precision
     rates: dict[str, list[float]] = {name: [] for name in rows}
     for name, (model, tensors) in prepared_rows.items():

@@ -1,5 +1,5 @@
-"""bfloat16 autocast on a CPU when asked and when the CPU multiplies bfloat16 in hardware; float32 and a warning
-otherwise; CUDA keeps its own switch."""
+"""bfloat16 autocast on a CPU as training.cpu_autocast says (auto: where the CPU multiplies bfloat16 in hardware);
+CUDA keeps its own switch; under it the towers run in bfloat16 and the loss and gradients stay float32."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from synthetic_interactions import trainable_towers
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
 from towers.config import TowerConfig, TrainerConfig
+from towers.errors import TowersConfigError
 from towers.training import Trainer
 from towers.training import precision
 
@@ -21,24 +22,21 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 def test_cpu_autocast_follows_the_config_and_the_hardware(hardware: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(precision, "fast_bfloat16", lambda device: hardware)
     assert precision.autocast_enabled(CPU, TrainerConfig()) is False  # off by default on a CPU
-    asked = TrainerConfig(cpu_autocast_bf16=True)
-    if hardware:
-        assert precision.autocast_enabled(CPU, asked) is True
-    else:
-        with pytest.warns(RuntimeWarning, match="training.cpu_autocast_bf16 is set but this CPU has no bfloat16"):
-            assert precision.autocast_enabled(CPU, asked) is False
+    assert precision.autocast_enabled(CPU, TrainerConfig(cpu_autocast="auto")) is hardware
+    assert precision.autocast_enabled(CPU, TrainerConfig(cpu_autocast="bf16")) is True  # asked for on any CPU
     assert precision.autocast_enabled(CUDA, TrainerConfig(autocast_bf16=True)) is True  # CUDA: its own switch
-    assert precision.autocast_enabled(CUDA, TrainerConfig(autocast_bf16=False, cpu_autocast_bf16=True)) is False
+    assert precision.autocast_enabled(CUDA, TrainerConfig(autocast_bf16=False, cpu_autocast="bf16")) is False
+    with pytest.raises(TowersConfigError, match="training.cpu_autocast must be one of"):
+        TowerConfig.from_dict({"training": {"cpu_autocast": "on"}})
 
 
 def test_a_cpu_step_under_autocast_runs_the_towers_in_bf16_and_the_full_corpus_loss_in_float32(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(precision, "fast_bfloat16", lambda device: True)  # emulated where the CPU lacks it
     config = TowerConfig().with_overrides({
         "embedding_dim": 8, "hidden_dims": [16], "output_dim": 8, "negatives": "full_corpus", "batch_size": 32,
         "dat.enabled": True, "category_weight": 1.0, "min_category_items": 2, "device": "cpu", "progress": False,
-        "cpu_autocast_bf16": True,
+        "cpu_autocast": "bf16",
     })
     model, rows = trainable_towers(config)
     trainer = Trainer(model, rows, config.training)
