@@ -264,7 +264,9 @@ def full_vs_plain(shape: str, args: argparse.Namespace) -> float:
     common = {"training.batch_size": args.batch_size, "training.device": args.device}
     configs = {"plain": TowerConfig().with_overrides(common), "full": shipped_config(**common)}
     prepared = {name: prepare_tables(config, *tables) for name, config in configs.items()}
-    trainer_config = TrainerConfig(batch_size=args.batch_size, device=args.device, progress=False)
+    # both rows train at the shipped config's CPU precision (training.cpu_autocast), as a user of this machine would
+    trainer_config = TrainerConfig(batch_size=args.batch_size, device=args.device, progress=False,
+                                   cpu_autocast=configs["full"].training.cpu_autocast)
     n_items = tables[1].num_rows
     category = tables[1].column(tables[2].item_category)
     categories = len(pc.unique(pc.list_flatten(category) if pa.types.is_list(category.type) else category))
@@ -296,6 +298,10 @@ def describe(config: TowerConfig) -> str:
         parts.append("SENet")
     if config.loss.uniform_negatives:
         parts.append(f"{config.loss.uniform_negatives} uniform negatives")
+    if config.loss.negatives == "full_corpus":
+        parts.append("full-corpus softmax")
+    if config.loss.softmax_matmul != "float32" or config.training.cpu_autocast != "off":
+        parts.append(f"softmax matmuls {config.loss.softmax_matmul}, CPU autocast {config.training.cpu_autocast}")
     return " + ".join(parts)
 
 
