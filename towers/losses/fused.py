@@ -16,7 +16,9 @@ the matmul are done in place:
 so the backward is three scalings; the gradients of an input that needs none are not computed. Masked scores are
 exactly -inf, so their softmax is exactly 0 and they get no gradient, as with ``masked_fill``. A row whose positive is
 masked has an infinite loss, as ``F.cross_entropy`` would give it. Everything runs in float32 with autocast off, so
-the loss is the one ``weighted_cross_entropy`` gives within float rounding.
+the loss is the one ``weighted_cross_entropy`` gives within float rounding; ``matmul="bfloat16"`` (or "auto" on
+hardware that multiplies it natively; ``loss.softmax_matmul``) rounds only the three matmuls' inputs and results,
+1.4-1.7x faster at 5k-30k columns on an AVX512-BF16 CPU for about 0.3% relative error in the gradients.
 
 ``scored_cross_entropy_and_candidate_gradient`` also returns dL/dC [N, D] (not differentiable): the exact
 full-corpus softmax with a truncated backward (``loss.corpus_gradient_negatives``) scores a corpus table embedded
