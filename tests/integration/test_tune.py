@@ -196,3 +196,75 @@ def test_tuning_never_uses_test_period_interactions(stage, tiny_home, tmp_path):
         ValidationStage.build(dataclasses.replace(training_set, table=relabelled),
                               corpus=store.item_corpus(validation_time))
 
+
+
+def test_the_best_trial_of_a_constrained_study_is_the_best_that_meets_every_bound(tmp_path):
+    import optuna
+
+    from tower_platform.pipeline.tune import CONSTRAINTS_ATTR, summarise
+
+    space = SearchSpace.from_mapping(SPACE, where="test")
+    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 'constructed.db'}")
+    distributions = {"training.learning_rate": optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True),
+                     "loss.temperature": optuna.distributions.CategoricalDistribution([0.05, 0.1])}
+    for value, violations in ((0.9, [0.02]), (0.5, [-0.01]), (0.7, [0.0]), (0.95, None)):
+        attrs = {} if violations is None else {CONSTRAINTS_ATTR: violations}  # None: never measured, infeasible
+        study.add_trial(optuna.trial.create_trial(params={"training.learning_rate": 0.01, "loss.temperature": 0.05},
+                                                  distributions=distributions, value=value, user_attrs=attrs))
+    constrained = summarise(study, storage="s", space=space, constrained=True)
+    assert constrained.best["value"] == 0.7  # 0.9 misses its bound by .02, 0.95 recorded none; a bound met exactly counts
+    assert [t["feasible"] for t in constrained.trials] == [False, True, True, False]
+    assert summarise(study, storage="s", space=space).best["value"] == 0.95  # unconstrained: the plain maximum
+
+
+def test_constraints_parse_and_name_the_figures():
+    from tower_platform.errors import ConfigError
+    from tower_platform.pipeline.tune import Constraint
+
+    floor = Constraint.parse("recall@100_tail >= 0.05")
+    assert (floor.metric, floor.floor, floor.bound) == ("recall@100_tail", True, 0.05)
+    assert floor.violation({"recall@100_tail": 0.07}) == pytest.approx(-0.02)
+    ceiling = Constraint.parse("recall@100_head<=0.4")
+    assert not ceiling.floor and ceiling.violation({"recall@100_head": 0.5}) == pytest.approx(0.1)
+    assert str(floor) == "recall@100_tail>=0.05"
+    with pytest.raises(ConfigError, match="'tail_recall' is not a validation figure; use one of recall@10, .*recall@100_tail"):
+        Constraint.parse("tail_recall>=0.1")
+    with pytest.raises(ConfigError, match="write METRIC>=VALUE or METRIC<=VALUE"):
+        Constraint.parse("recall@100_tail>=lots")
+    with pytest.raises(ConfigError, match="write METRIC>=VALUE"):
+        Constraint.parse("recall@100_tail=0.1")
+
+
+def test_a_tune_on_the_tail_with_a_recall_floor_records_both_figures_and_refuses_other_bounds(tiny_home, tmp_path):
+    config_path, dataset, _, _ = tiny_home
+    base = _base(dataset)
+    temperatures = sorted({base.loss.temperature, 0.1})
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({**SPACE, "loss.temperature": {"type": "categorical", "choices": temperatures}}))
+    out = tmp_path / "tail.yaml"
+    sets = [arg for key, value in {**TINY, "training.epochs": 1}.items()
+            for arg in ("--set", f"{key}={json.dumps(value)}")]
+    common = ["tune", "--config", str(config_path), "--space", str(space), "--out", str(out), *sets]
+    result = _invoke(*common, "--trials", "2", "--study", "tail", "--objective", "recall@100_tail",
+                     "--constraint", "recall@100>=0", "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["metric"] == "validation recall@100_tail" and payload["constraints"] == ["recall@100>=0"]
+    for trial in payload["trials"]:
+        assert set(trial["figures"]) == {"recall@100", "recall@100_tail"} and trial["feasible"] is True
+        assert trial["value"] == pytest.approx(trial["figures"]["recall@100_tail"])  # the objective is the tail
+    assert payload["best"]["value"] == max(t["value"] for t in payload["trials"]) and out.exists()
+    assert "subject to recall@100>=0" in out.read_text(encoding="utf-8").splitlines()[0]
+
+    other = _invoke(*common, "--trials", "1", "--study", "tail", "--objective", "recall@100_tail",
+                    "--constraint", "recall@100>=0.5")
+    assert other.exit_code != 0 and "another base config, search space, objective or constraints" in other.stderr
+
+    out.unlink()
+    unmet = _invoke(*common, "--trials", "1", "--study", "unmet", "--constraint", "recall@100>=1.5")
+    assert unmet.exit_code == 0, unmet.stderr
+    assert "no completed trial meets recall@100>=1.5; nothing written" in unmet.stderr and not out.exists()
+    assert "meets" in unmet.stdout and " no " in unmet.stdout  # the table's column says which trials met the bounds
+
+    bad = _invoke(*common, "--trials", "1", "--objective", "hit_rate")
+    assert bad.exit_code != 0 and "--objective: 'hit_rate' is not a validation figure" in bad.stderr

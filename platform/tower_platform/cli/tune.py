@@ -21,20 +21,33 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _short(metric: str) -> str:
+    return "R@100" if metric == "recall@100" else metric
+
+
 def print_trials(result: dict[str, Any]) -> None:
-    """One row per trial (the base config's own settings marked): state, validation Recall@100, epochs, seconds, then
-    the value of each searched key."""
+    """One row per trial (the base config's own settings marked): state, the validation objective, each constrained
+    figure and whether the trial met the constraints, epochs, seconds, then the value of each searched key."""
     keys = list(result["space"])
-    headers = ["trial", "state", "val R@100", "epochs", "best epoch", "seconds", *(k.split(".", 1)[1] for k in keys)]
+    objective = result.get("metric", "validation recall@100").removeprefix("validation ")
+    constrained = sorted({c.partition(">=")[0].partition("<=")[0] for c in result.get("constraints", [])} - {objective})
+    headers = ["trial", "state", f"val {_short(objective)}", *(f"val {_short(m)}" for m in constrained),
+               *(["meets"] if result.get("constraints") else []), "epochs", "best epoch", "seconds",
+               *(k.split(".", 1)[1] for k in keys)]
     rows = []
     for trial in result["trials"]:
         best = result["best"] is not None and trial["number"] == result["best"]["number"]
         mark = (" *" if best else "") + (" (base)" if trial.get("origin") == "base config" else "")
+        figures = trial.get("figures", {})
         rows.append([f"{trial['number']}{mark}", trial["state"].lower(),
-                     "-" if trial["value"] is None else f"{trial['value']:.4f}", _cell(trial["epochs"]),
+                     "-" if trial["value"] is None else f"{trial['value']:.4f}",
+                     *("-" if figures.get(m) is None else f"{figures[m]:.4f}" for m in constrained),
+                     *([("yes" if trial.get("feasible") else "no")] if result.get("constraints") else []),
+                     _cell(trial["epochs"]),
                      _cell(trial["best_epoch"]), "-" if trial["seconds"] is None else f"{trial['seconds']:.0f}",
                      *(_cell(trial["params"].get(k)) for k in keys)])
-    print_table(f"study {result['study']}: validation Recall@100 per trial (* best)", headers, rows)
+    bounds = f" subject to {', '.join(result['constraints'])}" if result.get("constraints") else ""
+    print_table(f"study {result['study']}: validation {objective} per trial{bounds} (* best)", headers, rows)
 
 
 def tune_command(
@@ -48,6 +61,12 @@ def tune_command(
     study_name: str | None = typer.Option(None, "--study", help="Study name (default: tune-<dataset>); an existing study resumes."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the config and the search space, print the space, train nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    objective: str = typer.Option("recall@100", "--objective",
+                                  help="Validation figure to maximise: recall@10|50|100, ndcg@10|50, mrr, "
+                                       "recall@100_per_user, recall@100_head|torso|tail."),
+    constraint_texts: list[str] = typer.Option([], "--constraint",
+                                               help="A bound the best trial must meet, e.g. "
+                                                    "--constraint 'recall@100_tail>=0.05' (repeatable)."),
 ) -> None:
     """Tune training settings on validation Recall@100 (TPE, median pruning per epoch); test data is never used."""
     from tower_platform.datasets.config import load_dataset_config
@@ -56,9 +75,11 @@ def tune_command(
     from tower_platform.pipeline.config import tower_config_from
     from tower_platform.pipeline.search_space import SearchSpace, default_space
     from tower_platform.pipeline.train import split_times
-    from tower_platform.pipeline.tune import ValidationStage, run_study, write_tuned_config
+    from tower_platform.pipeline.tune import Constraint, ValidationStage, check_figure, run_study, write_tuned_config
 
     settings = get_settings()
+    check_figure(objective, what="--objective")
+    constraints = tuple(Constraint.parse(text) for text in constraint_texts)
     path = config_path(config)
     dataset = load_dataset_config(path)
     base = tower_config_from(dataset, overrides=parse_overrides(overrides))
@@ -68,7 +89,7 @@ def tune_command(
     target = Path(out) if out is not None else settings.tuning_dir / f"{name}.yaml"
     if dry_run:
         plan = {"study": name, "storage": settings.tuning_storage_url, "out": str(target), "trials": trials,
-                "space": space.to_dict()}
+                "objective": objective, "constraints": [str(c) for c in constraints], "space": space.to_dict()}
         if as_json:
             print_json(plan)
         else:
@@ -82,13 +103,15 @@ def tune_command(
     stage = ValidationStage.build(training_set, corpus=store.item_corpus(validation_time))
     settings.tuning_dir.mkdir(parents=True, exist_ok=True)
     err_console.print(f"study {name} in {settings.tuning_storage_url}: {trials} trials on "
-                      f"{stage.train.num_rows:,} train rows, validation Recall@100 of "
+                      f"{stage.train.num_rows:,} train rows, validation {objective} of "
                       f"{stage.data.rows('validation').size:,} validation interactions", highlight=False)
     result = run_study(stage, base, space, study_name=name, storage=settings.tuning_storage_url, trials=trials,
-                       timeout_s=timeout, echo=lambda m: err_console.print(m, highlight=False))
+                       timeout_s=timeout, echo=lambda m: err_console.print(m, highlight=False), objective=objective,
+                       constraints=constraints)
     if result.best is not None:
+        bounds = f" (subject to {', '.join(result.constraints)})" if result.constraints else ""
         header = (f"{path.name} with the best settings of study {name} (towerctl tune): trial {result.best['number']}, "
-                  f"validation Recall@100 {result.best['value']:.4f}\nfrom {path.resolve()}")
+                  f"validation {objective} {result.best['value']:.4f}{bounds}\nfrom {path.resolve()}")
         result.out = str(write_tuned_config(dataset, settings={**parse_overrides(overrides), **result.best["params"]},
                                             out=target, header=header))
     if as_json:
@@ -98,5 +121,8 @@ def tune_command(
     if result.out:
         err_console.print(f"best settings written to {result.out}; train with `towerctl train --config {result.out}`",
                           highlight=False)
+    elif result.constraints:
+        err_console.print(f"no completed trial meets {', '.join(result.constraints)}; nothing written (loosen a bound "
+                          "or run more trials: the study resumes)", highlight=False)
     else:
         err_console.print("no trial completed; nothing written", highlight=False)

@@ -12,6 +12,12 @@ the test period. The study lives in an Optuna storage (SQLite under ``$TOWER_HOM
 a stopped study resumes; it records the fingerprint of its base config and space and refuses to resume with others.
 A new study's first trial is the base config's own values of the searched keys (``SearchSpace.base_point``), so
 the best is never worse than the base. The best settings are written into a copy of the dataset config (its other sections kept) by a temp file and rename.
+
+The objective is validation Recall@100 unless another headline figure is named (``objective``: e.g.
+``recall@100_tail``); ``constraints`` are floors or ceilings on other figures (``recall@100_tail>=0.05``): each
+trial records how far its best epoch is from each bound, the TPE sampler models them (Optuna's constrained TPE), and
+the best trial is the best one that meets them all (none when no trial does). Early stopping and pruning follow the
+objective.
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ if TYPE_CHECKING:  # pragma: no cover - heavy imports stay inside the functions
 
 VALIDATION_PERIODS: tuple[str, ...] = ("train", "validation")
 METRIC = "recall@100"
+# the validation figures an objective or a constraint may name (EvaluationReport.headline keys)
+FIGURES: tuple[str, ...] = ("recall@10", "recall@50", "recall@100", "ndcg@10", "ndcg@50", "mrr", "recall@100_per_user",
+                            "recall@100_head", "recall@100_torso", "recall@100_tail")
+CONSTRAINTS_ATTR = "constraints"  # per trial: the violation of each constraint (<= 0: met), as Optuna's TPE reads it
 TPE_STARTUP_TRIALS = 5  # random trials before TPE models the space
 PRUNER_STARTUP_TRIALS = 3  # completed trials before pruning starts
 PRUNER_WARMUP_EPOCHS = 1  # never prune on the first epoch's figure
@@ -78,8 +88,49 @@ class ValidationStage:
         return cls(train=train, data=data, corpus=corpus, schema=training_set.schema)
 
     def validation_recall(self, towers: Any) -> float:
+        return self.validation_figures(towers)[METRIC]
+
+    def validation_figures(self, towers: Any) -> dict[str, float]:
+        """The validation figures of ``FIGURES`` for ``towers`` (fit on train, ranked on validation)."""
         report = self.data.evaluate_towers(towers, fit_periods="train", eval_period="validation")
-        return float(report.metrics[METRIC])
+        headline = report.headline()
+        return {name: float(headline[name]) for name in FIGURES}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A bound on a validation figure: ``metric >= bound`` (a floor) or ``metric <= bound`` (a ceiling)."""
+
+    metric: str
+    floor: bool
+    bound: float
+
+    @classmethod
+    def parse(cls, text: str) -> Constraint:
+        for operator, floor in ((">=", True), ("<=", False)):
+            metric, found, bound = text.partition(operator)
+            if found:
+                metric = check_figure(metric.strip(), what=f"constraint {text!r}")
+                try:
+                    return cls(metric=metric, floor=floor, bound=float(bound))
+                except ValueError:
+                    break
+        raise ConfigError(f"constraint {text!r}: write METRIC>=VALUE or METRIC<=VALUE, e.g. recall@100_tail>=0.05.")
+
+    def violation(self, figures: dict[str, float]) -> float:
+        """How far ``figures`` are from meeting the bound (<= 0: met)."""
+        value = figures[self.metric]
+        return self.bound - value if self.floor else value - self.bound
+
+    def __str__(self) -> str:
+        return f"{self.metric}{'>=' if self.floor else '<='}{self.bound:g}"
+
+
+def check_figure(name: str, *, what: str) -> str:
+    """``name`` if it is a validation figure, else a ConfigError that lists them."""
+    if name not in FIGURES:
+        raise ConfigError(f"{what}: {name!r} is not a validation figure; use one of {', '.join(FIGURES)}.")
+    return name
 
 
 @dataclass(frozen=True)
@@ -87,26 +138,35 @@ class TrialOutcome:
     best: float
     best_epoch: int | None
     epochs: int
+    figures: dict[str, float] = field(default_factory=dict)  # the validation figures of the best epoch
 
 
-def train_trial(stage: ValidationStage, config: TowerConfig, *, report: Callable[[int, float], None]) -> TrialOutcome:
-    """Train on the train period, reporting validation Recall@100 after each epoch (``report`` may raise to stop)."""
+def train_trial(
+    stage: ValidationStage,
+    config: TowerConfig,
+    *,
+    report: Callable[[int, dict[str, float]], None],
+    objective: str = METRIC,
+) -> TrialOutcome:
+    """Train on the train period, reporting the validation figures after each epoch (``report`` may raise to stop);
+    early stopping follows ``objective``."""
     from towers.training import fit_two_tower
 
-    epochs = 0
+    per_epoch: list[dict[str, float]] = []
 
     def validation(towers: Any) -> float:
-        nonlocal epochs
-        epochs += 1
-        value = stage.validation_recall(towers)
-        report(epochs, value)
-        return value
+        figures = stage.validation_figures(towers)
+        per_epoch.append(figures)
+        report(len(per_epoch), figures)
+        return figures[objective]
 
     towers = fit_two_tower(stage.train, corpus=stage.corpus, schema=stage.schema, config=config,
                            validation=validation, progress=False)
     history = towers.history
     best = history.best_metric if history is not None and history.best_metric is not None else float("nan")
-    return TrialOutcome(best=float(best), best_epoch=history.best_epoch if history else None, epochs=epochs)
+    best_epoch = history.best_epoch if history else None
+    figures = per_epoch[best_epoch - 1] if best_epoch is not None and 0 < best_epoch <= len(per_epoch) else {}
+    return TrialOutcome(best=float(best), best_epoch=best_epoch, epochs=len(per_epoch), figures=figures)
 
 
 @dataclass
@@ -118,13 +178,36 @@ class StudyResult:
     space: dict[str, Any] = field(default_factory=dict)
     out: str | None = None
 
+    objective: str = METRIC
+    constraints: list[str] = field(default_factory=list)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"study": self.study, "storage": self.storage, "metric": f"validation {METRIC}", "best": self.best,
-                "trials": self.trials, "space": self.space, "out": self.out}
+        return {"study": self.study, "storage": self.storage, "metric": f"validation {self.objective}",
+                "constraints": list(self.constraints), "best": self.best, "trials": self.trials, "space": self.space,
+                "out": self.out}
 
 
-def open_study(name: str, *, storage: str, fingerprint: str, seed: int) -> Any:
-    """Create or resume the named study; refuse one made for another base config or space."""
+def _constraint_values(trial: Any) -> list[float]:
+    """Optuna's constraints_func: the violations a trial recorded (a trial without them counts as infeasible)."""
+    values = trial.user_attrs.get(CONSTRAINTS_ATTR)
+    return list(values) if values else [float("inf")]
+
+
+def _feasible(trial: Any) -> bool:
+    return all(v <= 0.0 for v in _constraint_values(trial))
+
+
+def study_fingerprint(space: SearchSpace, base: TowerConfig, *, objective: str = METRIC,
+                      constraints: tuple[Constraint, ...] = ()) -> str:
+    """What a study is tied to: the base config and space, and (when not the default) its objective and bounds."""
+    fingerprint = space.fingerprint(base)
+    if objective != METRIC or constraints:
+        fingerprint += f"|objective={objective}|constraints={','.join(sorted(map(str, constraints)))}"
+    return fingerprint
+
+
+def open_study(name: str, *, storage: str, fingerprint: str, seed: int, constrained: bool = False) -> Any:
+    """Create or resume the named study; refuse one made for another base config, space, objective or bounds."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -133,11 +216,15 @@ def open_study(name: str, *, storage: str, fingerprint: str, seed: int) -> Any:
         rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S)
     # A resumed study seeds its sampler past the trials it holds, so that it does not propose the same settings again.
     earlier = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)}
+    with warnings.catch_warnings():  # constraints_func is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed + earlier.get(name, 0), n_startup_trials=TPE_STARTUP_TRIALS,
+                                             constraints_func=_constraint_values if constrained else None)
     study = optuna.create_study(
         study_name=name,
         storage=rdb,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed + earlier.get(name, 0), n_startup_trials=TPE_STARTUP_TRIALS),
+        sampler=sampler,
         # steps are 1-based epochs, and Optuna prunes from step == n_warmup_steps on: the first epoch is never pruned
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
                                            n_warmup_steps=PRUNER_WARMUP_EPOCHS + 1),
@@ -148,8 +235,9 @@ def open_study(name: str, *, storage: str, fingerprint: str, seed: int) -> Any:
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
     elif recorded != fingerprint:
         raise ConfigError(
-            f"Study {name!r} in {storage} was made with another base config or search space; resume it with the "
-            "same --config, --set and --space, or pick another --study name."
+            f"Study {name!r} in {storage} was made with another base config, search space, objective or constraints; "
+            "resume it with the same --config, --set, --space, --objective and --constraint, or pick another --study "
+            "name."
         )
     return study
 
@@ -164,45 +252,74 @@ def run_study(
     trials: int,
     timeout_s: float | None = None,
     echo: Echo = quiet,
+    objective: str = METRIC,
+    constraints: tuple[Constraint, ...] = (),
 ) -> StudyResult:
-    """Run ``trials`` more trials of the study (or until ``timeout_s``, checked between trials)."""
+    """Run ``trials`` more trials of the study (or until ``timeout_s``, checked between trials), maximising the
+    validation figure ``objective`` subject to ``constraints``."""
     import optuna
 
+    check_figure(objective, what="objective")
     space.check_against(base, where="The search space")
-    study = open_study(study_name, storage=storage, fingerprint=space.fingerprint(base), seed=base.training.seed)
+    study = open_study(study_name, storage=storage, seed=base.training.seed, constrained=bool(constraints),
+                       fingerprint=study_fingerprint(space, base, objective=objective, constraints=constraints))
     if not study.trials:  # a new study measures the base config first (its values of the searched keys)
         point = space.base_point(base)
         if point:
             study.enqueue_trial(point, user_attrs={ORIGIN_ATTR: "base config"})
 
-    def objective(trial: optuna.Trial) -> float:
+    named = sorted({objective, *(c.metric for c in constraints)}, key=FIGURES.index)
+
+    def record(trial: optuna.Trial, figures: dict[str, float]) -> None:
+        trial.set_user_attr("figures", {name: figures[name] for name in named})
+        if constraints:
+            trial.set_user_attr(CONSTRAINTS_ATTR, [c.violation(figures) for c in constraints])
+
+    def run_trial(trial: optuna.Trial) -> float:
         settings = space.suggest(trial)
         config = base.with_overrides(settings)
         started = time.perf_counter()
+        best_so_far = float("-inf")
 
-        def report(epoch: int, value: float) -> None:
+        def report(epoch: int, figures: dict[str, float]) -> None:
+            nonlocal best_so_far
+            value = figures[objective]
             trial.report(value, epoch)
             trial.set_user_attr("epochs", epoch)
+            if value > best_so_far:  # a pruned trial keeps the figures of its best epoch so far
+                best_so_far = value
+                record(trial, figures)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"validation {METRIC} {value:.4f} after epoch {epoch}")
+                raise optuna.TrialPruned(f"validation {objective} {value:.4f} after epoch {epoch}")
 
         try:
-            outcome = train_trial(stage, config, report=report)
+            outcome = train_trial(stage, config, report=report, objective=objective)
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - started)
         trial.set_user_attr("best_epoch", outcome.best_epoch)
+        if outcome.figures:
+            record(trial, outcome.figures)
         return outcome.best
 
     def announce(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
-        echo(f"trial {trial.number}: {trial.state.name.lower()}, validation {METRIC} {value}, "
+        bounds = ""
+        if constraints:
+            figures = trial.user_attrs.get("figures", {})
+            bounds = ", " + ", ".join(f"{c.metric} {figures[c.metric]:.4f}" if c.metric in figures else f"{c.metric} -"
+                                      for c in constraints)
+            bounds += " (meets the constraints)" if _feasible(trial) else " (misses a constraint)"
+        echo(f"trial {trial.number}: {trial.state.name.lower()}, validation {objective} {value}{bounds}, "
              f"{trial.user_attrs.get('epochs', 0)} epochs, {trial.user_attrs.get('seconds', 0.0):.0f} s")
 
-    study.optimize(objective, n_trials=trials, timeout=timeout_s, callbacks=[announce], gc_after_trial=True)
-    return summarise(study, storage=storage, space=space)
+    study.optimize(run_trial, n_trials=trials, timeout=timeout_s, callbacks=[announce], gc_after_trial=True)
+    result = summarise(study, storage=storage, space=space, constrained=bool(constraints))
+    result.objective, result.constraints = objective, [str(c) for c in constraints]
+    return result
 
 
-def summarise(study: Any, *, storage: str, space: SearchSpace) -> StudyResult:
+def summarise(study: Any, *, storage: str, space: SearchSpace, constrained: bool = False) -> StudyResult:
+    """The trials as rows, and the best complete trial (that meets the constraints, when ``constrained``)."""
     import optuna
 
     rows = []
@@ -217,8 +334,11 @@ def summarise(study: Any, *, storage: str, space: SearchSpace) -> StudyResult:
             "seconds": trial.user_attrs.get("seconds"),
             "params": dict(trial.params),
             "origin": trial.user_attrs.get(ORIGIN_ATTR, "sampler"),
+            "figures": dict(trial.user_attrs.get("figures", {})),
+            "feasible": _feasible(trial) if constrained else None,
         })
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
+                and (not constrained or _feasible(t))]
     best = None
     if complete:
         top = max(complete, key=lambda t: t.value)
