@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -91,15 +92,24 @@ def _base(dataset) -> TowerConfig:
     return tower_config_from(dataset, overrides=TINY)
 
 
+def _space_file(base: TowerConfig, folder: Path) -> Path:
+    """SPACE as a file, the base config's temperature among the choices so that trial 0 measures it (whatever the
+    shipped value)."""
+    temperatures = sorted({base.loss.temperature, 0.1})
+    space = folder / "space.yaml"
+    space.write_text(yaml.safe_dump({**SPACE, "loss.temperature": {"type": "categorical", "choices": temperatures}}))
+    return space
+
+
+def _set_args(settings: dict) -> list[str]:
+    return [arg for key, value in settings.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+
+
 def test_a_tiny_tune_writes_a_config_that_train_accepts(tiny_home, tmp_path):
     config_path, dataset, _, _ = tiny_home
     base = _base(dataset)
-    # the base config's temperature is one of the choices, so that trial 0 measures it (whatever the shipped value)
-    temperatures = sorted({base.loss.temperature, 0.1})
-    space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({**SPACE, "loss.temperature": {"type": "categorical", "choices": temperatures}}))
+    space, sets = _space_file(base, tmp_path), _set_args(TINY)
     out = tmp_path / "tuned" / "movies-tuned.yaml"
-    sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
     result = _invoke("tune", "--config", str(config_path), "--trials", "2", "--space", str(space), "--study", "tiny",
                      "--out", str(out), "--json", *sets)
     assert result.exit_code == 0, result.stderr
@@ -237,13 +247,8 @@ def test_constraints_parse_and_name_the_figures():
 
 def test_a_tune_on_the_tail_with_a_recall_floor_records_both_figures_and_refuses_other_bounds(tiny_home, tmp_path):
     config_path, dataset, _, _ = tiny_home
-    base = _base(dataset)
-    temperatures = sorted({base.loss.temperature, 0.1})
-    space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({**SPACE, "loss.temperature": {"type": "categorical", "choices": temperatures}}))
+    space, sets = _space_file(_base(dataset), tmp_path), _set_args({**TINY, "training.epochs": 1})
     out = tmp_path / "tail.yaml"
-    sets = [arg for key, value in {**TINY, "training.epochs": 1}.items()
-            for arg in ("--set", f"{key}={json.dumps(value)}")]
     common = ["tune", "--config", str(config_path), "--space", str(space), "--out", str(out), *sets]
     result = _invoke(*common, "--trials", "2", "--study", "tail", "--objective", "recall@100_tail",
                      "--constraint", "recall@100>=0", "--json")
