@@ -263,7 +263,7 @@ def test_a_tune_on_the_tail_with_a_recall_floor_records_both_figures_and_refuses
 
     other = _invoke(*common, "--trials", "1", "--study", "tail", "--objective", "recall@100_tail",
                     "--constraint", "recall@100>=0.5")
-    assert other.exit_code != 0 and "another base config, search space, objective or constraints" in other.stderr
+    assert other.exit_code != 0 and "another base config, search space, objective, constraints or seeds" in other.stderr
 
     out.unlink()
     unmet = _invoke(*common, "--trials", "1", "--study", "unmet", "--constraint", "recall@100>=1.5")
@@ -273,3 +273,27 @@ def test_a_tune_on_the_tail_with_a_recall_floor_records_both_figures_and_refuses
 
     bad = _invoke(*common, "--trials", "1", "--objective", "hit_rate")
     assert bad.exit_code != 0 and "--objective: 'hit_rate' is not a validation figure" in bad.stderr
+
+
+def test_a_trial_with_several_seeds_scores_their_mean(stage, tiny_home, tmp_path):
+    from tower_platform.errors import ConfigError
+    from tower_platform.pipeline.tune import Constraint
+
+    base = _base(tiny_home[1]).with_overrides({"training.epochs": 1})
+    space = SearchSpace.from_mapping(SPACE, where="test")
+    storage = f"sqlite:///{tmp_path / 'seeds.db'}"
+    floor = (Constraint.parse("recall@100>=0"),)
+    result = run_study(stage, base, space, study_name="seeds", storage=storage, trials=1, seeds=2, constraints=floor)
+    trial = result.trials[0]
+    first, second = trial["seed_values"]
+    assert first != second  # two trainings with different seeds
+    assert trial["value"] == pytest.approx((first + second) / 2)
+    assert trial["figures"]["recall@100"] == pytest.approx(trial["value"])  # the recorded figures are the means too
+    import optuna
+
+    (frozen,) = optuna.load_study(study_name="seeds", storage=storage).trials
+    assert frozen.constraints == {"recall@100>=0": pytest.approx(-trial["value"])}  # what the TPE sampler reads
+    alone = run_study(stage, base, space, study_name="one seed", storage=f"sqlite:///{tmp_path / 'one.db'}", trials=1)
+    assert alone.trials[0]["value"] == pytest.approx(first) and alone.trials[0]["seed_values"] is None
+    with pytest.raises(ConfigError, match="another base config, search space, objective, constraints or seeds"):
+        run_study(stage, base, space, study_name="seeds", storage=storage, trials=1, seeds=3, constraints=floor)

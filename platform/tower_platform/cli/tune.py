@@ -67,6 +67,7 @@ def tune_command(
     constraint_texts: list[str] = typer.Option([], "--constraint",
                                                help="A bound the best trial must meet, e.g. "
                                                     "--constraint 'recall@100_tail>=0.05' (repeatable)."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Seeds per trial: its figures are their means."),
 ) -> None:
     """Tune training settings on validation Recall@100 (TPE, median pruning per epoch); test data is never used."""
     from tower_platform.datasets.config import load_dataset_config
@@ -89,7 +90,8 @@ def tune_command(
     target = Path(out) if out is not None else settings.tuning_dir / f"{name}.yaml"
     if dry_run:
         plan = {"study": name, "storage": settings.tuning_storage_url, "out": str(target), "trials": trials,
-                "objective": objective, "constraints": [str(c) for c in constraints], "space": space.to_dict()}
+                "objective": objective, "constraints": [str(c) for c in constraints], "seeds": seeds,
+                "space": space.to_dict()}
         if as_json:
             print_json(plan)
         else:
@@ -107,7 +109,7 @@ def tune_command(
                       f"{stage.data.rows('validation').size:,} validation interactions", highlight=False)
     result = run_study(stage, base, space, study_name=name, storage=settings.tuning_storage_url, trials=trials,
                        timeout_s=timeout, echo=lambda m: err_console.print(m, highlight=False), objective=objective,
-                       constraints=constraints)
+                       constraints=constraints, seeds=seeds)
     if result.best is not None:
         bounds = f" (subject to {', '.join(result.constraints)})" if result.constraints else ""
         header = (f"{path.name} with the best settings of study {name} (towerctl tune): trial {result.best['number']}, "

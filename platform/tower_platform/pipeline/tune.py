@@ -15,9 +15,10 @@ the best is never worse than the base. The best settings are written into a copy
 
 The objective is validation Recall@100 unless another headline figure is named (``objective``: e.g.
 ``recall@100_tail``); ``constraints`` are floors or ceilings on other figures (``recall@100_tail>=0.05``): each
-trial records how far its best epoch is from each bound, the TPE sampler models them (Optuna's constrained TPE), and
+trial records how far its best epoch is from each bound (``Trial.set_constraint``, which the TPE sampler models), and
 the best trial is the best one that meets them all (none when no trial does). Early stopping and pruning follow the
-objective.
+objective. ``seeds`` > 1 trains every trial with that many seeds and scores the means (validation figures of one
+seed move by about .01 here, as much as many settings differ).
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ class StudyResult:
 
 
 def _constraint_values(trial: Any) -> list[float]:
-    """Optuna's constraints_func: the violations a trial recorded (a trial without them counts as infeasible)."""
+    """The violations a trial recorded (a trial without them counts as infeasible)."""
     values = trial.user_attrs.get(CONSTRAINTS_ATTR)
     return list(values) if values else [float("inf")]
 
@@ -198,15 +199,18 @@ def _feasible(trial: Any) -> bool:
 
 
 def study_fingerprint(space: SearchSpace, base: TowerConfig, *, objective: str = METRIC,
-                      constraints: tuple[Constraint, ...] = ()) -> str:
-    """What a study is tied to: the base config and space, and (when not the default) its objective and bounds."""
+                      constraints: tuple[Constraint, ...] = (), seeds: int = 1) -> str:
+    """What a study is tied to: the base config and space, and (when not the default) its objective, bounds and seeds
+    per trial."""
     fingerprint = space.fingerprint(base)
     if objective != METRIC or constraints:
         fingerprint += f"|objective={objective}|constraints={','.join(sorted(map(str, constraints)))}"
+    if seeds != 1:
+        fingerprint += f"|seeds={seeds}"
     return fingerprint
 
 
-def open_study(name: str, *, storage: str, fingerprint: str, seed: int, constrained: bool = False) -> Any:
+def open_study(name: str, *, storage: str, fingerprint: str, seed: int) -> Any:
     """Create or resume the named study; refuse one made for another base config, space, objective or bounds."""
     import optuna
 
@@ -216,15 +220,11 @@ def open_study(name: str, *, storage: str, fingerprint: str, seed: int, constrai
         rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S)
     # A resumed study seeds its sampler past the trials it holds, so that it does not propose the same settings again.
     earlier = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)}
-    with warnings.catch_warnings():  # constraints_func is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=seed + earlier.get(name, 0), n_startup_trials=TPE_STARTUP_TRIALS,
-                                             constraints_func=_constraint_values if constrained else None)
     study = optuna.create_study(
         study_name=name,
         storage=rdb,
         direction="maximize",
-        sampler=sampler,
+        sampler=optuna.samplers.TPESampler(seed=seed + earlier.get(name, 0), n_startup_trials=TPE_STARTUP_TRIALS),
         # steps are 1-based epochs, and Optuna prunes from step == n_warmup_steps on: the first epoch is never pruned
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
                                            n_warmup_steps=PRUNER_WARMUP_EPOCHS + 1),
@@ -235,9 +235,9 @@ def open_study(name: str, *, storage: str, fingerprint: str, seed: int, constrai
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
     elif recorded != fingerprint:
         raise ConfigError(
-            f"Study {name!r} in {storage} was made with another base config, search space, objective or constraints; "
-            "resume it with the same --config, --set, --space, --objective and --constraint, or pick another --study "
-            "name."
+            f"Study {name!r} in {storage} was made with another base config, search space, objective, constraints or "
+            "seeds; resume it with the same --config, --set, --space, --objective, --constraint and --seeds, or pick "
+            "another --study name."
         )
     return study
 
@@ -254,15 +254,21 @@ def run_study(
     echo: Echo = quiet,
     objective: str = METRIC,
     constraints: tuple[Constraint, ...] = (),
+    seeds: int = 1,
 ) -> StudyResult:
     """Run ``trials`` more trials of the study (or until ``timeout_s``, checked between trials), maximising the
-    validation figure ``objective`` subject to ``constraints``."""
+    validation figure ``objective`` subject to ``constraints``. With ``seeds`` > 1 every trial trains that many
+    times (``training.seed`` + 0, 1, ...) and its value and figures are the means over the seeds; the pruner sees the
+    first seed's epochs."""
     import optuna
 
     check_figure(objective, what="objective")
+    if seeds < 1:
+        raise ConfigError(f"seeds {seeds}: a trial needs at least one seed.")
     space.check_against(base, where="The search space")
-    study = open_study(study_name, storage=storage, seed=base.training.seed, constrained=bool(constraints),
-                       fingerprint=study_fingerprint(space, base, objective=objective, constraints=constraints))
+    study = open_study(study_name, storage=storage, seed=base.training.seed,
+                       fingerprint=study_fingerprint(space, base, objective=objective, constraints=constraints,
+                                                     seeds=seeds))
     if not study.trials:  # a new study measures the base config first (its values of the searched keys)
         point = space.base_point(base)
         if point:
@@ -292,14 +298,26 @@ def run_study(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"validation {objective} {value:.4f} after epoch {epoch}")
 
+        def silent(epoch: int, figures: dict[str, float]) -> None:  # the later seeds report nothing to the pruner
+            pass
+
+        outcomes: list[TrialOutcome] = []
         try:
-            outcome = train_trial(stage, config, report=report, objective=objective)
+            for k in range(seeds):
+                seeded = config if k == 0 else config.with_overrides({"training.seed": base.training.seed + k})
+                outcomes.append(train_trial(stage, seeded, report=report if k == 0 else silent, objective=objective))
+            trial.set_user_attr("best_epoch", outcomes[0].best_epoch)
+            if seeds > 1:
+                trial.set_user_attr("seed_values", [o.best for o in outcomes])
+            measured = [o.figures for o in outcomes if o.figures]
+            if measured:  # the mean of the seeds' best-epoch figures
+                record(trial, {name: sum(f[name] for f in measured) / len(measured) for name in measured[0]})
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - started)
-        trial.set_user_attr("best_epoch", outcome.best_epoch)
-        if outcome.figures:
-            record(trial, outcome.figures)
-        return outcome.best
+            if constraints:  # once per trial, pruned or complete: what the TPE sampler reads (trial.constraints)
+                for bound, violation in zip(constraints, _constraint_values(trial), strict=False):
+                    trial.set_constraint(str(bound), violation)
+        return sum(o.best for o in outcomes) / len(outcomes)
 
     def announce(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
@@ -335,6 +353,7 @@ def summarise(study: Any, *, storage: str, space: SearchSpace, constrained: bool
             "params": dict(trial.params),
             "origin": trial.user_attrs.get(ORIGIN_ATTR, "sampler"),
             "figures": dict(trial.user_attrs.get("figures", {})),
+            "seed_values": trial.user_attrs.get("seed_values"),  # each seed's value when a trial trains several
             "feasible": _feasible(trial) if constrained else None,
         })
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None

@@ -94,7 +94,7 @@ def test_a_study_resumes_only_with_the_same_config_and_space(tmp_path):
     again = open_study("s", storage=storage, fingerprint=space.fingerprint(base), seed=0)
     assert first.study_name == again.study_name == "s"
     other = base.with_overrides({"training.batch_size": 256})
-    with pytest.raises(ConfigError, match="another base config, search space, objective or constraints"):
+    with pytest.raises(ConfigError, match="another base config, search space, objective, constraints or seeds"):
         open_study("s", storage=storage, fingerprint=space.fingerprint(other), seed=0)
 
 
