@@ -148,7 +148,7 @@ class LossConfig:
     # 1: the pointwise mutual information, as the uncorrected in-batch softmax; RetrievalTask.popularity_bias)
     softmax_matmul: SoftmaxMatmul = "float32"  # "bfloat16": the softmax's score and gradient matmuls (the largest
     # of a full-corpus step) take bfloat16 inputs; the softmax stays float32 (about 0.3% relative gradient error;
-    # 1.4-1.5x faster on a CPU with bfloat16 instructions, ops/bench/fused_softmax.py --matmul); "auto": bfloat16
+    # 1.4-1.7x faster at 5k-30k items on a CPU with bfloat16 instructions, ops/bench/fused_softmax.py --matmul); "auto": bfloat16
     # where the device multiplies it in hardware (AVX512-BF16 or AMX CPUs, CUDA devices that support it), else float32
     sampling_bias_correction: bool = True  # s^c = s - log q_j; False: the plain in-batch softmax
     remove_accidental_hits: bool = True

@@ -211,16 +211,16 @@ def test_tuning_never_uses_test_period_interactions(stage, tiny_home, tmp_path):
 def test_the_best_trial_of_a_constrained_study_is_the_best_that_meets_every_bound(tmp_path):
     import optuna
 
-    from tower_platform.pipeline.tune import CONSTRAINTS_ATTR, summarise
+    from tower_platform.pipeline.tune import summarise
 
     space = SearchSpace.from_mapping(SPACE, where="test")
     study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 'constructed.db'}")
     distributions = {"training.learning_rate": optuna.distributions.FloatDistribution(1e-3, 3e-2, log=True),
                      "loss.temperature": optuna.distributions.CategoricalDistribution([0.05, 0.1])}
     for value, violations in ((0.9, [0.02]), (0.5, [-0.01]), (0.7, [0.0]), (0.95, None)):
-        attrs = {} if violations is None else {CONSTRAINTS_ATTR: violations}  # None: never measured, infeasible
+        bounds = None if violations is None else {f"c{i}": v for i, v in enumerate(violations)}  # None: never measured
         study.add_trial(optuna.trial.create_trial(params={"training.learning_rate": 0.01, "loss.temperature": 0.05},
-                                                  distributions=distributions, value=value, user_attrs=attrs))
+                                                  distributions=distributions, value=value, constraints=bounds))
     constrained = summarise(study, storage="s", space=space, constrained=True)
     assert constrained.best["value"] == 0.7  # 0.9 misses its bound by .02, 0.95 recorded none; a bound met exactly counts
     assert [t["feasible"] for t in constrained.trials] == [False, True, True, False]

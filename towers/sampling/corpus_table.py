@@ -70,10 +70,7 @@ class CorpusEmbeddingTable:
         features = corpus.features()
         if self.refresh_steps == 1:
             return tower(features)  # [C, D], in the graph
-        if self._cached is None or self._calls % self.refresh_steps == 0:
-            with torch.no_grad():
-                self._cached = tower(features).detach()  # [C, D]
-        self._calls += 1
+        self._refresh_when_due(tower, features)
         rows = torch.unique(self.rows_of(corpus, keys))  # [U]
         rows = rows[rows >= 0]
         fresh = tower({name: value[rows] for name, value in features.items()})  # [U, D]
@@ -87,14 +84,23 @@ class CorpusEmbeddingTable:
         the positives' rows ``rows`` [B] (-1: absent) re-embedded with the current weights."""
         features = corpus.features()
         with torch.no_grad():
-            if self.refresh_steps == 1 or self._cached is None or self._calls % self.refresh_steps == 0:
-                self._cached = tower(features).detach()  # [C, D]
-            else:
+            if self.refresh_steps == 1:
+                return tower(features)  # [C, D], nothing kept between steps
+            if not self._refresh_when_due(tower, features):
                 unique = torch.unique(rows[rows >= 0])  # [P]
                 fresh = tower({name: value[unique] for name, value in features.items()})  # [P, D]
                 self._cached[unique] = fresh.to(self._cached.dtype)
-        self._calls += 1
         return self._cached
+
+    def _refresh_when_due(self, tower: torch.nn.Module, features: dict[str, torch.Tensor]) -> bool:
+        """Recompute the cached table [C, D] without a graph at the first call and every ``refresh_steps`` calls
+        after it; True when it did."""
+        due = self._cached is None or self._calls % self.refresh_steps == 0
+        if due:
+            with torch.no_grad():
+                self._cached = tower(features).detach()  # [C, D]
+        self._calls += 1
+        return due
 
     def remember(self, rows: torch.Tensor, fresh: torch.Tensor) -> None:
         """Write the re-embedded rows ``rows`` [R] (their values ``fresh`` [R, D]) into a cached table, so that the

@@ -28,9 +28,11 @@ def _short(metric: str) -> str:
 def print_trials(result: dict[str, Any]) -> None:
     """One row per trial (the base config's own settings marked): state, the validation objective, each constrained
     figure and whether the trial met the constraints, epochs, seconds, then the value of each searched key."""
+    from tower_platform.pipeline.tune import Constraint
+
     keys = list(result["space"])
     objective = result.get("metric", "validation recall@100").removeprefix("validation ")
-    constrained = sorted({c.partition(">=")[0].partition("<=")[0] for c in result.get("constraints", [])} - {objective})
+    constrained = sorted({Constraint.parse(c).metric for c in result.get("constraints", [])} - {objective})
     headers = ["trial", "state", f"val {_short(objective)}", *(f"val {_short(m)}" for m in constrained),
                *(["meets"] if result.get("constraints") else []), "epochs", "best epoch", "seconds",
                *(k.split(".", 1)[1] for k in keys)]
@@ -69,7 +71,8 @@ def tune_command(
                                                     "--constraint 'recall@100_tail>=0.05' (repeatable)."),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Seeds per trial: its figures are their means."),
 ) -> None:
-    """Tune training settings on validation Recall@100 (TPE, median pruning per epoch); test data is never used."""
+    """Tune training settings on validation Recall@100 or another --objective, under --constraint bounds (TPE, median
+    pruning per epoch); test data is never used."""
     from tower_platform.datasets.config import load_dataset_config
     from tower_platform.features.training_set import build_training_set
     from tower_platform.naming import tuning_study_name

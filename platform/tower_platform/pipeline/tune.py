@@ -50,7 +50,6 @@ METRIC = "recall@100"
 # the validation figures an objective or a constraint may name (EvaluationReport.headline keys)
 FIGURES: tuple[str, ...] = ("recall@10", "recall@50", "recall@100", "ndcg@10", "ndcg@50", "mrr", "recall@100_per_user",
                             "recall@100_head", "recall@100_torso", "recall@100_tail")
-CONSTRAINTS_ATTR = "constraints"  # per trial: the violation of each constraint (<= 0: met), as Optuna's TPE reads it
 TPE_STARTUP_TRIALS = 5  # random trials before TPE models the space
 PRUNER_STARTUP_TRIALS = 3  # completed trials before pruning starts
 PRUNER_WARMUP_EPOCHS = 1  # never prune on the first epoch's figure
@@ -188,14 +187,9 @@ class StudyResult:
                 "out": self.out}
 
 
-def _constraint_values(trial: Any) -> list[float]:
-    """The violations a trial recorded (a trial without them counts as infeasible)."""
-    values = trial.user_attrs.get(CONSTRAINTS_ATTR)
-    return list(values) if values else [float("inf")]
-
-
 def _feasible(trial: Any) -> bool:
-    return all(v <= 0.0 for v in _constraint_values(trial))
+    """Whether a finished trial met every bound it recorded (``Trial.set_constraint``; none recorded: infeasible)."""
+    return bool(trial.constraints) and all(v <= 0.0 for v in trial.constraints.values())
 
 
 def study_fingerprint(space: SearchSpace, base: TowerConfig, *, objective: str = METRIC,
@@ -211,7 +205,8 @@ def study_fingerprint(space: SearchSpace, base: TowerConfig, *, objective: str =
 
 
 def open_study(name: str, *, storage: str, fingerprint: str, seed: int) -> Any:
-    """Create or resume the named study; refuse one made for another base config, space, objective or bounds."""
+    """Create or resume the named study; refuse one made for another base config, space, objective, bounds or
+    seeds per trial (``study_fingerprint``)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -276,16 +271,16 @@ def run_study(
 
     named = sorted({objective, *(c.metric for c in constraints)}, key=FIGURES.index)
 
-    def record(trial: optuna.Trial, figures: dict[str, float]) -> None:
-        trial.set_user_attr("figures", {name: figures[name] for name in named})
-        if constraints:
-            trial.set_user_attr(CONSTRAINTS_ATTR, [c.violation(figures) for c in constraints])
-
     def run_trial(trial: optuna.Trial) -> float:
         settings = space.suggest(trial)
         config = base.with_overrides(settings)
         started = time.perf_counter()
         best_so_far = float("-inf")
+        violations = [float("inf")] * len(constraints)  # of the figures recorded last (none yet: infeasible)
+
+        def record(figures: dict[str, float]) -> None:
+            trial.set_user_attr("figures", {name: figures[name] for name in named})
+            violations[:] = [c.violation(figures) for c in constraints]
 
         def report(epoch: int, figures: dict[str, float]) -> None:
             nonlocal best_so_far
@@ -294,7 +289,7 @@ def run_study(
             trial.set_user_attr("epochs", epoch)
             if value > best_so_far:  # a pruned trial keeps the figures of its best epoch so far
                 best_so_far = value
-                record(trial, figures)
+                record(figures)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"validation {objective} {value:.4f} after epoch {epoch}")
 
@@ -311,12 +306,11 @@ def run_study(
                 trial.set_user_attr("seed_values", [o.best for o in outcomes])
             measured = [o.figures for o in outcomes if o.figures]
             if measured:  # the mean of the seeds' best-epoch figures
-                record(trial, {name: sum(f[name] for f in measured) / len(measured) for name in measured[0]})
+                record({name: sum(f[name] for f in measured) / len(measured) for name in measured[0]})
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - started)
-            if constraints:  # once per trial, pruned or complete: what the TPE sampler reads (trial.constraints)
-                for bound, violation in zip(constraints, _constraint_values(trial), strict=False):
-                    trial.set_constraint(str(bound), violation)
+            for bound, violation in zip(constraints, violations, strict=True):  # once per trial, pruned or complete:
+                trial.set_constraint(str(bound), violation)  # what the TPE sampler reads (trial.constraints)
         return sum(o.best for o in outcomes) / len(outcomes)
 
     def announce(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
