@@ -297,3 +297,23 @@ def test_a_trial_with_several_seeds_scores_their_mean(stage, tiny_home, tmp_path
     assert alone.trials[0]["value"] == pytest.approx(first) and alone.trials[0]["seed_values"] is None
     with pytest.raises(ConfigError, match="another base config, search space, objective, constraints or seeds"):
         run_study(stage, base, space, study_name="seeds", storage=storage, trials=1, seeds=3, constraints=floor)
+
+
+def test_the_worst_category_figure_is_tuned_only_where_items_have_a_category(stage, tiny_home, tmp_path):
+    import math
+
+    from tower_platform.errors import ConfigError
+    from tower_platform.pipeline.tune import Constraint
+
+    base = _base(tiny_home[1]).with_overrides({"training.epochs": 1})
+    space = SearchSpace.from_mapping(SPACE, where="test")
+    floor = (Constraint.parse("worst_category_recall@100>=0"),)
+    result = run_study(stage, base, space, study_name="worst", storage=f"sqlite:///{tmp_path / 'worst.db'}",
+                       trials=1, objective="recall@100_tail", constraints=floor)
+    worst = result.trials[0]["figures"]["worst_category_recall@100"]
+    assert not math.isnan(worst) and 0.0 <= worst <= 1.0 and result.best is not None  # recorded, and the bound met
+
+    blind = dataclasses.replace(stage, schema=dataclasses.replace(stage.schema, item_category=None))
+    with pytest.raises(ConfigError, match="worst_category_recall@100 needs the items' category.*items.category"):
+        run_study(blind, base, space, study_name="blind", storage=f"sqlite:///{tmp_path / 'blind.db'}", trials=1,
+                  objective="worst_category_recall@100")

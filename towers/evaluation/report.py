@@ -12,6 +12,8 @@ import numpy as np
 
 from towers.evaluation.items import POPULARITY_BUCKETS
 
+MIN_CATEGORY_QUERIES = 20  # a category counts towards the worst-category figure from this many queries on
+
 
 @dataclass(frozen=True)
 class EvaluationReport:
@@ -32,6 +34,11 @@ class EvaluationReport:
     protocol: str = "next_item"
     ranks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False, compare=False)
 
+    def worst_category_recall(self, min_queries: int = MIN_CATEGORY_QUERIES) -> float | None:
+        """The lowest Recall@100 of a category with at least ``min_queries`` queries (None: no such category)."""
+        recalls = [f["recall@100"] for f in self.by_category.values() if f["n_queries"] >= min_queries]
+        return min(recalls) if recalls else None
+
     def headline(self) -> dict[str, float]:
         """A flat dict of the figures a model version records."""
         n = max(self.n_interactions, 1)
@@ -43,6 +50,9 @@ class EvaluationReport:
             flat[f"recall@100_{bucket}"] = self.by_popularity[bucket]["recall@100"]
         for name, figures in self.by_category.items():
             flat[f"recall@100_category={name}"] = figures["recall@100"]
+        worst = self.worst_category_recall()
+        if worst is not None:
+            flat["worst_category_recall@100"] = worst
         for key, value in self.standard_errors.items():
             flat[f"{key}_se"] = value
         flat["n_queries"] = float(self.n_queries)

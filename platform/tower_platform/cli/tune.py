@@ -65,7 +65,7 @@ def tune_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     objective: str = typer.Option("recall@100", "--objective",
                                   help="Validation figure to maximise: recall@10|50|100, ndcg@10|50, mrr, "
-                                       "recall@100_per_user, recall@100_head|torso|tail."),
+                                       "recall@100_per_user, recall@100_head|torso|tail, worst_category_recall@100."),
     constraint_texts: list[str] = typer.Option([], "--constraint",
                                                help="A bound the best trial must meet, e.g. "
                                                     "--constraint 'recall@100_tail>=0.05' (repeatable)."),

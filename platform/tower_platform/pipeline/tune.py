@@ -17,12 +17,14 @@ The objective is validation Recall@100 unless another headline figure is named (
 ``recall@100_tail``); ``constraints`` are floors or ceilings on other figures (``recall@100_tail>=0.05``): each
 trial records how far its best epoch is from each bound (``Trial.set_constraint``, which the TPE sampler models), and
 the best trial is the best one that meets them all (none when no trial does). Early stopping and pruning follow the
-objective. ``seeds`` > 1 trains every trial with that many seeds and scores the means (validation figures of one
-seed move by about .01 here, as much as many settings differ).
+objective; the pruner's median is over the completed trials that met every bound (``pruning.py``). ``seeds`` > 1
+trains every trial with that many seeds and scores the means (validation figures of one seed move by about .01 here,
+as much as many settings differ).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -49,7 +51,8 @@ VALIDATION_PERIODS: tuple[str, ...] = ("train", "validation")
 METRIC = "recall@100"
 # the validation figures an objective or a constraint may name (EvaluationReport.headline keys)
 FIGURES: tuple[str, ...] = ("recall@10", "recall@50", "recall@100", "ndcg@10", "ndcg@50", "mrr", "recall@100_per_user",
-                            "recall@100_head", "recall@100_torso", "recall@100_tail")
+                            "recall@100_head", "recall@100_torso", "recall@100_tail", "worst_category_recall@100")
+CATEGORY_FIGURES: frozenset[str] = frozenset({"worst_category_recall@100"})  # need the items' category feature
 TPE_STARTUP_TRIALS = 5  # random trials before TPE models the space
 PRUNER_STARTUP_TRIALS = 3  # completed trials before pruning starts
 PRUNER_WARMUP_EPOCHS = 1  # never prune on the first epoch's figure
@@ -93,8 +96,8 @@ class ValidationStage:
     def validation_figures(self, towers: Any) -> dict[str, float]:
         """The validation figures of ``FIGURES`` for ``towers`` (fit on train, ranked on validation)."""
         report = self.data.evaluate_towers(towers, fit_periods="train", eval_period="validation")
-        headline = report.headline()
-        return {name: float(headline[name]) for name in FIGURES}
+        headline = report.headline()  # no worst-category figure when no category has enough validation queries
+        return {name: float(headline.get(name, math.nan)) for name in FIGURES}
 
 
 @dataclass(frozen=True)
@@ -188,8 +191,11 @@ class StudyResult:
 
 
 def _feasible(trial: Any) -> bool:
-    """Whether a finished trial met every bound it recorded (``Trial.set_constraint``; none recorded: infeasible)."""
-    return bool(trial.constraints) and all(v <= 0.0 for v in trial.constraints.values())
+    """Whether a finished trial of a constrained study met every bound it recorded (``Trial.set_constraint``; none
+    recorded: infeasible)."""
+    from tower_platform.pipeline.pruning import feasible
+
+    return bool(trial.constraints) and feasible(trial)
 
 
 def study_fingerprint(space: SearchSpace, base: TowerConfig, *, objective: str = METRIC,
@@ -209,6 +215,8 @@ def open_study(name: str, *, storage: str, fingerprint: str, seed: int) -> Any:
     seeds per trial (``study_fingerprint``)."""
     import optuna
 
+    from tower_platform.pipeline.pruning import FeasibleMedianPruner
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():  # heartbeats are marked experimental; they are what fails a killed run's trial
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -220,9 +228,9 @@ def open_study(name: str, *, storage: str, fingerprint: str, seed: int) -> Any:
         storage=rdb,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed + earlier.get(name, 0), n_startup_trials=TPE_STARTUP_TRIALS),
-        # steps are 1-based epochs, and Optuna prunes from step == n_warmup_steps on: the first epoch is never pruned
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
-                                           n_warmup_steps=PRUNER_WARMUP_EPOCHS + 1),
+        # steps are 1-based epochs, and Optuna prunes from step == n_warmup_steps on: the first epoch is never pruned;
+        # the median is over the completed trials that met every bound (pruning.py)
+        pruner=FeasibleMedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_EPOCHS + 1),
         load_if_exists=True,
     )
     recorded = study.user_attrs.get(FINGERPRINT_ATTR)
@@ -270,6 +278,12 @@ def run_study(
             study.enqueue_trial(point, user_attrs={ORIGIN_ATTR: "base config"})
 
     named = sorted({objective, *(c.metric for c in constraints)}, key=FIGURES.index)
+    if stage.schema.item_category is None and CATEGORY_FIGURES.intersection(named):
+        raise ConfigError(
+            f"{', '.join(sorted(CATEGORY_FIGURES.intersection(named)))} needs the items' category, and the dataset "
+            "config names none; declare items.category (feature_repo.item_category for a Feast repository) or tune "
+            "another figure."
+        )
 
     def run_trial(trial: optuna.Trial) -> float:
         settings = space.suggest(trial)

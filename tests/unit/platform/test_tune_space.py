@@ -156,3 +156,29 @@ def test_cli_dry_run_prints_the_space_and_refuses_a_bad_key(tmp_path, monkeypatc
         assert not (tmp_path / "home" / "tuning.db").exists()  # a dry run writes nothing
     finally:
         get_settings.cache_clear()
+
+
+def test_the_pruner_takes_its_median_over_the_trials_that_met_every_bound(tmp_path):
+    import optuna
+
+    from tower_platform.pipeline.pruning import FeasibleMedianPruner
+
+    def study_with(pruner):
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        distribution = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+        for value, violation in ((0.50, -0.1), (0.52, -0.1), (0.48, -0.1), (0.99, 0.2), (0.98, 0.2), (0.97, 0.2)):
+            study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=distribution, value=value,
+                                                      intermediate_values={1: value, 2: value},
+                                                      constraints={"recall@100>=0.6": violation}))
+        trial = study.ask({"x": distribution["x"]})
+        trial.report(0.6, 2)  # above the feasible trials' median .50, below the median of all six (.735)
+        return trial.should_prune()
+
+    assert study_with(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))  # the infeasible count
+    assert not study_with(FeasibleMedianPruner(n_startup_trials=3, n_warmup_steps=2))
+    below = optuna.create_study(direction="maximize", pruner=FeasibleMedianPruner(n_startup_trials=3, n_warmup_steps=2))
+    for value in (0.5, 0.52, 0.48):  # a study without bounds: every completed trial counts
+        below.add_trial(optuna.trial.create_trial(value=value, intermediate_values={2: value}))
+    running = below.ask()
+    running.report(0.4, 2)
+    assert running.should_prune()

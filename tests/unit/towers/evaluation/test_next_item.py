@@ -143,6 +143,9 @@ def test_per_category_counts_a_query_in_every_category_of_its_target():
     }
     headline = report.headline()
     assert headline["recall@100_category=Filler"] == 0.5
+    assert "worst_category_recall@100" not in headline  # no category has 20 queries
+    assert report.worst_category_recall(min_queries=2) == 0.5  # Filler, the lowest of the four
+    assert report.worst_category_recall(min_queries=3) is None
     assert headline["skipped_unseen_share"] == pytest.approx(0.1)
     assert headline["skipped_repeat_share"] == pytest.approx(0.1)
     assert headline["n_queries"] == 8.0
