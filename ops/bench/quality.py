@@ -217,7 +217,8 @@ def main() -> None:
     wanted = {n: r for n, r in TWO_TOWER_ROWS.items() if args.rows is None or n in args.rows}
     for extra in args.extra_row:
         name, _, settings = extra.partition("=")
-        wanted[f"two-tower, {name}"] = ("shipped", json.loads(settings))
+        name = name if name.startswith("two-tower") else f"two-tower, {name}"
+        wanted[name] = ("shipped", json.loads(settings))
     if args.out is not None and (not args.out or "/" in args.out or args.out.startswith(".")):
         parser.error(f"--out {args.out!r}: a name for ops/bench/results/quality_<OUT>.md, not a path")
     merged: dict[str, dict] = {}
