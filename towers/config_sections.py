@@ -146,6 +146,10 @@ class LossConfig:
     popularity_discount: float = 0.0  # full_corpus: beta >= 0 adds beta * log p_j (the streaming frequency
     # estimate) to the training logits, so the served score discounts popularity by beta (0: the exact softmax;
     # 1: the pointwise mutual information, as the uncorrected in-batch softmax; RetrievalTask.popularity_bias)
+    category_discount: float = 0.0  # full_corpus: gamma >= 0 adds gamma * log s_c(j), the share of the training
+    # occurrences of item j's category (summed from the streaming estimate over the corpus items of each category),
+    # to the training logits: the served score discounts large categories by gamma (logit adjustment by category;
+    # needs FeatureSchema.item_category; RetrievalTask.category_bias)
     softmax_matmul: SoftmaxMatmul = "float32"  # "bfloat16": the softmax's score and gradient matmuls (the largest
     # of a full-corpus step) take bfloat16 inputs; the softmax stays float32 (about 0.3% relative gradient error;
     # 1.4-1.7x faster at 5k-30k items on a CPU with bfloat16 instructions, ops/bench/fused_softmax.py --matmul); "auto": bfloat16
@@ -179,6 +183,9 @@ class LossConfig:
         _require(self.popularity_discount == 0.0 or full, "loss.popularity_discount",
                  "0 unless loss.negatives is 'full_corpus' (sampled negatives discount popularity through "
                  "loss.sampling_bias_correction)", self.popularity_discount)
+        _require(self.category_discount >= 0.0, "loss.category_discount", ">= 0", self.category_discount)
+        _require(self.category_discount == 0.0 or full, "loss.category_discount",
+                 "0 unless loss.negatives is 'full_corpus'", self.category_discount)
         _require(self.corpus_gradient_negatives == 0 or full,
                  "loss.corpus_gradient_negatives", "0 unless loss.negatives is 'full_corpus' (a truncated backward "
                  "of the full-corpus softmax)", self.corpus_gradient_negatives)

@@ -96,6 +96,12 @@ class StreamingFrequencyEstimator(nn.Module):
         seen = interval > 0
         return torch.where(seen, 1.0 / torch.where(seen, interval, 1.0), 1.0).to(torch.float32)
 
+    def seen(self, ids: torch.Tensor) -> torch.Tensor:
+        """bool [N]: whether every hash of each id [N] has been updated (an id never seen reads p = 1)."""
+        h = self.bucket(ids)  # [m, N]
+        rows = torch.arange(self.hashes, device=h.device).unsqueeze(1).expand_as(h)
+        return self.interval[rows, h].amax(dim=0) > 0  # [N]
+
     def log_probability(self, ids: torch.Tensor) -> torch.Tensor:
         """log p [N] (float32), the log q term of the sampling-bias correction."""
         return torch.log(self.probability(ids))

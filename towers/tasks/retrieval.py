@@ -83,6 +83,7 @@ class RetrievalTask(nn.Module):
             seed=config.training.seed, update=loss.estimator_update,
         )
         self.corpus: CorpusSampler | None = None
+        self.item_category: str | None = None  # the item feature loss.category_discount groups by
         self.queue = ItemEmbeddingQueue(loss.queue_size, config.towers.output_dim) if loss.queue_size > 0 else None
         self.corpus_table = CorpusEmbeddingTable(loss.corpus_refresh_steps, loss.corpus_gradient_negatives)
         self.auxiliaries = nn.ModuleList(auxiliaries)
@@ -98,6 +99,14 @@ class RetrievalTask(nn.Module):
     def attach_corpus(self, features: dict[str, torch.Tensor], keys: torch.Tensor, *, model: TwoTowerModel) -> None:
         """Give the task the corpus: uniform and BCE negatives, the SSL batch, CFM's mutual information."""
         self.corpus = CorpusSampler(features, keys)
+        if self.config.loss.category_discount > 0:
+            if model.item_category is None or model.item_category not in features:
+                raise TowersConfigError(
+                    f"loss.category_discount={self.config.loss.category_discount} needs the item category feature "
+                    f"({model.item_category!r}) as an item-tower input; set FeatureSchema.item_category (a dataset "
+                    "config's items.category) or loss.category_discount=0."
+                )
+            self.item_category = model.item_category
         for auxiliary in self.auxiliaries:
             auxiliary.attach_corpus(features, model)
 
@@ -181,7 +190,9 @@ class RetrievalTask(nn.Module):
         keys = batch[ITEM_KEY]  # [B]
         corpus_sampler = self._corpus("loss.negatives='full_corpus'")
         rows = self.corpus_table.rows_of(corpus_sampler, keys)  # [B], -1: absent
-        bias = self.popularity_bias(corpus_sampler.keys)  # [C] or None
+        category = self.item_category if self.config.loss.category_discount > 0 else None
+        bias = self.logit_bias(corpus_sampler.keys,
+                               corpus_sampler.features()[category] if category else None)  # [C] or None
         every_positive_in_corpus = bool((rows >= 0).all())
         scaled = queries.float() / self.config.loss.temperature  # [B, D]
         if every_positive_in_corpus and self.corpus_table.gradient_negatives > 0 and torch.is_grad_enabled():
@@ -194,7 +205,7 @@ class RetrievalTask(nn.Module):
         return full_corpus_softmax_loss(
             queries, positives, corpus, temperature=self.config.loss.temperature, positive_keys=keys,
             corpus_keys=corpus_keys, weights=batch.get(WEIGHT),
-            positive_bias=self.popularity_bias(keys), corpus_bias=bias,
+            positive_bias=self.logit_bias(keys, batch[category] if category else None), corpus_bias=bias,
         )
 
     def truncated_corpus_loss(
@@ -234,6 +245,39 @@ class RetrievalTask(nn.Module):
             return None
         return beta * self.estimator.log_probability(keys.clamp(min=0))  # [N]
 
+    def category_bias(self, categories: torch.Tensor) -> torch.Tensor | None:
+        """gamma * log s_c [N] of the item categories [N] (or [N, L]: the first value; ``loss.category_discount``
+        gamma), added to the training logits of the full-corpus softmax like ``popularity_bias``; None when gamma is 0.
+
+        s_c is category c's share of the expected occurrences per batch, the streaming estimate summed over the
+        corpus items of c (items never seen count 0), smoothed by one average item per category, so a category with
+        no occurrence yet has a small but finite share; a category no corpus item has gets that smallest share.
+        The served score then discounts each category by gamma * log s_c: logit adjustment by category (Menon et
+        al., ICLR 2021), which lifts the small categories' recall at some cost in overall recall. O(C) per step."""
+        gamma = self.config.loss.category_discount
+        if gamma == 0.0:
+            return None
+        corpus = self._corpus("loss.category_discount > 0")
+        assert self.item_category is not None  # set by attach_corpus
+        in_corpus = _first_value(corpus.features()[self.item_category])  # [C]
+        keys = corpus.keys.clamp(min=0)  # [C]
+        occurrences = torch.where(self.estimator.seen(keys), self.estimator.probability(keys), 0.0)  # [C]
+        slots = int(in_corpus.max()) + 1 if corpus.size else 0
+        totals = torch.zeros(slots + 1, device=occurrences.device).index_add_(0, in_corpus, occurrences)  # [K + 1]
+        prior = occurrences.sum().clamp(min=1e-12) / max(corpus.size, 1)  # one average item's occurrences
+        share = (totals + prior) / (totals.sum() + prior * (slots + 1))  # [K + 1]; slot K: no corpus item
+        wanted = _first_value(categories)  # [N]
+        return gamma * torch.log(share)[torch.where((wanted >= 0) & (wanted < slots), wanted, slots)]  # [N]
+
+    def logit_bias(self, keys: torch.Tensor, categories: torch.Tensor | None) -> torch.Tensor | None:
+        """The sum of ``popularity_bias`` and ``category_bias`` [N] of items ``keys`` [N] (categories [N] or
+        [N, L]: None where the category discount is off); None when both are off."""
+        popularity = self.popularity_bias(keys)
+        category = self.category_bias(categories) if categories is not None else None
+        if popularity is None or category is None:
+            return popularity if category is None else category
+        return popularity + category
+
     def bce_loss(
         self, queries: torch.Tensor, items: torch.Tensor, batch: dict[str, torch.Tensor], *, model: TwoTowerModel
     ) -> torch.Tensor:
@@ -269,3 +313,8 @@ class RetrievalTask(nn.Module):
             self.queue.enqueue(self.gather.values(items.detach().float()), self.gather.values(batch[ITEM_KEY]))
         logs["loss"] = total.detach()
         return total, logs
+
+
+def _first_value(categories: torch.Tensor) -> torch.Tensor:
+    """Category ids [N] or [N, L] (multi-valued: the first value, as the Category Alignment Loss) -> int64 [N]."""
+    return (categories[:, 0] if categories.dim() == 2 else categories).to(torch.int64)

@@ -115,9 +115,12 @@ def training_table(
     )
 
 
-def trainable_towers(config: TowerConfig) -> tuple[TrainableTowers, dict[str, torch.Tensor]]:
-    """Towers and task of ``config`` over a small synthetic log, with the corpus attached, and one batch of it."""
-    schema, corpus = feature_schema(), corpus_table()
+def trainable_towers(
+    config: TowerConfig, *, schema: FeatureSchema | None = None
+) -> tuple[TrainableTowers, dict[str, torch.Tensor]]:
+    """Towers and task of ``config`` over a small synthetic log, with the corpus attached, and one batch of it
+    (``schema``: another schema of the same columns, e.g. without the item category)."""
+    schema, corpus = schema or feature_schema(), corpus_table()
     train = with_item_features(training_table(n_users=20, per_user=5), corpus, schema=schema, config=config)
     encoders = FeatureEncoders.fit(train, schema=schema, config=config)
     torch.manual_seed(0)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections import defaultdict
 
 import pytest
 import torch
-from synthetic_interactions import RECENT, trainable_towers
+from synthetic_interactions import ITEM_GENRES, RECENT, feature_schema, trainable_towers
 from synthetic_interactions import single_threaded_torch  # noqa: F401  (autouse fixture)
 
 from towers.config import TowerConfig
@@ -268,6 +270,53 @@ def test_popularity_discount_needs_the_full_corpus() -> None:
         TowerConfig.from_dict({"loss": {"popularity_discount": 0.5}})
     with pytest.raises(TowersConfigError, match="loss.popularity_discount must be >= 0"):
         TowerConfig.from_dict({"loss": {"negatives": "full_corpus", "popularity_discount": -0.1}})
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0])
+def test_category_discount_adds_gamma_log_category_share_to_the_training_logits(gamma: float) -> None:
+    model, batch = trainable_towers(FULL.with_overrides({"loss.category_discount": gamma, "loss.temperature": 0.5}))
+    model.eval()
+    batch = {name: tensor[:40] for name, tensor in batch.items()}
+    for step in range(3):  # a few estimator updates over some items only: the others are never seen and count 0
+        model.task.estimator.update(batch[ITEM_KEY][step * 10 : (step + 1) * 10].repeat(step + 1))
+    with torch.no_grad():
+        loss, _ = model.loss(batch)
+        corpus = model.model.item_tower(model.task.corpus.features())  # [C, D]
+        queries = model.model.embed_queries(batch)
+        rows = model.task.corpus_table.rows_of(model.task.corpus, batch[ITEM_KEY])
+        estimator, keys = model.task.estimator, model.task.corpus.keys
+        genres = model.task.corpus.features()[ITEM_GENRES][:, 0].tolist()  # each item's first genre
+        totals: dict[int, float] = defaultdict(float)
+        for genre, p, seen in zip(genres, estimator.probability(keys).tolist(), estimator.seen(keys).tolist()):
+            totals[genre] += p if seen else 0.0
+        prior = sum(totals.values()) / len(genres)  # one average item per category
+        denominator = sum(totals.values()) + prior * (max(genres) + 2)
+        log_share = torch.tensor([math.log((totals[g] + prior) / denominator) for g in genres])  # [C]
+        expected = torch.nn.functional.cross_entropy(queries @ corpus.T / 0.5 + gamma * log_share, rows)
+    assert len(set(genres)) > 2 and log_share.std() > 0.1
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_category_and_popularity_discounts_add_up_and_train() -> None:
+    config = FULL.with_overrides({"loss.category_discount": 0.5, "loss.popularity_discount": 0.5})
+    model, batch = trainable_towers(config)
+    loss, _ = model.loss(batch)
+    loss.backward()
+    keys = model.task.corpus.keys
+    both = model.task.logit_bias(keys, model.task.corpus.features()[ITEM_GENRES])
+    alone = model.task.popularity_bias(keys) + model.task.category_bias(model.task.corpus.features()[ITEM_GENRES])
+    assert torch.isfinite(loss) and torch.allclose(both, alone)
+    assert model.model.item_tower.tables["item_id"].weight.grad.abs().sum() > 0
+
+
+def test_category_discount_needs_the_full_corpus_and_an_item_category() -> None:
+    with pytest.raises(TowersConfigError, match="loss.category_discount must be 0 unless"):
+        TowerConfig.from_dict({"loss": {"category_discount": 0.5}})
+    with pytest.raises(TowersConfigError, match="loss.category_discount must be >= 0"):
+        TowerConfig.from_dict({"loss": {"negatives": "full_corpus", "category_discount": -0.1}})
+    without_category = dataclasses.replace(feature_schema(), item_category=None)
+    with pytest.raises(TowersConfigError, match=r"loss.category_discount=0.5 needs the item category.*items.category"):
+        trainable_towers(FULL.with_overrides({"loss.category_discount": 0.5}), schema=without_category)
 
 
 def test_cached_truncated_table_is_recomputed_every_n_steps_with_the_positives_and_hardest_rows_current() -> None:
