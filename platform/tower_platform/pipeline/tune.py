@@ -16,8 +16,9 @@ the best is never worse than the base. The best settings are written into a copy
 The objective is validation Recall@100 unless another headline figure is named (``objective``: e.g.
 ``recall@100_tail``); ``constraints`` are floors or ceilings on other figures (``recall@100_tail>=0.05``): each
 trial records how far its best epoch is from each bound (``Trial.set_constraint``, which the TPE sampler models), and
-the best trial is the best one that meets them all (none when no trial does). Early stopping and pruning follow the
-objective; the pruner's median is over the completed trials that met every bound (``pruning.py``). ``seeds`` > 1
+the best trial is the best one that meets them all (none when no trial does). Early stopping and a trial's best
+epoch follow the objective over the epochs that meet every bound (``epoch_score``), pruning the objective; the
+pruner's median is over the completed trials that met every bound (``pruning.py``). ``seeds`` > 1
 trains every trial with that many seeds and scores the means (validation figures of one seed move by about .01 here,
 as much as many settings differ).
 """
@@ -144,15 +145,27 @@ class TrialOutcome:
     figures: dict[str, float] = field(default_factory=dict)  # the validation figures of the best epoch
 
 
+def epoch_score(figures: dict[str, float], objective: str, constraints: tuple[Constraint, ...] = ()) -> float:
+    """What early stopping and a trial's best epoch follow: the ``objective`` figure of an epoch that meets every
+    bound; -1 minus the total shortfall of one that does not, so that every epoch meeting the bounds ranks above
+    every epoch missing them (the figures lie in [0, 1]) and nearing them still counts as progress. Without it a
+    constrained trial kept the epoch of its best objective even where that epoch missed a floor that a later epoch
+    met (a worst-category objective peaks before Recall@100 does)."""
+    shortfall = sum(max(c.violation(figures), 0.0) for c in constraints)
+    return figures[objective] if shortfall <= 0 else -1.0 - shortfall
+
+
 def train_trial(
     stage: ValidationStage,
     config: TowerConfig,
     *,
     report: Callable[[int, dict[str, float]], None],
     objective: str = METRIC,
+    constraints: tuple[Constraint, ...] = (),
 ) -> TrialOutcome:
     """Train on the train period, reporting the validation figures after each epoch (``report`` may raise to stop);
-    early stopping follows ``objective``."""
+    early stopping and the best epoch follow ``epoch_score`` (the ``objective`` figure, and first the bounds of
+    ``constraints``); the outcome's ``best`` is the best epoch's ``objective`` figure."""
     from towers.training import fit_two_tower
 
     per_epoch: list[dict[str, float]] = []
@@ -161,15 +174,15 @@ def train_trial(
         figures = stage.validation_figures(towers)
         per_epoch.append(figures)
         report(len(per_epoch), figures)
-        return figures[objective]
+        return epoch_score(figures, objective, constraints)
 
     towers = fit_two_tower(stage.train, corpus=stage.corpus, schema=stage.schema, config=config,
                            validation=validation, progress=False)
     history = towers.history
-    best = history.best_metric if history is not None and history.best_metric is not None else float("nan")
     best_epoch = history.best_epoch if history else None
     figures = per_epoch[best_epoch - 1] if best_epoch is not None and 0 < best_epoch <= len(per_epoch) else {}
-    return TrialOutcome(best=float(best), best_epoch=best_epoch, epochs=len(per_epoch), figures=figures)
+    return TrialOutcome(best=float(figures.get(objective, float("nan"))), best_epoch=best_epoch,
+                        epochs=len(per_epoch), figures=figures)
 
 
 @dataclass
@@ -298,11 +311,11 @@ def run_study(
 
         def report(epoch: int, figures: dict[str, float]) -> None:
             nonlocal best_so_far
-            value = figures[objective]
+            value, score = figures[objective], epoch_score(figures, objective, constraints)
             trial.report(value, epoch)
             trial.set_user_attr("epochs", epoch)
-            if value > best_so_far:  # a pruned trial keeps the figures of its best epoch so far
-                best_so_far = value
+            if score > best_so_far:  # a pruned trial keeps the figures of its best epoch so far
+                best_so_far = score
                 record(figures)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"validation {objective} {value:.4f} after epoch {epoch}")
@@ -314,7 +327,8 @@ def run_study(
         try:
             for k in range(seeds):
                 seeded = config if k == 0 else config.with_overrides({"training.seed": base.training.seed + k})
-                outcomes.append(train_trial(stage, seeded, report=report if k == 0 else silent, objective=objective))
+                outcomes.append(train_trial(stage, seeded, report=report if k == 0 else silent, objective=objective,
+                                            constraints=constraints))
             trial.set_user_attr("best_epoch", outcomes[0].best_epoch)
             if seeds > 1:
                 trial.set_user_attr("seed_values", [o.best for o in outcomes])

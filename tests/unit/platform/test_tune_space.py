@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tower_platform.errors import ConfigError
 from tower_platform.pipeline.search_space import SearchSpace, default_space
-from tower_platform.pipeline.tune import open_study, tuned_config_text, write_tuned_config
+from tower_platform.pipeline.tune import Constraint, epoch_score, open_study, tuned_config_text, write_tuned_config
 from towers.config import TowerConfig
 
 runner = CliRunner()
@@ -182,3 +182,15 @@ def test_the_pruner_takes_its_median_over_the_trials_that_met_every_bound(tmp_pa
     running = below.ask()
     running.report(0.4, 2)
     assert running.should_prune()
+
+
+def test_a_constrained_trial_keeps_the_best_epoch_that_meets_its_bounds():
+    # a worst-category objective peaks at epoch 2, before Recall@100 clears its floor at epoch 4
+    epochs = [{"worst_category_recall@100": w, "recall@100": r}
+              for w, r in [(0.30, 0.55), (0.34, 0.58), (0.31, 0.60), (0.32, 0.62), (0.29, 0.63)]]
+    floor = (Constraint.parse("recall@100>=0.61"),)
+    scores = [epoch_score(f, "worst_category_recall@100", floor) for f in epochs]
+    assert max(range(5), key=scores.__getitem__) == 3  # epoch 4: the best objective among the epochs above the floor
+    assert scores[0] < scores[1] < scores[2] < 0 <= scores[4] < scores[3] == 0.32  # nearing the floor is progress
+    unconstrained = [epoch_score(f, "worst_category_recall@100") for f in epochs]
+    assert max(range(5), key=unconstrained.__getitem__) == 1 and unconstrained[1] == 0.34
