@@ -19,9 +19,10 @@ from towers.config import TowerConfig
 
 runner = CliRunner()
 # a tiny model on the shipped configuration (DAT + CAL, SSL, SENet), with uniform negatives instead of the full softmax
+# (and so without the full softmax's category discount)
 TINY = {"training.batch_size": 256, "towers.embedding_dim": 8, "towers.output_dim": 8, "towers.hidden_dims": [16],
-        "training.epochs": 2, "training.patience": 2, "loss.negatives": "sampled", "loss.uniform_negatives": 16,
-        "ssl.sample_size": 32}
+        "training.epochs": 2, "training.patience": 2, "loss.category_discount": 0.0, "loss.negatives": "sampled",
+        "loss.uniform_negatives": 16, "ssl.sample_size": 32}
 SPACE = {"training.learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
          "loss.temperature": {"type": "categorical", "choices": [0.05, 0.1]}}
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Thriller")

@@ -35,13 +35,19 @@ def tower_config_from(
         config = TowerConfig.from_dict(section)
     except TowersConfigError as exc:
         raise ConfigError(f"Dataset config {dataset.path}: section '{TRAINING_SECTION}' is invalid: {exc}") from exc
-    for key, value in (overrides or {}).items():
-        try:
-            config = config.with_overrides({key: value})
-        except TowersConfigError as exc:
-            text = (written_as or {}).get(key) or f"{key}={value!r}"
-            raise UsageError(f"--set {text}: {_clause(exc)}.") from exc
-    return config
+    overrides = dict(overrides or {})
+    if not overrides:
+        return config
+    try:  # together, so that settings which only make sense jointly can be given in any order
+        return config.with_overrides(overrides)
+    except TowersConfigError as together:
+        texts = {key: (written_as or {}).get(key) or f"{key}={value!r}" for key, value in overrides.items()}
+        for key, value in overrides.items():  # name the option that is wrong on its own, where one is
+            try:
+                config.with_overrides({key: value})
+            except TowersConfigError as exc:
+                raise UsageError(f"--set {texts[key]}: {_clause(exc)}.") from together
+        raise UsageError(f"--set {', '.join(texts.values())}: {_clause(together)}.") from together
 
 
 def _clause(exc: Exception) -> str:

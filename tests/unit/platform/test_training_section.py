@@ -42,6 +42,20 @@ def test_overrides_take_dotted_keys_and_unambiguous_names():
         tower_config_from(dataset, overrides={"epoch": 1})
 
 
+def test_overrides_that_only_hold_together_are_accepted_in_any_order():
+    # the bundled config's category discount belongs to the full softmax: sampled negatives need it at 0 as well
+    dataset = load_dataset_config(bundled_config())
+    assert tower_config_from(dataset).loss.category_discount > 0
+    for overrides in ({"loss.negatives": "sampled", "loss.category_discount": 0.0},
+                      {"loss.category_discount": 0.0, "loss.negatives": "sampled"}):
+        config = tower_config_from(dataset, overrides=overrides)
+        assert (config.loss.negatives, config.loss.category_discount) == ("sampled", 0.0)
+    with pytest.raises(UsageError, match="--set loss.negatives=sampled: loss.category_discount must be 0 unless "
+                                         "loss.negatives is 'full_corpus'"):
+        tower_config_from(dataset, overrides={"training.epochs": 2, "loss.negatives": "sampled"},
+                          written_as={"loss.negatives": "loss.negatives=sampled"})
+
+
 def _config_with_training(tmp_path: Path, training: str) -> Path:
     """The bundled config with its `training:` section replaced, its tables read from the bundled folder."""
     bundled = bundled_config()
