@@ -88,19 +88,21 @@ class StreamingFrequencyEstimator(nn.Module):
     def probability(self, ids: torch.Tensor) -> torch.Tensor:
         """Estimated p [N] of ``ids`` [N], float32: expected occurrences per batch (``"occurrence"``, may exceed 1)
         or the probability of appearing in a batch (``"presence"``, capped at 1); 1 for an id never seen."""
-        h = self.bucket(ids)  # [m, N]
-        rows = torch.arange(self.hashes, device=h.device).unsqueeze(1).expand_as(h)
-        interval = self.interval[rows, h].amax(dim=0)  # [N]
+        interval = self._interval(ids)  # [N]
         if self.update_mode == "presence":
             return (1.0 / interval.clamp(min=1.0)).to(torch.float32)
         seen = interval > 0
         return torch.where(seen, 1.0 / torch.where(seen, interval, 1.0), 1.0).to(torch.float32)
 
     def seen(self, ids: torch.Tensor) -> torch.Tensor:
-        """bool [N]: whether every hash of each id [N] has been updated (an id never seen reads p = 1)."""
+        """bool [N]: whether each id [N] has an estimate (an id never seen reads p = 1)."""
+        return self._interval(ids) > 0  # [N]
+
+    def _interval(self, ids: torch.Tensor) -> torch.Tensor:
+        """The estimated steps between occurrences [N] of ``ids`` [N]: the largest over the hashes (0: never seen)."""
         h = self.bucket(ids)  # [m, N]
         rows = torch.arange(self.hashes, device=h.device).unsqueeze(1).expand_as(h)
-        return self.interval[rows, h].amax(dim=0) > 0  # [N]
+        return self.interval[rows, h].amax(dim=0)  # [N]
 
     def log_probability(self, ids: torch.Tensor) -> torch.Tensor:
         """log p [N] (float32), the log q term of the sampling-bias correction."""

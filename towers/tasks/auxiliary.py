@@ -119,8 +119,7 @@ class CategoryAlignmentLoss(AuxiliaryLoss):
         self.weight, self.min_items, self.category = config.dat.category_weight, config.dat.min_category_items, model.item_category
 
     def terms(self, model, batch, *, queries, items, corpus) -> Terms:  # type: ignore[no-untyped-def]
-        categories = batch[self.category]  # [B] or [B, L] (a multi-valued category: its first value)
-        first = categories[:, 0] if categories.dim() == 2 else categories  # [B]
+        first = first_category(batch[self.category])  # [B]
         items, first = self.gather.rows(items), self.gather.values(first)  # [G, D], [G] (G = B in one process)
         return {"category_alignment": (self.weight, category_alignment_loss(items, first, min_items=self.min_items))}
 
@@ -135,3 +134,8 @@ def auxiliary_losses(config: TowerConfig, model: TwoTowerModel) -> list[Auxiliar
         if config.dat.category_weight > 0:
             losses.append(CategoryAlignmentLoss(config, model))
     return losses
+
+
+def first_category(categories: torch.Tensor) -> torch.Tensor:
+    """Category ids [N] or [N, L] (a multi-valued category: its first value) -> [N]."""
+    return categories[:, 0] if categories.dim() == 2 else categories

@@ -54,7 +54,7 @@ from towers.sampling.corpus import CorpusSampler
 from towers.sampling.corpus_table import CorpusEmbeddingTable
 from towers.sampling.frequency import StreamingFrequencyEstimator
 from towers.sampling.queue import ItemEmbeddingQueue
-from towers.tasks.auxiliary import AuxiliaryLoss
+from towers.tasks.auxiliary import AuxiliaryLoss, first_category
 from towers.tasks.gather import LOCAL, BatchGather
 
 
@@ -83,7 +83,8 @@ class RetrievalTask(nn.Module):
             seed=config.training.seed, update=loss.estimator_update,
         )
         self.corpus: CorpusSampler | None = None
-        self.item_category: str | None = None  # the item feature loss.category_discount groups by
+        self.item_category: str | None = None  # the item feature loss.category_discount groups by (None: off)
+        self.category_slots = 0  # 1 + the largest category id of the corpus (fixed when the corpus is attached)
         self.queue = ItemEmbeddingQueue(loss.queue_size, config.towers.output_dim) if loss.queue_size > 0 else None
         self.corpus_table = CorpusEmbeddingTable(loss.corpus_refresh_steps, loss.corpus_gradient_negatives)
         self.auxiliaries = nn.ModuleList(auxiliaries)
@@ -107,6 +108,7 @@ class RetrievalTask(nn.Module):
                     "config's items.category) or loss.category_discount=0."
                 )
             self.item_category = model.item_category
+            self.category_slots = int(first_category(features[model.item_category]).max()) + 1 if keys.numel() else 0
         for auxiliary in self.auxiliaries:
             auxiliary.attach_corpus(features, model)
 
@@ -190,7 +192,7 @@ class RetrievalTask(nn.Module):
         keys = batch[ITEM_KEY]  # [B]
         corpus_sampler = self._corpus("loss.negatives='full_corpus'")
         rows = self.corpus_table.rows_of(corpus_sampler, keys)  # [B], -1: absent
-        category = self.item_category if self.config.loss.category_discount > 0 else None
+        category = self.item_category
         bias = self.logit_bias(corpus_sampler.keys,
                                corpus_sampler.features()[category] if category else None)  # [C] or None
         every_positive_in_corpus = bool((rows >= 0).all())
@@ -259,14 +261,14 @@ class RetrievalTask(nn.Module):
             return None
         corpus = self._corpus("loss.category_discount > 0")
         assert self.item_category is not None  # set by attach_corpus
-        in_corpus = _first_value(corpus.features()[self.item_category])  # [C]
+        in_corpus = first_category(corpus.features()[self.item_category]).to(torch.int64)  # [C]
         keys = corpus.keys.clamp(min=0)  # [C]
         occurrences = torch.where(self.estimator.seen(keys), self.estimator.probability(keys), 0.0)  # [C]
-        slots = int(in_corpus.max()) + 1 if corpus.size else 0
+        slots = self.category_slots
         totals = torch.zeros(slots + 1, device=occurrences.device).index_add_(0, in_corpus, occurrences)  # [K + 1]
         prior = occurrences.sum().clamp(min=1e-12) / max(corpus.size, 1)  # one average item's occurrences
         share = (totals + prior) / (totals.sum() + prior * (slots + 1))  # [K + 1]; slot K: no corpus item
-        wanted = _first_value(categories)  # [N]
+        wanted = first_category(categories).to(torch.int64)  # [N]
         return gamma * torch.log(share)[torch.where((wanted >= 0) & (wanted < slots), wanted, slots)]  # [N]
 
     def logit_bias(self, keys: torch.Tensor, categories: torch.Tensor | None) -> torch.Tensor | None:
@@ -274,9 +276,9 @@ class RetrievalTask(nn.Module):
         [N, L]: None where the category discount is off); None when both are off."""
         popularity = self.popularity_bias(keys)
         category = self.category_bias(categories) if categories is not None else None
-        if popularity is None or category is None:
-            return popularity if category is None else category
-        return popularity + category
+        if popularity is None:
+            return category
+        return popularity if category is None else popularity + category
 
     def bce_loss(
         self, queries: torch.Tensor, items: torch.Tensor, batch: dict[str, torch.Tensor], *, model: TwoTowerModel
@@ -313,8 +315,3 @@ class RetrievalTask(nn.Module):
             self.queue.enqueue(self.gather.values(items.detach().float()), self.gather.values(batch[ITEM_KEY]))
         logs["loss"] = total.detach()
         return total, logs
-
-
-def _first_value(categories: torch.Tensor) -> torch.Tensor:
-    """Category ids [N] or [N, L] (multi-valued: the first value, as the Category Alignment Loss) -> int64 [N]."""
-    return (categories[:, 0] if categories.dim() == 2 else categories).to(torch.int64)
